@@ -1,0 +1,256 @@
+"""ConvSpec: the one description of a convolution, and all of its validation.
+
+Every public convolution (conv1d/2d/3d, transposed, gradients) normalises its
+arguments here.  The rules and the conditions that raise follow
+torch.nn.functional.conv{1,2,3}d exactly; the exception types are ValueError
+(bad values) and TypeError (bad types), and every message names the argument
+and the values it got.  Nothing in this module touches array data, so a bad
+call fails before any computation or kernel launch.
+
+Spatial geometry is held per dimension (1, 2 or 3 of them); the 2-D names the
+kernels use (H, W, R, S, P, Q, ...) are properties.
+"""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+PADDING_STRINGS = ("valid", "same", "full")
+
+# dtypes a convolution accepts (torch: floating and complex; no integers, no bool)
+FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+COMPLEX_DTYPES = (np.dtype(np.complex64), np.dtype(np.complex128))
+CONV_DTYPES = FLOAT_DTYPES + COMPLEX_DTYPES
+
+
+def _fmt_shape(shape) -> str:
+    return "[" + ", ".join(str(int(s)) for s in shape) + "]"
+
+
+def _as_int(name: str, v) -> int:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{name} must be an int or a tuple of ints, got {v!r} ({type(v).__name__})")
+    return int(v)
+
+
+def expand_param(name: str, value, nd: int) -> tuple[int, ...]:
+    """int or length-nd sequence of ints -> tuple of nd ints (torch's _ntuple)."""
+    if isinstance(value, (list, tuple)):
+        if len(value) == 1:
+            value = tuple(value) * nd
+        if len(value) != nd:
+            raise ValueError(
+                f"expected {name} to be a single integer value or a list of {nd} values to "
+                f"match the convolution dimensions, but got {name}={list(value)!r}")
+        return tuple(_as_int(name, v) for v in value)
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        return expand_param(name, value.tolist(), nd)
+    return (_as_int(name, value),) * nd
+
+
+def same_padding(kernel: tuple[int, ...], dilation: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    """torch's padding='same': total d*(k-1), the left side gets total//2, the right the rest."""
+    out = []
+    for k, d in zip(kernel, dilation):
+        total = d * (k - 1)
+        out.append((total // 2, total - total // 2))
+    return tuple(out)
+
+
+def resolve_padding(padding, kernel, stride, dilation, nd: int) -> tuple[tuple[int, int], ...]:
+    """padding argument -> ((lo, hi), ...) per spatial dimension, validated."""
+    if isinstance(padding, str):
+        if padding not in PADDING_STRINGS:
+            raise ValueError(f"Invalid padding string {padding!r}, should be one of {PADDING_STRINGS}")
+        if padding == "valid":
+            return ((0, 0),) * nd
+        if padding == "same":
+            if any(s != 1 for s in stride):
+                raise ValueError(
+                    f"padding='same' is not supported for strided convolutions, got stride={stride}")
+            return same_padding(kernel, dilation)
+        # 'full': every partial overlap is an output
+        return tuple((d * (k - 1), d * (k - 1)) for k, d in zip(kernel, dilation))
+    pad = expand_param("padding", padding, nd)
+    if any(p < 0 for p in pad):
+        raise ValueError(f"negative padding is not supported, got padding={pad}")
+    return tuple((p, p) for p in pad)
+
+
+def output_length(size: int, kernel: int, stride: int = 1, pad_lo: int = 0, pad_hi: int = 0,
+                  dilation: int = 1) -> int:
+    return (size + pad_lo + pad_hi - dilation * (kernel - 1) - 1) // stride + 1
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """A forward convolution, channels-first: input (N, C, *in_size), weight (K, C/groups, *kernel).
+
+    `pad` is the zero padding the kernel applies, (lo, hi) per spatial dim.
+    Non-zero padding modes are applied to the input before a spec is made.
+    """
+
+    n: int
+    c: int
+    k: int
+    in_size: tuple[int, ...]
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    pad: tuple[tuple[int, int], ...]
+    dilation: tuple[int, ...]
+    groups: int
+    dtype: np.dtype
+
+    @property
+    def nd(self) -> int:
+        return len(self.in_size)
+
+    @property
+    def out_size(self) -> tuple[int, ...]:
+        return tuple(output_length(i, k, s, lo, hi, d) for i, k, s, (lo, hi), d in
+                     zip(self.in_size, self.kernel, self.stride, self.pad, self.dilation))
+
+    @property
+    def c_per_group(self) -> int:
+        return self.c // self.groups
+
+    @property
+    def k_per_group(self) -> int:
+        return self.k // self.groups
+
+    @property
+    def is_depthwise(self) -> bool:
+        return self.groups == self.c and self.groups > 1
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.n, self.c) + self.in_size
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        return (self.k, self.c_per_group) + self.kernel
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return (self.n, self.k) + self.out_size
+
+    # -- the 2-D names the kernels use ------------------------------------
+    def _need2d(self):
+        if self.nd != 2:
+            raise AttributeError(f"2-D geometry asked of a {self.nd}-D ConvSpec")
+
+    H = property(lambda s: (s._need2d(), s.in_size[0])[1])
+    W = property(lambda s: (s._need2d(), s.in_size[1])[1])
+    R = property(lambda s: (s._need2d(), s.kernel[0])[1])
+    S = property(lambda s: (s._need2d(), s.kernel[1])[1])
+    P = property(lambda s: (s._need2d(), s.out_size[0])[1])
+    Q = property(lambda s: (s._need2d(), s.out_size[1])[1])
+
+    # -- the numbers every kernel is judged by ----------------------------
+    @property
+    def flops(self) -> int:
+        """2 * N * K * prod(out) * (C/groups) * prod(kernel) (a multiply-add is two)."""
+        return 2 * self.n * self.k * int(np.prod(self.out_size)) * self.c_per_group * int(np.prod(self.kernel))
+
+    @property
+    def min_bytes(self) -> int:
+        """Compulsory traffic: read input and weight once, write output once."""
+        elems = (self.n * self.c * int(np.prod(self.in_size))
+                 + self.k * self.c_per_group * int(np.prod(self.kernel))
+                 + self.n * self.k * int(np.prod(self.out_size)))
+        return self.dtype.itemsize * elems
+
+    def key(self) -> tuple:
+        """Hashable identity, for caches (the dispatcher's autotune cache)."""
+        return (self.n, self.c, self.k, self.in_size, self.kernel, self.stride, self.pad,
+                self.dilation, self.groups, self.dtype.str)
+
+
+def check_dtypes(input_dtype, weight_dtype, bias_dtype=None) -> np.dtype:
+    """torch's rule: input, weight and bias share one floating or complex dtype."""
+    dt = np.dtype(input_dtype)
+    if dt not in CONV_DTYPES:
+        raise TypeError(f"input dtype {dt} is not supported: convolution takes floating or complex "
+                        f"arrays (float16, float32, float64, complex64, complex128)")
+    if np.dtype(weight_dtype) != dt:
+        raise TypeError(f"input dtype ({dt}) and weight dtype ({np.dtype(weight_dtype)}) should be the same")
+    if bias_dtype is not None and np.dtype(bias_dtype) != dt:
+        raise TypeError(f"input dtype ({dt}) and bias dtype ({np.dtype(bias_dtype)}) should be the same")
+    return dt
+
+
+def make_spec(input_shape, weight_shape, bias_shape, stride, padding, dilation, groups,
+              dtype, nd: int, fname: str = "conv2d") -> tuple[ConvSpec, bool]:
+    """Validate shapes and arguments like torch's F.conv{nd}d; return (spec, batched).
+
+    `padding` is an int, a tuple, 'valid', 'same' or 'full', or already-resolved
+    ((lo, hi), ...) pairs.  An unbatched input (C, *spatial) is described as N=1
+    and reported through `batched`.
+    """
+    input_shape = tuple(int(s) for s in input_shape)
+    weight_shape = tuple(int(s) for s in weight_shape)
+    if len(input_shape) not in (nd + 1, nd + 2):
+        raise ValueError(
+            f"Expected {nd + 1}D (unbatched) or {nd + 2}D (batched) input to {fname}, "
+            f"but got input of size: {_fmt_shape(input_shape)}")
+    if len(weight_shape) != nd + 2:
+        raise ValueError(
+            f"Expected {nd + 2}D weight to {fname} (out_channels, in_channels/groups, *kernel), "
+            f"but got weight of size: {_fmt_shape(weight_shape)}")
+    batched = len(input_shape) == nd + 2
+    if not batched:
+        input_shape = (1,) + input_shape
+
+    stride = expand_param("stride", stride, nd)
+    dilation = expand_param("dilation", dilation, nd)
+    if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, numbers.Integral):
+        raise TypeError(f"groups must be an int, got {groups!r} ({type(groups).__name__})")
+    groups = int(groups)
+    if any(s <= 0 for s in stride):
+        raise ValueError(f"non-positive stride is not supported, got stride={stride}")
+    if any(d <= 0 for d in dilation):
+        raise ValueError(f"dilation should be greater than zero, got dilation={dilation}")
+    if groups <= 0:
+        raise ValueError(f"non-positive groups is not supported, got groups={groups}")
+
+    kernel = weight_shape[2:]
+    if isinstance(padding, tuple) and padding and all(isinstance(p, tuple) for p in padding):
+        pad = tuple((int(lo), int(hi)) for lo, hi in padding)
+        if len(pad) != nd or any(lo < 0 or hi < 0 for lo, hi in pad):
+            raise ValueError(f"padding must be {nd} non-negative (lo, hi) pairs, got {padding}")
+    else:
+        pad = resolve_padding(padding, kernel, stride, dilation, nd)
+
+    n, c = input_shape[:2]
+    k, cg = weight_shape[:2]
+    if k % groups != 0:
+        raise ValueError(
+            f"Given groups={groups}, expected weight to be divisible by {groups} at dimension 0, "
+            f"but got weight of size {_fmt_shape(weight_shape)} instead")
+    if cg * groups != c:
+        shown = input_shape if batched else input_shape[1:]
+        raise ValueError(
+            f"Given groups={groups}, weight of size {_fmt_shape(weight_shape)}, expected input"
+            f"{_fmt_shape(shown)} to have {cg * groups} channels, but got {c} channels instead")
+    if bias_shape is not None and tuple(bias_shape) != (k,):
+        raise ValueError(
+            f"Given weight of size {_fmt_shape(weight_shape)}, expected bias to be 1-dimensional "
+            f"with {k} elements, but got bias of size {_fmt_shape(bias_shape)} instead")
+    if any(s == 0 for s in kernel):
+        raise ValueError(f"weight has a zero-size kernel: {_fmt_shape(weight_shape)}")
+
+    in_size = input_shape[2:]
+    padded = tuple(i + lo + hi for i, (lo, hi) in zip(in_size, pad))
+    dilated = tuple(d * (kk - 1) + 1 for kk, d in zip(kernel, dilation))
+    if any(p < kd for p, kd in zip(padded, dilated)):
+        raise ValueError(
+            f"Calculated padded input size per channel: ({' x '.join(map(str, padded))}). "
+            f"Kernel size: ({' x '.join(map(str, dilated))}). "
+            f"Kernel size can't be greater than actual input size")
+
+    spec = ConvSpec(n=n, c=c, k=k, in_size=in_size, kernel=kernel, stride=stride, pad=pad,
+                    dilation=dilation, groups=groups, dtype=np.dtype(dtype))
+    return spec, batched
