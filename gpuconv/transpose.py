@@ -1,0 +1,337 @@
+"""Transposed convolution (conv_transpose1d/2d/3d) with torch.nn.functional's semantics.
+
+A transposed convolution is the adjoint of a forward convolution: every input
+pixel scatters `x[n, c] * w[c, k]` over a (dilated) kernel footprint of the
+output, input pixels `stride` apart.  With weight (C_in, C_out/groups, *kernel):
+
+    full[n, g*Kg + k, j*s + t*d] += sum_c x[n, g*Cg + c, j] * w[g*Cg + c, k, t]
+    out = full[..., padding : padding + out_size]          (per spatial dim)
+    out_size = (in - 1)*stride - 2*padding + dilation*(kernel - 1) + output_padding + 1
+
+Two computations of it live here:
+
+* NumPy (the CPU path and the reference): one GEMM per group,
+  W_g^T (Kg*taps, Cg) @ X_g (Cg, N*L), gives every tap's contribution for every
+  input pixel; a loop over the kernel taps then adds each tap's (N, C_out, *in)
+  slab into the output with one strided slice (col2im).  The GEMM does exactly
+  the transposed convolution's FLOPs.  The alternative -- a forward convolution
+  of the zero-upsampled input with the flipped weight -- multiplies stride**nd
+  times as many zeros (4x the FLOPs at stride 2 in 2-D) and gathers a column
+  matrix that large first, so it loses whenever stride > 1 and gains nothing
+  at stride 1.
+* Device (CuPy arrays, or an explicit backend): exactly that forward
+  convolution, through gpuconv.api.conv_forward, so the op runs on whatever
+  forward kernels the dispatcher has (and in the simulator) until dedicated
+  transposed kernels exist.  The zero-upsampled input is built with xp ops.
+
+The same core (a `TransposeGeometry` with an explicit crop offset and output
+size) also computes the input gradient of a forward convolution
+(gpuconv.grad), where the output size comes from the requested input size.
+"""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import activations
+from ._array import common_kind, convert, wrap, xp_of
+from .reference import compute_dtype
+from .spec import _fmt_shape, check_dtypes, expand_param
+
+
+@dataclass(frozen=True)
+class TransposeGeometry:
+    """A transposed convolution: input (N, C_in, *in_size), weight (C_in, C_out/groups, *kernel).
+
+    Output position o of spatial dim i is position o + crop[i] of the uncropped
+    ("full") result, whose size is (in-1)*stride + dilation*(kernel-1) + 1.
+    """
+
+    n: int
+    c_in: int
+    c_out: int
+    in_size: tuple[int, ...]
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    crop: tuple[int, ...]
+    out_size: tuple[int, ...]
+    dilation: tuple[int, ...]
+    groups: int
+    dtype: np.dtype
+
+    @property
+    def nd(self) -> int:
+        return len(self.in_size)
+
+    @property
+    def full_size(self) -> tuple[int, ...]:
+        return tuple((i - 1) * s + d * (k - 1) + 1 for i, s, d, k in
+                     zip(self.in_size, self.stride, self.dilation, self.kernel))
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return (self.n, self.c_out) + self.out_size
+
+    @property
+    def flops(self) -> int:
+        """2 * N * C_in * prod(in) * (C_out/groups) * prod(kernel)."""
+        return (2 * self.n * self.c_in * int(np.prod(self.in_size)) * (self.c_out // self.groups)
+                * int(np.prod(self.kernel)))
+
+
+def _check_groups(groups) -> int:
+    if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, numbers.Integral):
+        raise TypeError(f"groups must be an int, got {groups!r} ({type(groups).__name__})")
+    groups = int(groups)
+    if groups <= 0:
+        raise ValueError(f"non-positive groups is not supported, got groups={groups}")
+    return groups
+
+
+def make_transpose_geometry(input_shape, weight_shape, bias_shape, stride, padding, output_padding,
+                            groups, dilation, dtype, nd: int,
+                            fname: str = "conv_transpose2d") -> tuple[TransposeGeometry, bool]:
+    """Validate like torch's F.conv_transpose{nd}d; return (geometry, batched).
+
+    Every condition under which torch raises raises here too, as ValueError
+    (bad values) or TypeError (bad types), before any array is touched."""
+    input_shape = tuple(int(s) for s in input_shape)
+    weight_shape = tuple(int(s) for s in weight_shape)
+    if len(input_shape) not in (nd + 1, nd + 2):
+        raise ValueError(
+            f"Expected {nd + 1}D (unbatched) or {nd + 2}D (batched) input to {fname}, "
+            f"but got input of size: {_fmt_shape(input_shape)}")
+    if len(weight_shape) != nd + 2:
+        raise ValueError(
+            f"Expected {nd + 2}D weight to {fname} (in_channels, out_channels/groups, *kernel), "
+            f"but got weight of size: {_fmt_shape(weight_shape)}")
+    batched = len(input_shape) == nd + 2
+    full_input = input_shape if batched else (1,) + input_shape
+
+    if isinstance(padding, str):
+        raise TypeError(f"{fname}: padding must be an int or a tuple of ints (torch allows no "
+                        f"padding strings for transposed convolutions), got padding={padding!r}")
+    stride = expand_param("stride", stride, nd)
+    padding = expand_param("padding", padding, nd)
+    output_padding = expand_param("output_padding", output_padding, nd)
+    dilation = expand_param("dilation", dilation, nd)
+    groups = _check_groups(groups)
+    if any(s <= 0 for s in stride):
+        raise ValueError(f"non-positive stride is not supported, got stride={stride}")
+    if any(d <= 0 for d in dilation):
+        raise ValueError(f"dilation should be greater than zero, got dilation={dilation}")
+    if any(p < 0 for p in padding):
+        raise ValueError(f"negative padding is not supported, got padding={padding}")
+    if any(p < 0 for p in output_padding):
+        raise ValueError(f"negative output_padding is not supported, got output_padding={output_padding}")
+    # torch: every dimension needs output_padding < stride OR output_padding < dilation
+    if any(op >= s and op >= d for op, s, d in zip(output_padding, stride, dilation)):
+        raise ValueError(
+            f"output padding must be smaller than either stride or dilation, but got "
+            f"output_padding={output_padding}, stride={stride}, dilation={dilation}")
+
+    c_in, kg = weight_shape[:2]
+    kernel = weight_shape[2:]
+    if c_in < groups:
+        raise ValueError(
+            f"Given groups={groups}, expected weight to be at least {groups} at dimension 0, "
+            f"but got weight of size {_fmt_shape(weight_shape)} instead")
+    if c_in % groups != 0:
+        raise ValueError(
+            f"Given groups={groups}, expected weight to be divisible by {groups} at dimension 0, "
+            f"but got weight of size {_fmt_shape(weight_shape)} instead")
+    if kg == 0 or any(k == 0 for k in kernel):
+        raise ValueError(f"weight of size {_fmt_shape(weight_shape)} has a zero output-channel "
+                         f"or kernel dimension")
+    if full_input[1] != c_in:
+        raise ValueError(
+            f"Given transposed=1, weight of size {_fmt_shape(weight_shape)}, expected input"
+            f"{_fmt_shape(input_shape)} to have {c_in} channels, but got {full_input[1]} "
+            f"channels instead")
+    c_out = kg * groups
+    if bias_shape is not None and tuple(bias_shape) != (c_out,):
+        raise ValueError(
+            f"Given transposed=1, weight of size {_fmt_shape(weight_shape)}, expected bias to be "
+            f"1-dimensional with {c_out} elements, but got bias of size "
+            f"{_fmt_shape(bias_shape)} instead")
+    in_size = full_input[2:]
+    if any(i == 0 for i in in_size):
+        raise ValueError(f"Only zero batch or zero channel inputs are supported, but got input "
+                         f"shape: {_fmt_shape(input_shape)}")
+    out_size = tuple((i - 1) * s - 2 * p + d * (k - 1) + op + 1 for i, s, p, d, k, op in
+                     zip(in_size, stride, padding, dilation, kernel, output_padding))
+    if any(o <= 0 for o in out_size):
+        raise ValueError(
+            f"Given input size per channel: ({' x '.join(map(str, in_size))}), calculated output "
+            f"size per channel: ({' x '.join(map(str, out_size))}). Output size is too small "
+            f"(padding={padding} is too large)")
+    geom = TransposeGeometry(n=full_input[0], c_in=c_in, c_out=c_out, in_size=in_size,
+                             kernel=kernel, stride=stride, crop=padding, out_size=out_size,
+                             dilation=dilation, groups=groups, dtype=np.dtype(dtype))
+    return geom, batched
+
+
+# ---------------------------------------------------------------------------
+# NumPy: GEMM to columns, then col2im by one strided add per kernel tap
+
+# Images per GEMM chunk: bounds the column matrix (C_out * taps * images * L
+# elements) so a large batch does not materialise taps x the output at once.
+_COLS_TARGET_ELEMS = 1 << 22
+
+
+def _tap_ranges(tap, geom: TransposeGeometry):
+    """For kernel tap `tap`: (input slices, output slices) of the pixels it connects,
+    or None when the tap lands wholly in the cropped-away border."""
+    src, dst = [], []
+    for t, d, s, lo, i, o in zip(tap, geom.dilation, geom.stride, geom.crop, geom.in_size,
+                                 geom.out_size):
+        # input j lands on output j*s + t*d - lo; keep 0 <= that < o
+        j0 = max(0, -((t * d - lo) // s))          # ceil((lo - t*d) / s)
+        j1 = min(i - 1, (o - 1 + lo - t * d) // s)
+        if j1 < j0:
+            return None
+        o0 = j0 * s + t * d - lo
+        src.append(slice(j0, j1 + 1))
+        dst.append(slice(o0, o0 + (j1 - j0) * s + 1, s))
+    return tuple(src), tuple(dst)
+
+
+def transpose_numpy(x: np.ndarray, w: np.ndarray, bias, geom: TransposeGeometry) -> np.ndarray:
+    """Transposed convolution of batched NumPy arrays; returns the compute dtype."""
+    dt = compute_dtype(geom.dtype)
+    n, g, nd = geom.n, geom.groups, geom.nd
+    cg, kg = geom.c_in // g, geom.c_out // g
+    npix = int(np.prod(geom.in_size))
+    ntap = int(np.prod(geom.kernel))
+    out = np.zeros(geom.output_shape, dtype=dt)
+    if n > 0:
+        x = np.asarray(x, dtype=dt)
+        # (G, Kg*taps, Cg): row (k, t) of group g holds w[g*Cg + c, k, t] over c
+        wt = np.asarray(w, dtype=dt).reshape(g, cg, kg * ntap).transpose(0, 2, 1)
+        taps = [(tap, r) for tap in np.ndindex(*geom.kernel)
+                if (r := _tap_ranges(tap, geom)) is not None]
+        out_cn = out.swapaxes(0, 1)                              # (C_out, N, *out) view
+        nb = max(1, min(n, _COLS_TARGET_ELEMS // max(geom.c_out * ntap * npix, 1)))
+        for n0 in range(0, n, nb):
+            b = min(nb, n - n0)
+            xg = x[n0:n0 + b].reshape(b, g, cg, npix).transpose(1, 2, 0, 3).reshape(g, cg, b * npix)
+            cols = np.matmul(wt, xg)                             # (G, Kg*taps, b*L)
+            cols = cols.reshape((geom.c_out,) + geom.kernel + (b,) + geom.in_size)
+            dst_n = out_cn[:, n0:n0 + b]
+            for tap, (src, dst) in taps:
+                dst_n[(slice(None), slice(None)) + dst] += cols[(slice(None),) + tap + (slice(None),) + src]
+    if bias is not None:
+        out += np.asarray(bias, dtype=dt).reshape((1, geom.c_out) + (1,) * nd)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Device: a forward convolution of the zero-upsampled input
+
+def flip_swap_weight(xp, w, groups: int):
+    """(C_in, C_out/g, *k) transposed-conv weight -> (C_out, C_in/g, *k) forward weight,
+    kernel flipped in every spatial dim."""
+    c_in, kg = w.shape[:2]
+    kernel = tuple(w.shape[2:])
+    cg = c_in // groups
+    wf = w.reshape((groups, cg, kg) + kernel).swapaxes(1, 2).reshape((kg * groups, cg) + kernel)
+    wf = wf[(slice(None), slice(None)) + (slice(None, None, -1),) * len(kernel)]
+    return xp.ascontiguousarray(wf)
+
+
+def transpose_via_forward(xp, x, w, bias, geom: TransposeGeometry, activation=None, backend=None):
+    """The transposed convolution as gpuconv.api.conv_forward of the zero-upsampled input
+    (stride-1, dilation-d, flipped channel-swapped weight).  Exact: the inserted
+    zeros only add exact zeros.  Batched arrays in, batched array out (input's dtype,
+    activation applied)."""
+    from .api import conv_forward
+
+    nd = geom.nd
+    if geom.n == 0:
+        return xp.zeros(geom.output_shape, dtype=x.dtype)
+    up = tuple((i - 1) * s + 1 for i, s in zip(geom.in_size, geom.stride))
+    if all(s == 1 for s in geom.stride):
+        xu = x
+    else:
+        xu = xp.zeros((geom.n, geom.c_in) + up, dtype=x.dtype)
+        xu[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in geom.stride)] = x
+    pads, crop = [], [slice(None), slice(None)]
+    for u, k, d, lo, o in zip(up, geom.kernel, geom.dilation, geom.crop, geom.out_size):
+        span = d * (k - 1)
+        plo = span - lo                       # full conv pads span each side; crop lo
+        phi = o - u - plo + span              # whatever makes the output o long
+        crop.append(slice(max(0, -plo), u + min(0, phi)))
+        pads.append((max(0, plo), max(0, phi)))
+    xu = xp.ascontiguousarray(xu[tuple(crop)])
+    wf = flip_swap_weight(xp, w, geom.groups)
+    return conv_forward(nd, f"conv_transpose{nd}d", xu, wf, bias, 1, tuple(pads), geom.dilation,
+                        geom.groups, activation=activation, backend=backend)
+
+
+# ---------------------------------------------------------------------------
+# Public functions
+
+def conv_transpose_forward(nd: int, fname: str, input, weight, bias, stride, padding,
+                           output_padding, groups, dilation, activation=None, backend=None):
+    """Shared body of conv_transpose1d/2d/3d.  `backend` (internal: tests and the
+    simulator) runs the device mapping on the given gpuconv.cuda backend."""
+    xi = convert("input", input)
+    wi = convert("weight", weight)
+    bi = None if bias is None else convert("bias", bias)
+    kind = common_kind({"input": xi, "weight": wi, "bias": bi})
+    activation = activations.check_activation(activation)
+    if backend is not None:
+        kind = "device"
+    x, w = xi.array, wi.array
+    b = None if bi is None else bi.array
+    dtype = check_dtypes(x.dtype, w.dtype, None if b is None else b.dtype)
+    if activation is not None and dtype.kind == "c":
+        raise TypeError(f"activation={activation!r} is not defined for complex dtype {dtype}")
+    geom, batched = make_transpose_geometry(x.shape, w.shape, None if b is None else b.shape,
+                                            stride, padding, output_padding, groups, dilation,
+                                            dtype, nd, fname)
+    if not batched:
+        x = x[None]
+    if kind == "numpy":
+        out = transpose_numpy(x, w, b, geom)
+        out = activations.apply(out, activation).astype(dtype, copy=False)
+    else:
+        xp = backend.xp if backend is not None else xp_of(kind)
+        out = transpose_via_forward(xp, x, w, b, geom, activation, backend)
+    if not batched:
+        out = out[0]
+    return wrap(out, xi)
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1, *, activation=None):
+    """2-D transposed convolution with torch.nn.functional.conv_transpose2d's semantics.
+
+    input: (N, C_in, H, W) or unbatched (C_in, H, W); weight: (C_in, C_out/groups, R, S);
+    bias: (C_out,).  stride, padding, output_padding, dilation: int or pair.
+    Output size: (H-1)*stride - 2*padding + dilation*(R-1) + output_padding + 1, where
+    output_padding must be smaller than either stride or dilation (per dimension).
+    activation: None, 'relu', 'relu6', 'silu', 'gelu', applied after the bias.
+    NumPy in -> NumPy out; CuPy in -> CuPy out; torch tensors in -> torch tensor out.
+    """
+    return conv_transpose_forward(2, "conv_transpose2d", input, weight, bias, stride, padding,
+                                  output_padding, groups, dilation, activation)
+
+
+def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1, *, activation=None):
+    """1-D transposed convolution (torch.nn.functional.conv_transpose1d): input (N, C_in, L)
+    or (C_in, L), weight (C_in, C_out/groups, R).  Arguments as conv_transpose2d."""
+    return conv_transpose_forward(1, "conv_transpose1d", input, weight, bias, stride, padding,
+                                  output_padding, groups, dilation, activation)
+
+
+def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1, *, activation=None):
+    """3-D transposed convolution (torch.nn.functional.conv_transpose3d): input
+    (N, C_in, D, H, W) or (C_in, D, H, W), weight (C_in, C_out/groups, T, R, S).
+    Arguments as conv_transpose2d."""
+    return conv_transpose_forward(3, "conv_transpose3d", input, weight, bias, stride, padding,
+                                  output_padding, groups, dilation, activation)
