@@ -24,6 +24,15 @@ def check_activation(activation):
     return activation
 
 
+def check_dtype(activation, dtype):
+    """Activations are defined on real numbers; integers take only relu and relu6."""
+    dtype = np.dtype(dtype)
+    if activation is None:
+        return
+    if dtype.kind == "c" or (dtype.kind in "iub" and activation not in ("relu", "relu6")):
+        raise TypeError(f"activation={activation!r} is not defined for dtype {dtype}")
+
+
 def _erf(x: np.ndarray) -> np.ndarray:
     try:
         from scipy.special import erf
@@ -36,8 +45,7 @@ def apply(out: np.ndarray, activation) -> np.ndarray:
     """Apply `activation` to a real NumPy array in place (and return it)."""
     if activation is None:
         return out
-    if out.dtype.kind == "c":
-        raise TypeError(f"activation={activation!r} is not defined for complex dtype {out.dtype}")
+    check_dtype(activation, out.dtype)
     if activation == "relu":
         np.maximum(out, 0, out=out)
     elif activation == "relu6":

@@ -68,8 +68,7 @@ def conv_forward(nd: int, fname: str, input, weight, bias, stride, padding, dila
     x, w = xi.array, wi.array
     b = None if bi is None else bi.array
     dtype = check_dtypes(x.dtype, w.dtype, None if b is None else b.dtype)
-    if activation is not None and dtype.kind == "c":
-        raise TypeError(f"activation={activation!r} is not defined for complex dtype {dtype}")
+    activations.check_dtype(activation, dtype)
     spec, batched = make_spec(x.shape, w.shape, None if b is None else b.shape, stride, padding,
                               dilation, groups, dtype, nd, fname)
     xp = backend.xp if backend is not None else xp_of(kind)

@@ -16,7 +16,8 @@ It is vectorised, never a Python loop over pixels:
     kernel tap over the whole output, since per-group GEMMs of inner size R*S
     would leave BLAS idle.
 
-`accumulate` picks the arithmetic: float16 inputs are computed in float32
+`accumulate` picks the arithmetic: integers are computed in int64 (torch's
+wrapping result is the same modulo 2^bits), float16 inputs in float32
 (torch and the GPU kernels accumulate fp16 in fp32); "float64" (or
 "complex128") computes in double for reference use.
 """
@@ -29,8 +30,11 @@ from .spec import ConvSpec
 
 
 def compute_dtype(dtype, accumulate=None) -> np.dtype:
-    """The dtype arithmetic is done in: at least float32, float64 when asked."""
+    """The dtype arithmetic is done in: at least float32, float64 when asked;
+    integers in int64 (cast back, the result wraps exactly as torch's does)."""
     dt = np.dtype(dtype)
+    if dt.kind in "iu":
+        return np.dtype(np.int64)
     if accumulate is not None:
         acc = np.dtype(accumulate)
         if dt.kind == "c" and acc.kind != "c":

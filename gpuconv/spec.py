@@ -20,10 +20,13 @@ import numpy as np
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 PADDING_STRINGS = ("valid", "same", "full")
 
-# dtypes a convolution accepts (torch: floating and complex; no integers, no bool)
+# dtypes a convolution accepts: torch's on the CPU (floating, complex, and the
+# integer types with wrapping arithmetic; no bool).  The GPU path takes the
+# floating ones (gpuconv.cuda refuses the rest, as cuDNN does).
 FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 COMPLEX_DTYPES = (np.dtype(np.complex64), np.dtype(np.complex128))
-CONV_DTYPES = FLOAT_DTYPES + COMPLEX_DTYPES
+INT_DTYPES = tuple(np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.int32, np.int64))
+CONV_DTYPES = FLOAT_DTYPES + COMPLEX_DTYPES + INT_DTYPES
 
 
 def _fmt_shape(shape) -> str:
@@ -170,11 +173,11 @@ class ConvSpec:
 
 
 def check_dtypes(input_dtype, weight_dtype, bias_dtype=None) -> np.dtype:
-    """torch's rule: input, weight and bias share one floating or complex dtype."""
+    """torch's rule: input, weight and bias share one dtype."""
     dt = np.dtype(input_dtype)
     if dt not in CONV_DTYPES:
-        raise TypeError(f"input dtype {dt} is not supported: convolution takes floating or complex "
-                        f"arrays (float16, float32, float64, complex64, complex128)")
+        names = ", ".join(str(d) for d in CONV_DTYPES)
+        raise TypeError(f"input dtype {dt} is not supported: convolution takes {names}")
     if np.dtype(weight_dtype) != dt:
         raise TypeError(f"input dtype ({dt}) and weight dtype ({np.dtype(weight_dtype)}) should be the same")
     if bias_dtype is not None and np.dtype(bias_dtype) != dt:
