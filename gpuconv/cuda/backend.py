@@ -1,0 +1,58 @@
+"""Backends: the one launch interface every launcher uses.
+
+    backend.name            "cupy" | "sim"
+    backend.xp              cupy on the GPU, numpy in the simulator
+    backend.get_function(module, name_expressions, name) -> fn
+    fn(grid, block, args, shared_mem=0)      # exactly cupy.RawKernel's call
+
+CupyBackend launches on CuPy's current device and stream and never
+synchronises.  gpuconv.sim.SimBackend has the same interface and runs the same
+.cu files on the CPU.  `device_facts(backend)` gives the dispatcher what it
+may know about the device (facts a backend does not report take the defaults
+of gpuconv.cuda.facts.DeviceFacts).
+"""
+from __future__ import annotations
+
+from . import loader
+from .facts import DeviceFacts
+
+
+class CupyBackend:
+    name = "cupy"
+
+    def __init__(self):
+        import cupy
+        self.xp = cupy
+
+    def get_function(self, module: str, name_expressions: tuple[str, ...], name: str):
+        return loader.get_function(module, tuple(name_expressions), name)
+
+    def device_facts(self) -> DeviceFacts:
+        cupy = self.xp
+        dev = cupy.cuda.Device()
+        attrs = dev.attributes
+        free, total = cupy.cuda.runtime.memGetInfo()
+        # memory held by CuPy's pool but unused is available to our workspaces too
+        free += cupy.get_default_memory_pool().free_bytes()
+        return DeviceFacts(
+            name=cupy.cuda.runtime.getDeviceProperties(dev.id)["name"].decode(errors="replace"),
+            cc=(int(dev.compute_capability[:-1]), int(dev.compute_capability[-1])),
+            sm_count=int(attrs["MultiProcessorCount"]),
+            smem_per_block=int(attrs["MaxSharedMemoryPerBlock"]),
+            free_bytes=int(free), total_bytes=int(total))
+
+
+_default = None
+
+
+def default_backend():
+    """CupyBackend for the current device (created once; it holds no device state)."""
+    global _default
+    if _default is None:
+        _default = CupyBackend()
+    return _default
+
+
+def device_facts(backend) -> DeviceFacts:
+    fn = getattr(backend, "device_facts", None)
+    return fn() if callable(fn) else DeviceFacts()

@@ -1,0 +1,76 @@
+// common.cuh -- types shared by every gpuconv kernel.
+//
+// * i64: every index that can pass 2^31 (element offsets into N*C*H*W tensors,
+//   flat output indices) is computed in 64-bit; per-dimension sizes stay int.
+// * cfloat / cdouble: a minimal complex type (layout-compatible with NumPy's
+//   complex64 / complex128 and CuPy's arrays: {re, im}, aligned to its size) so
+//   the signal kernels and the im2col path need no thrust/cuda::std headers.
+// * num<T>: the accumulator type and the conversions around it.  float16 is
+//   stored as __half and accumulated in float32 (as torch and cuDNN do);
+//   integers accumulate in the unsigned type of the same width, so overflow
+//   wraps exactly like NumPy (signed overflow would be undefined behaviour).
+#pragma once
+#include <cuda_fp16.h>
+
+typedef long long i64;
+
+struct __align__(8) cfloat { float x, y; };
+struct __align__(16) cdouble { double x, y; };
+
+__device__ __forceinline__ cfloat operator+(cfloat a, cfloat b) { cfloat r; r.x = a.x + b.x; r.y = a.y + b.y; return r; }
+__device__ __forceinline__ cfloat operator*(cfloat a, cfloat b) {
+    cfloat r; r.x = a.x * b.x - a.y * b.y; r.y = a.x * b.y + a.y * b.x; return r;
+}
+__device__ __forceinline__ cdouble operator+(cdouble a, cdouble b) { cdouble r; r.x = a.x + b.x; r.y = a.y + b.y; return r; }
+__device__ __forceinline__ cdouble operator*(cdouble a, cdouble b) {
+    cdouble r; r.x = a.x * b.x - a.y * b.y; r.y = a.x * b.y + a.y * b.x; return r;
+}
+
+template <typename T> struct num {                 // float, double, cfloat, cdouble
+    typedef T acc;
+    static __device__ __forceinline__ acc load(T v) { return v; }
+    static __device__ __forceinline__ T store(acc v) { return v; }
+    static __device__ __forceinline__ T zero() { T z; z = T(); return z; }
+};
+template <> struct num<float> {
+    typedef float acc;
+    static __device__ __forceinline__ float load(float v) { return v; }
+    static __device__ __forceinline__ float store(float v) { return v; }
+    static __device__ __forceinline__ float zero() { return 0.0f; }
+};
+template <> struct num<double> {
+    typedef double acc;
+    static __device__ __forceinline__ double load(double v) { return v; }
+    static __device__ __forceinline__ double store(double v) { return v; }
+    static __device__ __forceinline__ double zero() { return 0.0; }
+};
+template <> struct num<cfloat> {
+    typedef cfloat acc;
+    static __device__ __forceinline__ cfloat load(cfloat v) { return v; }
+    static __device__ __forceinline__ cfloat store(cfloat v) { return v; }
+    static __device__ __forceinline__ cfloat zero() { cfloat z; z.x = 0.0f; z.y = 0.0f; return z; }
+};
+template <> struct num<cdouble> {
+    typedef cdouble acc;
+    static __device__ __forceinline__ cdouble load(cdouble v) { return v; }
+    static __device__ __forceinline__ cdouble store(cdouble v) { return v; }
+    static __device__ __forceinline__ cdouble zero() { cdouble z; z.x = 0.0; z.y = 0.0; return z; }
+};
+template <> struct num<__half> {
+    typedef float acc;
+    static __device__ __forceinline__ float load(__half v) { return __half2float(v); }
+    static __device__ __forceinline__ __half store(float v) { return __float2half_rn(v); }
+    static __device__ __forceinline__ __half zero() { return __float2half_rn(0.0f); }
+};
+template <> struct num<int> {
+    typedef unsigned int acc;
+    static __device__ __forceinline__ unsigned int load(int v) { return (unsigned int)v; }
+    static __device__ __forceinline__ int store(unsigned int v) { return (int)v; }
+    static __device__ __forceinline__ int zero() { return 0; }
+};
+template <> struct num<long long> {
+    typedef unsigned long long acc;
+    static __device__ __forceinline__ unsigned long long load(long long v) { return (unsigned long long)v; }
+    static __device__ __forceinline__ long long store(unsigned long long v) { return (long long)v; }
+    static __device__ __forceinline__ long long zero() { return 0; }
+};

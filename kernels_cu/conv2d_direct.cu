@@ -1,0 +1,66 @@
+// conv2d_direct.cu -- the readable baseline convolution, kept forever.
+//
+// Variants (launcher: gpuconv/cuda/launchers.py, registry name "direct"):
+//   1. conv_direct<T, ACT>: one thread per output element, grid-stride loop
+//      over the flat output index (64-bit).  Handles every geometry the spec
+//      allows -- 1-D, 2-D and 3-D (a 2-D spec is D=1, KD=1; 1-D also H=1, R=1),
+//      stride, zero padding (the low side; the high side only shapes the output),
+//      dilation, groups -- and T in {__half, float, double}.
+//
+// Napkin math (ResNet-50 conv 3x3, N=32 C=K=256 H=W=14, float32):
+//   FLOPs = 2*N*K*P*Q*C*R*S = 29.6 GFLOP; minimum bytes = 4*(1.6M+0.6M+1.6M) = 15 MB.
+//   Each output reads C*R*S inputs and weights through L1/L2 (2 loads per FMA):
+//   it is load-issue bound at roughly 1/4 of FP32 peak at best.  It exists to be
+//   obviously right; the tiled and im2col variants are the fast ones.  Where it
+//   wins: depthwise and other tiny-inner-product layers (Cg*R*S small), where
+//   the output write dominates and consecutive threads (consecutive q) read
+//   consecutive inputs, so loads coalesce.
+#include "common.cuh"
+#include "epilogue.cuh"
+
+template <typename T, int ACT>
+__global__ void __launch_bounds__(256)
+conv_direct(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
+            T* __restrict__ y, int N, int C, int D, int H, int W, int K, int KD, int R, int S,
+            int OD, int P, int Q, int sd, int sh, int sw, int pd, int ph, int pw,
+            int dd, int dh, int dw, int groups, int has_bias) {
+    typedef typename num<T>::acc A;
+    const int Cg = C / groups, Kg = K / groups;
+    const i64 total = (i64)N * K * OD * P * Q;
+    const i64 in_plane = (i64)D * H * W;
+    const i64 w_filter = (i64)KD * R * S;
+    for (i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
+         idx += (i64)gridDim.x * blockDim.x) {
+        i64 t = idx;
+        const int q = (int)(t % Q); t /= Q;
+        const int p = (int)(t % P); t /= P;
+        const int od = (int)(t % OD); t /= OD;
+        const int k = (int)(t % K);
+        const i64 n = t / K;
+        const int g = k / Kg;
+        const T* __restrict__ xg = x + (n * C + (i64)g * Cg) * in_plane;
+        const T* __restrict__ wk = w + (i64)k * Cg * w_filter;
+        const int id0 = od * sd - pd, ih0 = p * sh - ph, iw0 = q * sw - pw;
+        A acc = num<T>::zero();
+        for (int c = 0; c < Cg; ++c) {
+            const T* __restrict__ xc = xg + (i64)c * in_plane;
+            const T* __restrict__ wc = wk + (i64)c * w_filter;
+            for (int a = 0; a < KD; ++a) {
+                const int id = id0 + a * dd;
+                if (id < 0 || id >= D) continue;
+                for (int r = 0; r < R; ++r) {
+                    const int ih = ih0 + r * dh;
+                    if (ih < 0 || ih >= H) continue;
+                    const T* __restrict__ xrow = xc + ((i64)id * H + ih) * W;
+                    const T* __restrict__ wrow = wc + (a * R + r) * S;
+                    for (int s = 0; s < S; ++s) {
+                        const int iw = iw0 + s * dw;
+                        if (iw < 0 || iw >= W) continue;
+                        acc = acc + num<T>::load(xrow[iw]) * num<T>::load(wrow[s]);
+                    }
+                }
+            }
+        }
+        y[idx] = epilogue<T, ACT>(acc, bias, k, has_bias);
+    }
+}
