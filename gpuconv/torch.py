@@ -1,0 +1,222 @@
+"""torch.autograd wrappers: gpuconv convolutions inside a PyTorch training graph.
+
+    gpuconv.torch.conv1d/conv2d/conv3d(input, weight, bias, stride, padding, dilation, groups)
+    gpuconv.torch.conv_transpose1d/2d/3d(input, weight, bias, stride, padding,
+                                         output_padding, groups, dilation)
+    gpuconv.torch.Conv1d/Conv2d/Conv3d   nn.Module with nn.Conv{n}d's constructor
+
+Forward runs gpuconv's forward convolution; backward runs gpuconv.grad (input
+gradient = transposed convolution, weight gradient = input x grad_output
+correlation) and sums grad_output for the bias.  CUDA tensors go to CuPy and
+back through DLPack without a copy (gpuconv._array); CPU tensors take the
+NumPy path, which is how torch.autograd.gradcheck checks these in float64.
+Backward is not itself differentiable (no double backward).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from .api import conv_forward
+from .grad import input_grad, weight_grad
+from .spec import expand_param, resolve_padding
+from .transpose import conv_transpose_forward
+
+__all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+           "conv_transpose3d", "Conv1d", "Conv2d", "Conv3d", "ConvNdFunction",
+           "ConvTransposeNdFunction"]
+
+
+def _bias_grad(go, nd):
+    dims = (0,) + tuple(range(2, 2 + nd)) if go.dim() == nd + 2 else tuple(range(1, 1 + nd))
+    return go.sum(dim=dims)
+
+
+class ConvNdFunction(torch.autograd.Function):
+    """y = conv(x, w) + b; `pad` is resolved ((lo, hi), ...) zero padding."""
+
+    @staticmethod
+    def forward(ctx, x, w, b, nd, stride, pad, dilation, groups):
+        ctx.save_for_backward(x, w)
+        ctx.conf = (nd, stride, pad, dilation, groups)
+        return conv_forward(nd, f"conv{nd}d", x, w, b, stride, pad, dilation, groups)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, go):
+        x, w = ctx.saved_tensors
+        nd, stride, pad, dilation, groups = ctx.conf
+        go = go.contiguous()
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = input_grad(nd, f"conv{nd}d_input", tuple(x.shape), w, go, stride, pad, dilation,
+                            groups)
+        if ctx.needs_input_grad[1]:
+            gw = weight_grad(nd, f"conv{nd}d_weight", x, tuple(w.shape), go, stride, pad,
+                             dilation, groups)
+        if ctx.needs_input_grad[2]:
+            gb = _bias_grad(go, nd)
+        return gx, gw, gb, None, None, None, None, None
+
+
+class ConvTransposeNdFunction(torch.autograd.Function):
+    """y = conv_transpose(x, w) + b.  Its adjoint is the forward convolution:
+    dL/dx = conv(go, w) (cropped to x's size: when output_padding >= stride the
+    convolution of go has extra positions), dL/dw = the weight gradient of that
+    same convolution with x in grad_output's role (zero-extended to match)."""
+
+    @staticmethod
+    def forward(ctx, x, w, b, nd, stride, padding, output_padding, groups, dilation):
+        ctx.save_for_backward(x, w)
+        ctx.conf = (nd, stride, padding, groups, dilation)
+        return conv_transpose_forward(nd, f"conv_transpose{nd}d", x, w, b, stride, padding,
+                                      output_padding, groups, dilation)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, go):
+        x, w = ctx.saved_tensors
+        nd, stride, padding, groups, dilation = ctx.conf
+        go = go.contiguous()
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            # the adjoint conv of go: its output has >= x's spatial size
+            full = conv_forward(nd, f"conv{nd}d", go, w, None, stride, padding, dilation, groups)
+            extra = [f - s for f, s in zip(full.shape[-nd:], x.shape[-nd:])]
+            if ctx.needs_input_grad[0]:
+                gx = full[(Ellipsis,) + tuple(slice(0, s) for s in x.shape[-nd:])].contiguous()
+            if ctx.needs_input_grad[1]:
+                xe = x.detach()
+                if any(extra):
+                    pad = []
+                    for e in reversed(extra):
+                        pad += [0, e]
+                    xe = torch.nn.functional.pad(xe, pad)
+                gw = weight_grad(nd, f"conv_transpose{nd}d_weight", go, tuple(w.shape),
+                                 xe.contiguous(), stride, padding, dilation, groups)
+        if ctx.needs_input_grad[2]:
+            gb = _bias_grad(go, nd)
+        return gx, gw, gb, None, None, None, None, None, None
+
+
+def _resolved_padding(nd, weight, stride, padding, dilation):
+    stride_t = expand_param("stride", stride, nd)
+    dilation_t = expand_param("dilation", dilation, nd)
+    if isinstance(padding, tuple) and padding and all(isinstance(p, tuple) for p in padding):
+        return padding
+    return resolve_padding(padding, tuple(weight.shape[2:]), stride_t, dilation_t, nd)
+
+
+def _conv(nd, input, weight, bias, stride, padding, dilation, groups):
+    pad = _resolved_padding(nd, weight, stride, padding, dilation)
+    return ConvNdFunction.apply(input, weight, bias, nd, stride, pad, dilation, groups)
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """Differentiable gpuconv.conv1d for torch tensors."""
+    return _conv(1, input, weight, bias, stride, padding, dilation, groups)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """Differentiable gpuconv.conv2d for torch tensors (torch.nn.functional.conv2d's
+    arguments; padding int, pair, 'valid' or 'same')."""
+    return _conv(2, input, weight, bias, stride, padding, dilation, groups)
+
+
+def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """Differentiable gpuconv.conv3d for torch tensors."""
+    return _conv(3, input, weight, bias, stride, padding, dilation, groups)
+
+
+def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    """Differentiable gpuconv.conv_transpose1d for torch tensors."""
+    return ConvTransposeNdFunction.apply(input, weight, bias, 1, stride, padding, output_padding,
+                                         groups, dilation)
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    """Differentiable gpuconv.conv_transpose2d for torch tensors."""
+    return ConvTransposeNdFunction.apply(input, weight, bias, 2, stride, padding, output_padding,
+                                         groups, dilation)
+
+
+def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    """Differentiable gpuconv.conv_transpose3d for torch tensors."""
+    return ConvTransposeNdFunction.apply(input, weight, bias, 3, stride, padding, output_padding,
+                                         groups, dilation)
+
+
+class _ConvNd(torch.nn.Module):
+    """nn.Conv{n}d's constructor, parameters and initialisation; gpuconv underneath."""
+
+    nd = 2
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, padding_mode="zeros", device=None, dtype=None):
+        super().__init__()
+        nd = self.nd
+        if in_channels % groups != 0:
+            raise ValueError(f"in_channels={in_channels} must be divisible by groups={groups}")
+        if out_channels % groups != 0:
+            raise ValueError(f"out_channels={out_channels} must be divisible by groups={groups}")
+        if padding_mode not in ("zeros", "reflect", "replicate", "circular"):
+            raise ValueError(f"padding_mode must be one of 'zeros', 'reflect', 'replicate', "
+                             f"'circular', got {padding_mode!r}")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size = expand_param("kernel_size", kernel_size, nd)
+        self.stride = expand_param("stride", stride, nd)
+        self.dilation = expand_param("dilation", dilation, nd)
+        self.padding = padding if isinstance(padding, str) else expand_param("padding", padding, nd)
+        self.padding_mode = padding_mode
+        self._pad = resolve_padding(self.padding, self.kernel_size, self.stride, self.dilation, nd)
+        kw = {"device": device, "dtype": dtype}
+        self.weight = torch.nn.Parameter(
+            torch.empty((out_channels, in_channels // groups) + self.kernel_size, **kw))
+        self.bias = torch.nn.Parameter(torch.empty(out_channels, **kw)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        # nn.Conv{n}d's: kaiming_uniform(a=sqrt(5)) weight, uniform(+-1/sqrt(fan_in)) bias
+        torch.nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in = self.weight.shape[1] * math.prod(self.kernel_size)
+            if fan_in:
+                bound = 1 / math.sqrt(fan_in)
+                torch.nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, input):
+        pad = self._pad
+        if self.padding_mode != "zeros" and any(lo or hi for lo, hi in pad):
+            flat = []
+            for lo, hi in reversed(pad):
+                flat += [lo, hi]
+            input = torch.nn.functional.pad(input, flat, mode=self.padding_mode)
+            pad = ((0, 0),) * self.nd
+        return ConvNdFunction.apply(input, self.weight, self.bias, self.nd, self.stride, pad,
+                                    self.dilation, self.groups)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
+                f"groups={self.groups}, bias={self.bias is not None}, "
+                f"padding_mode={self.padding_mode!r}")
+
+
+class Conv1d(_ConvNd):
+    """nn.Conv1d's interface on gpuconv.conv1d."""
+    nd = 1
+
+
+class Conv2d(_ConvNd):
+    """nn.Conv2d's interface on gpuconv.conv2d; load_state_dict of an nn.Conv2d works."""
+    nd = 2
+
+
+class Conv3d(_ConvNd):
+    """nn.Conv3d's interface on gpuconv.conv3d."""
+    nd = 3
