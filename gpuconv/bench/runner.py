@@ -1,0 +1,235 @@
+"""The benchmark loop: for each case, verify every implementation against the
+float64 reference, time the ones that match, derive the rates.
+
+A mismatch is recorded as FAIL and never timed; an exception as ERROR with its
+message; an implementation that does not apply as SKIP with the reason.
+"""
+from __future__ import annotations
+
+import gc
+import math
+from dataclasses import dataclass, field
+
+from . import cases as C
+from . import ceilings as CE
+from . import env as E
+from .suites import Case
+from .timing import CupyTimer, TorchTimer, time_cpu
+
+DTYPES_GPU = ("float32", "tf32", "float16", "bfloat16")
+DTYPES_CPU = ("float32", "float64")
+
+
+@dataclass
+class Options:
+    suites: tuple = ()
+    dtype: str = "float32"
+    variants: tuple | None = None      # None: every registered variant
+    repeats: int | None = None         # minimum repeats (default 20 GPU, 10 CPU)
+    min_time_s: float | None = None    # minimum measured time per implementation
+    anchors: bool = True
+    quick: bool = False
+    force_cpu: bool = False
+    notes: list = field(default_factory=list)
+
+
+def bf16_supported() -> tuple[bool, str]:
+    from .. import spec as S
+    if any("bfloat16" in str(d) for d in S.CONV_DTYPES):
+        return True, ""
+    return False, "gpuconv's ConvSpec accepts float16/float32/float64 only (no bfloat16 yet)"
+
+
+def detect_mode(force_cpu: bool = False) -> tuple[str, dict]:
+    facts = E.cuda_facts()
+    if force_cpu:
+        return "cpu", facts
+    return ("gpu" if facts.get("available") else "cpu"), facts
+
+
+def setup_torch(mode: str, dtype: str, notes: list) -> bool:
+    """Matched settings for the torch anchors; returns whether torch can be used."""
+    try:
+        import torch
+    except ImportError:
+        notes.append("torch not installed: cuDNN / torch CPU anchors skipped")
+        return False
+    if mode == "cpu":
+        torch.set_num_threads(E.cpu_cores())
+        return True
+    if not torch.cuda.is_available():
+        notes.append("torch has no CUDA: cuDNN anchors skipped")
+        return False
+    tf32 = dtype == "tf32"
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    notes.append(f"cuDNN: benchmark=True, TF32 {'on' if tf32 else 'off'} (cudnn.allow_tf32 and "
+                 f"cuda.matmul.allow_tf32 = {tf32})")
+    if tf32:
+        notes.append("gpuconv computes float32 exactly unless its API offers allow_tf32; the "
+                     "anchors use TF32")
+    return True
+
+
+def case_dtype(case: Case, opts: Options) -> str:
+    return case.dtype or opts.dtype
+
+
+def _rates(rec: dict, prep: C.Prepared, ceilings: dict, dtype: str) -> None:
+    t = rec["median_s"]
+    rec["tflops"] = prep.flops / t / 1e12
+    rec["gbps"] = prep.min_bytes / t / 1e9
+    key, peak = CE.compute_ceiling(ceilings, dtype)
+    rec["pct_compute"] = 100 * rec["tflops"] / peak if peak else None
+    rec["compute_ceiling"] = key
+    bw = ceilings.get("copy_GBps")
+    rec["pct_bandwidth"] = 100 * rec["gbps"] / bw if bw else None
+
+
+def run_impl(impl: C.Impl, prep: C.Prepared, ceilings: dict, timers: dict, opts: Options,
+             mode: str) -> dict:
+    rec = {"impl": impl.name, "role": impl.role, "status": None, "note": impl.note}
+    try:
+        out = impl.fn()
+        host = C.to_host(out)
+        if prep.verify_index is not Ellipsis:
+            host = host[prep.verify_index]
+        ok, err, msg = C.compare(host, prep.reference, prep.dtype, prep.reduction)
+        rec["max_abs_err"] = err
+        del out, host
+        if not ok:
+            rec.update(status="FAIL", note=msg)
+            return rec
+        gpu = mode == "gpu"
+        kw = dict(min_repeats=opts.repeats or (20 if gpu else 10),
+                  min_time_s=opts.min_time_s if opts.min_time_s is not None else
+                  (0.2 if gpu else 0.5))
+        if opts.quick:
+            kw.update(min_repeats=opts.repeats or 3, min_time_s=opts.min_time_s or 0.05)
+        if impl.timer == "cpu":
+            t = time_cpu(impl.fn, **kw)
+        else:
+            t = timers[impl.timer].run(impl.fn, **kw)
+    except Exception as exc:  # noqa: BLE001 - one implementation's failure is one cell
+        rec.update(status="ERROR", note=f"{type(exc).__name__}: {exc}"[:500])
+        return rec
+    rec.update(status="ok", times_s=t.times_s, median_s=t.median_s, min_s=t.min_s,
+               repeats=len(t.times_s))
+    _rates(rec, prep, ceilings, prep.dtype)
+    return rec
+
+
+def _ratios(results: list[dict]) -> dict:
+    mine = next((r for r in results if r["impl"] in ("gpuconv:auto", "gpuconv:numpy")
+                 and r["status"] == "ok"), None)
+    if mine is None:
+        return {}
+    return {r["impl"]: r["median_s"] / mine["median_s"] for r in results
+            if r["role"] == "anchor" and r["status"] == "ok"}
+
+
+def geomean(values) -> float | None:
+    vals = [v for v in values if v and v > 0 and math.isfinite(v)]
+    return math.exp(sum(math.log(v) for v in vals) / len(vals)) if vals else None
+
+
+def summarize(case_records: list[dict]) -> dict:
+    """Per suite, per anchor: geomean of anchor time / gpuconv time, and how many
+    cases it covers."""
+    out: dict = {}
+    for rec in case_records:
+        s = out.setdefault(rec["suite"], {"cases": 0, "fail": 0, "error": 0, "ratios": {}})
+        s["cases"] += 1
+        s["fail"] += sum(r["status"] == "FAIL" for r in rec["results"])
+        s["error"] += sum(r["status"] == "ERROR" for r in rec["results"]) + (rec.get("error") is not None)
+        for anchor, ratio in rec.get("ratios", {}).items():
+            s["ratios"].setdefault(anchor, []).append(ratio)
+    for s in out.values():
+        s["geomean"] = {a: geomean(v) for a, v in s["ratios"].items()}
+        s["n"] = {a: len(v) for a, v in s["ratios"].items()}
+        del s["ratios"]
+    return out
+
+
+def run(cases: list[Case], opts: Options, progress=None) -> dict:
+    """Run the cases; returns the JSON-ready result (see report.SCHEMA)."""
+    mode, facts = detect_mode(opts.force_cpu)
+    notes = opts.notes
+    if mode == "cpu" and not opts.force_cpu:
+        notes.append(f"CPU mode: {facts.get('reason', 'no CUDA device')}")
+    env = E.collect(mode)
+    torch_ok = setup_torch(mode, opts.dtype, notes) if opts.anchors else False
+    if not opts.anchors:
+        notes.append("anchors disabled (--no-anchors)")
+    if progress:
+        progress.start("ceilings", 1)
+    if mode == "gpu":
+        ceilings = CE.gpu_ceilings(opts.quick, notes)
+        timers = {"cupy": CupyTimer()}
+        if torch_ok:
+            timers["torch"] = TorchTimer()
+    else:
+        ceilings = CE.cpu_ceilings(opts.quick)
+        timers = {}
+    if progress:
+        progress.advance()
+        progress.start("cases", len(cases))
+
+    records = []
+    for case in cases:
+        dtype = case_dtype(case, opts)
+        rec = {"suite": case.suite, "name": case.name, "op": case.op, "shape": list(case.shape),
+               "shape_str": case.shape_str(), "mode": case.mode, "dtype": dtype, "results": [],
+               "skipped": {}, "notes": [], "error": None}
+        if progress:
+            progress.describe(case.id)
+        try:
+            prep, host = C.prepare_host(case, dtype)
+            rec.update(flops=prep.flops, min_bytes=prep.min_bytes,
+                       intensity=prep.flops / prep.min_bytes if prep.min_bytes else None)
+            if mode == "gpu":
+                C.add_gpu_impls(prep, host, anchors=opts.anchors, variants=opts.variants,
+                                torch_ok=torch_ok)
+            else:
+                C.add_cpu_impls(prep, host, anchors=opts.anchors)
+            for impl in prep.impls:
+                rec["results"].append(run_impl(impl, prep, ceilings, timers, opts, mode))
+            rec["skipped"] = dict(prep.skipped)
+            rec["notes"] = list(prep.notes)
+            rec["dispatch"] = prep.dispatch
+            rec["ratios"] = _ratios(rec["results"])
+        except Exception as exc:  # noqa: BLE001 - a case that cannot be set up is reported
+            rec["error"] = f"{type(exc).__name__}: {exc}"[:500]
+        finally:
+            prep = host = None
+            _free(mode)
+        records.append(rec)
+        if progress:
+            progress.advance()
+    if progress:
+        progress.stop()
+    env["loadavg_end"] = E.loadavg()
+    return {"schema": "gpuconv-bench/1", "env": env, "mode": mode, "dtype": opts.dtype,
+            "suites": sorted({c.suite for c in cases}, key=[c.suite for c in cases].index),
+            "options": {"repeats": opts.repeats, "min_time_s": opts.min_time_s,
+                        "anchors": opts.anchors, "quick": opts.quick,
+                        "variants": list(opts.variants) if opts.variants else None},
+            "ratio_definition": "anchor median time / gpuconv median time (>1: gpuconv faster)",
+            "ceilings": ceilings, "notes": notes, "cases": records, "summary": summarize(records)}
+
+
+def _free(mode: str) -> None:
+    gc.collect()
+    if mode != "gpu":
+        return
+    try:
+        import cupy
+        cupy.get_default_memory_pool().free_all_blocks()
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        import torch
+        torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001
+        pass

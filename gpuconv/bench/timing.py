@@ -1,0 +1,145 @@
+"""Timers.  Every timer: one call to warm up (compiles, cuDNN autotune, caches;
+excluded), a short calibration, then repeats until both `min_repeats` calls and
+`min_time_s` of measured work are reached (capped at `max_repeats`); the
+result is the list of per-call times, reported as their median.
+
+GPU: each call sits between two CUDA events on the stream it runs on, after a
+write of a buffer twice the L2 size (H100: 50 MB L2, so 100 MB), so the
+inputs come from HBM as they would in a network, not from a warm L2.  The flush
+also keeps the GPU busy while the CPU enqueues the call, so the start event is
+not followed by idle time for launch overhead of a few microseconds.  The
+events are read after one synchronisation at the end.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass
+
+
+@dataclass
+class Timing:
+    times_s: list[float]
+
+    @property
+    def median_s(self) -> float:
+        return statistics.median(self.times_s)
+
+    @property
+    def min_s(self) -> float:
+        return min(self.times_s)
+
+
+def _count(estimate_s: float, min_repeats: int, max_repeats: int, min_time_s: float) -> int:
+    if estimate_s <= 0:
+        return max_repeats
+    return int(min(max_repeats, max(min_repeats, math.ceil(min_time_s / estimate_s))))
+
+
+def time_cpu(fn, *, min_repeats=10, max_repeats=200, min_time_s=0.5, warmup=1) -> Timing:
+    """time.perf_counter around each call (NumPy/torch CPU calls are synchronous)."""
+    for _ in range(warmup):
+        fn()
+    t0 = time.perf_counter()
+    fn()
+    est = time.perf_counter() - t0
+    n = _count(est, min_repeats, max_repeats, min_time_s)
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return Timing(times)
+
+
+class _EventTimer:
+    """The shared GPU loop; subclasses supply events, the flush and a sync."""
+
+    def event(self):
+        raise NotImplementedError
+
+    def elapsed_s(self, a, b) -> float:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        raise NotImplementedError
+
+    def synchronize(self) -> None:
+        raise NotImplementedError
+
+    def run(self, fn, *, min_repeats=20, max_repeats=1000, min_time_s=0.2, warmup=1,
+            flush_l2=True) -> Timing:
+        for _ in range(warmup):
+            fn()
+        self.synchronize()
+        # calibration: a few calls, as measured
+        probe = self._measure(fn, 3, flush_l2)
+        n = _count(statistics.median(probe), min_repeats, max_repeats, min_time_s)
+        return Timing(self._measure(fn, n, flush_l2))
+
+    def _measure(self, fn, n, flush_l2) -> list[float]:
+        pairs = []
+        for _ in range(n):
+            if flush_l2:
+                self.flush()
+            a, b = self.event(), self.event()
+            a.record()
+            fn()
+            b.record()
+            pairs.append((a, b))
+        self.synchronize()
+        return [self.elapsed_s(a, b) for a, b in pairs]
+
+
+def l2_flush_bytes(l2_bytes: int | None) -> int:
+    """Twice the L2, at least 64 MiB (H100's L2 is 50 MB)."""
+    return max(2 * int(l2_bytes or 0), 64 << 20)
+
+
+class CupyTimer(_EventTimer):
+    """cupy.cuda.Event on CuPy's current stream; the flush is a fill of a
+    2x-L2 int32 buffer on the same stream."""
+
+    def __init__(self, l2_bytes: int | None = None):
+        import cupy
+        self.cp = cupy
+        if l2_bytes is None:
+            l2_bytes = cupy.cuda.Device().attributes.get("L2CacheSize", 0)
+        self._buf = cupy.empty(l2_flush_bytes(l2_bytes) // 4, dtype=cupy.int32)
+
+    def event(self):
+        return self.cp.cuda.Event()
+
+    def elapsed_s(self, a, b):
+        return self.cp.cuda.get_elapsed_time(a, b) / 1e3
+
+    def flush(self):
+        self._buf.fill(0)
+
+    def synchronize(self):
+        self.cp.cuda.get_current_stream().synchronize()
+
+
+class TorchTimer(_EventTimer):
+    """torch.cuda.Event on torch's current stream, the same discipline."""
+
+    def __init__(self, l2_bytes: int | None = None):
+        import torch
+        self.torch = torch
+        if l2_bytes is None:
+            props = torch.cuda.get_device_properties(torch.cuda.current_device())
+            l2_bytes = getattr(props, "L2_cache_size", 0)
+        self._buf = torch.empty(l2_flush_bytes(l2_bytes) // 4, dtype=torch.int32, device="cuda")
+
+    def event(self):
+        return self.torch.cuda.Event(enable_timing=True)
+
+    def elapsed_s(self, a, b):
+        return a.elapsed_time(b) / 1e3
+
+    def flush(self):
+        self._buf.zero_()
+
+    def synchronize(self):
+        self.torch.cuda.current_stream().synchronize()

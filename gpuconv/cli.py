@@ -1,0 +1,258 @@
+"""The `gpuconv` command.
+
+    gpuconv bench [--suite NAME ...] [--quick] [--dtype D] [--variant NAME ...]
+                  [--repeats N] [--no-anchors] [--json PATH] [--plot PATH]
+        gpuconv against cuDNN (torch) and cupyx on this GPU, or against torch
+        CPU and scipy.signal on a machine without one.
+    gpuconv info [--shape N,C,H,W,K,R,S[,stride,pad,dil,groups]] [--dtype D]
+        device, library versions, kernel cache, and the dispatcher's pick for a shape.
+    gpuconv kernels [ARGS ...]
+        compile every kernel instantiation and check the ptxas report
+        (gpuconv.cuda.compile_check; ARGS are passed through).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+GPU_DTYPES = ("float32", "tf32", "float16", "bfloat16")
+CPU_DTYPES = ("float32", "float64")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gpuconv", description="GPU convolution kernels for CuPy.")
+    sub = p.add_subparsers(dest="command", metavar="{bench,info,kernels}")
+
+    b = sub.add_parser("bench", help="benchmark gpuconv against cuDNN / cupyx (or torch CPU / scipy)",
+                       description="Verify, then time, gpuconv on real layer shapes against the "
+                       "anchors on this machine. Ratios are anchor time / gpuconv time (>1: gpuconv faster).")
+    b.add_argument("--suite", action="append", default=None, metavar="NAME",
+                   help="suite to run (repeatable; 'all' = every suite but quick; default: the GPU "
+                   "suites on a GPU, 'cpu' without one; --list shows them)")
+    b.add_argument("--quick", action="store_true",
+                   help="the small 'quick' suite (unless --suite is given) with short timing")
+    b.add_argument("--dtype", default="float32", choices=sorted(set(GPU_DTYPES + CPU_DTYPES)),
+                   help="float32 (exact, TF32 off on both sides), tf32, float16, bfloat16 on a GPU; "
+                   "float32 or float64 on the CPU path (cases with a fixed dtype keep it)")
+    b.add_argument("--variant", action="append", default=None, metavar="NAME",
+                   help="time only these registered GPU variants besides the dispatcher's pick (repeatable)")
+    b.add_argument("--repeats", type=int, default=None, metavar="N",
+                   help="minimum timed repeats per implementation (default 20 GPU, 10 CPU)")
+    b.add_argument("--min-time", type=float, default=None, metavar="SECONDS",
+                   help="minimum measured time per implementation (default 0.2 GPU, 0.5 CPU)")
+    b.add_argument("--no-anchors", action="store_true", help="time gpuconv only")
+    b.add_argument("--cpu", action="store_true", help="use the CPU path even when a GPU is present")
+    b.add_argument("--json", metavar="PATH", help="write every result and raw timing as JSON")
+    b.add_argument("--plot", metavar="PATH", help="write a roofline / ratio PNG (matplotlib)")
+    b.add_argument("--list", action="store_true", help="list the suites and their cases, then exit")
+
+    i = sub.add_parser("info", help="device, versions, kernel cache, the dispatcher's pick for a shape")
+    i.add_argument("--shape", metavar="N,C,H,W,K,R,S[,stride,pad,dil,groups]",
+                   help="a conv2d shape to explain")
+    i.add_argument("--dtype", default="float32", choices=("float16", "float32", "float64"))
+
+    sub.add_parser("kernels", help="compile-check every kernel (gpuconv.cuda.compile_check); "
+                   "arguments after 'kernels' are passed through", add_help=False)
+    return p
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "kernels":
+        return cmd_kernels(argv[1:])
+    args = _parser().parse_args(argv)
+    if args.command == "bench":
+        return cmd_bench(args)
+    if args.command == "info":
+        return cmd_info(args)
+    _parser().print_help()
+    return 2
+
+
+# ----------------------------------------------------------------- kernels
+def cmd_kernels(argv) -> int:
+    try:
+        from gpuconv.cuda import compile_check
+    except ImportError as exc:
+        print(f"gpuconv kernels: gpuconv.cuda.compile_check is not available in this build ({exc})",
+              file=sys.stderr)
+        return 2
+    rc = compile_check.main(list(argv))
+    return int(rc or 0)
+
+
+# ----------------------------------------------------------------- bench
+class _Progress:
+    """A rich progress bar on stderr, or one line per step without rich."""
+
+    def __init__(self):
+        try:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                               TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+            self._p.start()
+        except ImportError:
+            self._p = None
+        self._task = None
+        self._label = ""
+
+    def start(self, label, total):
+        self._label = label
+        if self._p is not None:
+            if self._task is not None:
+                self._p.remove_task(self._task)
+            self._task = self._p.add_task(label, total=total)
+        else:
+            print(f"[gpuconv bench] {label} ...", file=sys.stderr)
+
+    def describe(self, text):
+        if self._p is not None:
+            self._p.update(self._task, description=f"{self._label}: {text}")
+        else:
+            print(f"[gpuconv bench] {text}", file=sys.stderr)
+
+    def advance(self):
+        if self._p is not None:
+            self._p.advance(self._task)
+
+    def stop(self):
+        if self._p is not None:
+            self._p.stop()
+
+
+def cmd_bench(args) -> int:
+    from .bench import runner, suites
+    if args.list:
+        for name, cases in suites.SUITES.items():
+            print(f"{name} ({len(cases)} cases)")
+            for c in cases:
+                print(f"  {c.name:34s} {c.op:17s} {c.shape_str()}" + (f"  [{c.dtype}]" if c.dtype else ""))
+        return 0
+    mode, facts = runner.detect_mode(args.cpu)
+    allowed = GPU_DTYPES if mode == "gpu" else CPU_DTYPES
+    if args.dtype not in allowed:
+        where = "on the GPU" if mode == "gpu" else "on the CPU path (no CUDA device)"
+        print(f"gpuconv bench: --dtype {args.dtype} is not available {where}; choose one of "
+              f"{', '.join(allowed)}", file=sys.stderr)
+        return 2
+    if args.dtype == "bfloat16":
+        ok, why = runner.bf16_supported()
+        if not ok:
+            print(f"gpuconv bench: --dtype bfloat16 is not supported: {why}", file=sys.stderr)
+            return 2
+    if args.repeats is not None and args.repeats < 1:
+        print("gpuconv bench: --repeats must be at least 1", file=sys.stderr)
+        return 2
+    names = args.suite or (["quick"] if args.quick else
+                           list(suites.DEFAULT_GPU if mode == "gpu" else suites.DEFAULT_CPU))
+    try:
+        cases = suites.get(names)
+    except KeyError as exc:
+        print(f"gpuconv bench: {exc.args[0]}", file=sys.stderr)
+        return 2
+    opts = runner.Options(suites=tuple(names), dtype=args.dtype,
+                          variants=tuple(args.variant) if args.variant else None,
+                          repeats=args.repeats, min_time_s=args.min_time, anchors=not args.no_anchors,
+                          quick=args.quick, force_cpu=args.cpu)
+    progress = _Progress()
+    try:
+        result = runner.run(cases, opts, progress)
+    finally:
+        progress.stop()
+    from .bench import report
+    report.print_table(result)
+    if args.json:
+        report.write_json(result, args.json)
+        print(f"wrote {args.json}")
+    if args.plot:
+        try:
+            from .bench import plot
+            plot.plot(result, args.plot)
+            print(f"wrote {args.plot}")
+        except ImportError as exc:
+            print(f"gpuconv bench: --plot needs matplotlib ({exc}); no plot written", file=sys.stderr)
+    failed = sum(r["status"] == "FAIL" for rec in result["cases"] for r in rec["results"]
+                 if r["role"] == "gpuconv")
+    if failed:
+        print(f"gpuconv bench: {failed} gpuconv result(s) did not match the reference (FAIL)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+# ----------------------------------------------------------------- info
+def parse_shape(text: str) -> tuple:
+    """'N,C,H,W,K,R,S[,stride,pad,dil,groups]' -> 11 ints."""
+    try:
+        vals = [int(v) for v in text.replace("x", ",").split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--shape takes comma-separated integers, got {text!r}") from None
+    if not 7 <= len(vals) <= 11:
+        raise ValueError(f"--shape takes N,C,H,W,K,R,S[,stride,pad,dil,groups] (7 to 11 integers), "
+                         f"got {len(vals)}: {text!r}")
+    return tuple(vals + [1, 0, 1, 1][len(vals) - 7:])
+
+
+def cmd_info(args) -> int:
+    import numpy as np
+    import gpuconv
+    from ._paths import cache_dir
+    from .bench import env as E
+    facts = E.cuda_facts()
+    tf = E.torch_facts()
+    print(f"gpuconv {getattr(gpuconv, '__version__', '?')}, numpy {np.__version__}, "
+          f"python {E.platform.python_version()}")
+    if facts.get("available"):
+        print(f"device: {facts['device']} (cuda:{facts['device_id']} of {facts['device_count']}, "
+              f"sm {facts['compute_capability']}, {facts['sm_count']} SMs, "
+              f"{facts['memory_bytes'] / 2**30:.1f} GiB, L2 {(facts.get('l2_bytes') or 0) / 2**20:.0f} MiB)")
+        print(f"CuPy {facts['cupy']}, CUDA runtime {facts['cuda_runtime']}, driver {facts.get('driver')} "
+              f"(supports CUDA {facts['driver_cuda']})")
+    else:
+        print(f"device: no CUDA device ({facts.get('reason')})")
+        if facts.get("cupy"):
+            print(f"CuPy {facts['cupy']}")
+    if tf.get("available"):
+        print(f"torch {tf['torch']} (CUDA {tf['torch_cuda'] or 'none'}, cuDNN {tf['cudnn'] or 'none'}, "
+              f"{'CUDA available' if tf['cuda'] else 'no CUDA'})")
+    else:
+        print(f"torch: not installed")
+    print(f"CPU: {E.cpu_model()}, {E.cpu_cores()} cores")
+    print(f"kernel cache: {cache_dir()}")
+    try:
+        from ._paths import kernels_dir
+        print(f"kernel sources: {kernels_dir()}")
+    except (ImportError, FileNotFoundError) as exc:
+        print(f"kernel sources: not found ({exc})")
+    if not args.shape:
+        return 0
+    from .bench.cases import explain, gpu_variants
+    from .spec import make_spec
+    try:
+        n, c, h, w, k, r, s, st, pd, dl, g = parse_shape(args.shape)
+        if g <= 0 or c % g:
+            raise ValueError(f"groups={g} must be positive and divide C={c}")
+        spec, _ = make_spec((n, c, h, w), (k, c // g, r, s), None, st, pd, dl, g, np.dtype(args.dtype), 2)
+    except (ValueError, TypeError) as exc:
+        print(f"gpuconv info: {exc}", file=sys.stderr)
+        return 2
+    print(f"\nshape: input {spec.input_shape}, weight {spec.weight_shape} -> output {spec.output_shape}, "
+          f"stride {spec.stride}, pad {spec.pad}, dilation {spec.dilation}, groups {spec.groups}, {spec.dtype}")
+    print(f"work: {spec.flops / 1e9:.3f} GFLOP, {spec.min_bytes / 1e6:.2f} MB compulsory traffic, "
+          f"{spec.flops / spec.min_bytes:.1f} FLOP/byte")
+    ex = explain(spec)
+    print(f"dispatcher pick: {ex.get('pick') or 'unknown'}")
+    print(f"why: {ex['why']}")
+    ok, no, problem = gpu_variants(spec)
+    if problem:
+        print(f"variants: {problem}")
+    else:
+        print("variants supporting this shape: " + (", ".join(ok) or "none"))
+        for name, why in no.items():
+            print(f"  {name}: no ({why})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
