@@ -1,0 +1,83 @@
+"""Forward convolution on a device backend: validation of the arrays, the
+variant choice (dispatcher or an explicit name), the output, the launch.
+
+    forward(x, w, b, spec, activation=None, algorithm="auto", backend=None, out=None)
+
+x (N, C, *in), w (K, C/groups, *kernel), b (K,) or None: arrays of backend.xp
+(CuPy by default), any strides (copied to C order when needed).  x is already
+padded for non-zero padding modes; spec.pad is the zero padding the kernels
+apply.  Returns a new array (or `out`) of spec.output_shape and spec.dtype.
+
+`out`: a C-contiguous array of that shape and dtype to write into.  Tests pass
+one filled with NaN so that an element a kernel fails to write fails the
+comparison; POISON_OUTPUT = True makes every forward allocate its output that
+way (for end-to-end runs through the public API).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import activations
+from ..spec import ConvSpec
+from . import variants
+from .backend import default_backend, device_facts
+from .dispatch import choose
+
+POISON_OUTPUT = False
+
+
+def _check_array(name, a, shape, dtype):
+    if tuple(a.shape) != tuple(shape):
+        raise ValueError(f"{name} has shape {tuple(a.shape)}, the spec expects {tuple(shape)}")
+    if np.dtype(a.dtype) != dtype:
+        raise TypeError(f"{name} has dtype {a.dtype}, the spec expects {dtype}")
+
+
+def resolve(spec: ConvSpec, algorithm: str, backend) -> tuple[str, dict]:
+    """(variant name, config) for `algorithm` ('auto' or a registered name)."""
+    if not isinstance(algorithm, str):
+        raise TypeError(f"algorithm must be a str, got {type(algorithm).__name__}")
+    facts = device_facts(backend)
+    if algorithm == "auto":
+        name, config, _ = choose(spec, facts)
+        return name, config
+    names = variants.conv_variant_names()
+    if algorithm not in names:
+        raise ValueError(f"unknown algorithm {algorithm!r}; variants that support this convolution: "
+                         f"{', '.join(variants.supported(spec)) or 'none'} (registered: {', '.join(names)})")
+    v = variants.get(algorithm)
+    ok, why = v.supports(spec)
+    if not ok:
+        raise ValueError(f"algorithm {algorithm!r} does not support this convolution ({why}); variants "
+                         f"that do: {', '.join(variants.supported(spec)) or 'none'}")
+    return algorithm, v.default_config(spec, facts)
+
+
+def forward(x, w, b, spec: ConvSpec, activation=None, algorithm="auto", backend=None, out=None):
+    backend = default_backend() if backend is None else backend
+    xp = backend.xp
+    activation = activations.check_activation(activation)
+    act = activations.ACTIVATION_CODES[activation]
+    if act and spec.dtype.kind == "c":
+        raise TypeError(f"activation={activation!r} is not defined for complex dtype {spec.dtype}")
+    _check_array("input", x, spec.input_shape, spec.dtype)
+    _check_array("weight", w, spec.weight_shape, spec.dtype)
+    if b is not None:
+        _check_array("bias", b, (spec.k,), spec.dtype)
+    name, config = resolve(spec, algorithm, backend)
+
+    if out is None:
+        y = (xp.full(spec.output_shape, np.nan, dtype=spec.dtype) if POISON_OUTPUT
+             else xp.empty(spec.output_shape, dtype=spec.dtype))
+    else:
+        _check_array("out", out, spec.output_shape, spec.dtype)
+        if not out.flags.c_contiguous:
+            raise ValueError("out must be C-contiguous")
+        y = out
+    if y.size == 0:                       # zero-size batch or channels: nothing to launch
+        return y
+    x = xp.ascontiguousarray(x)
+    w = xp.ascontiguousarray(w)
+    b = None if b is None else xp.ascontiguousarray(b)
+    variants.get(name).launch(backend, x, w, b, y, spec, act, config)
+    return y

@@ -1,0 +1,123 @@
+"""The dispatcher: a pure function (spec, device facts) -> (variant, config, reasons).
+
+No GPU measurement exists yet: every threshold below is napkin math from the
+H100 SXM datasheet numbers in design.md (67 TFLOP/s FP32, 989 TFLOP/s FP16
+dense, ~3 TB/s) and the kernels' own header comments.  Each one is marked
+MEASURE: re-derive it from `gpuconv bench` on a GPU and replace the estimate
+with the measurement (and say which run in the comment).
+
+Rules, in order (first match wins; every variant returned supports the spec):
+  1. complex dtype            -> im2col (the only complex variant: cuBLAS cgemm/zgemm).
+  2. pointwise (1x1, stride 1, unpadded) with a non-trivial GEMM -> im2col: x is
+     already the GEMM operand, there is no lowering cost at all.
+  3. tiny inner product (Cg*taps < 32, e.g. depthwise 3x3 = 9) or tiny work
+     -> direct.  A GEMM with inner size 9 is bandwidth bound and im2col would
+     multiply the input traffic by taps; the tiled kernel's 32-channel output
+     tile would be 1/32 useful at Kg = 1.
+  4. float16 / float64 with a large GEMM -> im2col: the only path on cuBLAS's
+     tensor cores (fp16: 989 vs 67 TFLOP/s for our FP32-FMA kernels) / DGEMM.
+  5. float32: im2col when Kg >= 96, else tiled (see IM2COL_MIN_KG).
+  6. 3-D -> im2col when its GEMM is large, else direct (no 3-D tiled kernel yet).
+  7. 1-D/2-D -> the tiled variant with the best tile utilisation, if it fits;
+     else direct.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import variants
+from .facts import DeviceFacts
+from ..spec import ConvSpec
+
+# MEASURE. Below this many FLOPs a layer is launch-latency bound (~3-5 us per
+# launch; im2col is 3 launches + cuBLAS's own); one direct launch wins.
+# 2e7 FLOP at ~5 TFLOP/s (direct's rough rate) ~ 4 us, about one launch.
+TINY_FLOPS = 2e7
+# MEASURE. GEMM inner size (Cg*taps) below which a GEMM is memory bound: with
+# inner size k a GEMM does 2k FLOPs per output element written; at 3 TB/s and
+# 4 B/elem that is below the FP32 ridge point (67e12/0.75e12 ~ 90 FLOP/elem)
+# for k < 45.  32 keeps depthwise 3x3/5x5 (9, 25) on direct.
+MIN_GEMM_INNER = 32
+# MEASURE. float32 im2col vs tiled: lowering moves 2 * 4 B per column element
+# for 2*Kg FLOPs on it, i.e. it costs ~ (8/3e12) / (2*Kg/5.7e13) = 76/Kg of the
+# GEMM time (cuBLAS SGEMM ~85% of 67 TFLOP/s).  The tiled kernel's shared-load
+# bound is ~50-67% of peak (its header).  im2col wins when
+# (1 + 76/Kg) / 0.85 < 1 / 0.55, i.e. Kg > ~92.
+IM2COL_MIN_KG = 96
+# MEASURE. Output tile utilisation below which the 8x16 tile yields to 4x8.
+TILE_UTIL_MIN = 0.75
+
+
+def _tile_util(tile, spec: ConvSpec) -> float:
+    TP, TQ, TK = tile[:3]
+    P, Q = spec.out_size if spec.nd == 2 else (1, spec.out_size[0])
+    up = P / (math.ceil(P / TP) * TP)
+    uq = Q / (math.ceil(Q / TQ) * TQ)
+    uk = spec.k_per_group / (math.ceil(spec.k_per_group / TK) * TK)
+    return up * uq * uk
+
+
+def choose(spec: ConvSpec, facts: DeviceFacts | None = None) -> tuple[str, dict, list[str]]:
+    """-> (variant name, config, reasons).  Pure: depends on spec and facts only."""
+    facts = facts or DeviceFacts()
+    reasons: list[str] = []
+    ok = {n: variants.get(n).supports(spec) for n in variants.conv_variant_names()}
+
+    def pick(name: str, why: str):
+        if not ok[name][0]:
+            raise AssertionError(f"dispatcher picked {name!r}, which refuses the spec: {ok[name][1]}")
+        reasons.append(why)
+        return name, variants.get(name).default_config(spec, facts), reasons
+
+    taps = math.prod(spec.kernel)
+    inner = spec.c_per_group * taps
+    kg = spec.k_per_group
+    flops = spec.flops
+    reasons.append(f"GEMM view per group: M=Kg={kg}, N=batch*outputs={spec.n * math.prod(spec.out_size)}, "
+                   f"K=Cg*taps={inner}; {flops:.3g} FLOP")
+
+    if spec.dtype.kind == "c":
+        return pick("im2col", "complex dtype: only im2col (cuBLAS complex GEMM) handles complex")
+    big_gemm = inner >= MIN_GEMM_INNER and kg >= 16 and flops >= TINY_FLOPS
+    if ok["im2col"][0] and big_gemm and all(k == 1 for k in spec.kernel) and \
+            all(s == 1 for s in spec.stride) and not any(lo or hi for lo, hi in spec.pad):
+        return pick("im2col", "pointwise 1x1/stride 1/unpadded: x is the GEMM operand, no lowering")
+    if inner < MIN_GEMM_INNER:
+        return pick("direct", f"GEMM inner size Cg*taps={inner} < {MIN_GEMM_INNER}: memory bound, "
+                              f"no reuse for a tile or a GEMM to exploit (depthwise-like)")
+    if flops < TINY_FLOPS:
+        return pick("direct", f"{flops:.3g} FLOP < {TINY_FLOPS:.0e}: launch-latency bound, one launch wins")
+    if spec.dtype != np.float32 and ok["im2col"][0] and big_gemm:
+        return pick("im2col", f"{spec.dtype} with a large GEMM: cuBLAS "
+                              f"({'tensor cores' if spec.dtype == np.float16 else 'DGEMM'}) beats FMA kernels")
+    if ok["im2col"][0] and big_gemm and kg >= IM2COL_MIN_KG:
+        return pick("im2col", f"Kg={kg} >= {IM2COL_MIN_KG}: cuBLAS SGEMM amortises the lowering")
+    if spec.nd == 3:
+        name = "im2col" if (ok["im2col"][0] and big_gemm) else "direct"
+        return pick(name, "3-D: no tiled 3-D kernel; " + ("GEMM large enough for im2col" if name == "im2col"
+                                                            else "GEMM too small for im2col"))
+    tiled = [n for n in variants.conv_variant_names() if n.startswith("tiled_") and ok[n][0]]
+    if tiled:
+        from .launchers import TILES
+        utils = {n: _tile_util(TILES[n], spec) for n in tiled}
+        best = "tiled_smem" if utils.get("tiled_smem", 0) >= TILE_UTIL_MIN else max(utils, key=utils.get)
+        reasons.append("tile utilisation " + ", ".join(f"{n}={u:.2f}" for n, u in utils.items()))
+        return pick(best, f"2-D real, Kg={kg} < {IM2COL_MIN_KG}: shared-memory tiling, best-used tile")
+    why = "; ".join(f"{n}: {ok[n][1]}" for n in ok if n.startswith("tiled_"))
+    return pick("direct", f"no tiled kernel fits ({why})")
+
+
+def explain(spec: ConvSpec, facts: DeviceFacts | None = None) -> str:
+    """The dispatcher's choice for `spec` and why, as text."""
+    name, config, reasons = choose(spec, facts)
+    lines = [f"{spec.nd}-D conv N={spec.n} C={spec.c} K={spec.k} in={spec.in_size} kernel={spec.kernel} "
+             f"stride={spec.stride} pad={spec.pad} dilation={spec.dilation} groups={spec.groups} "
+             f"dtype={spec.dtype}",
+             f"-> {name} {config}"]
+    lines += [f"   because: {r}" for r in reasons]
+    for n in variants.conv_variant_names():
+        s, why = variants.get(n).supports(spec)
+        lines.append(f"   {n:18s} {'supports' if s else 'refuses '}: {why}")
+    return "\n".join(lines)

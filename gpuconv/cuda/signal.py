@@ -1,0 +1,89 @@
+"""The single-channel 2-D correlation core behind gpuconv.convolve2d / correlate2d.
+
+    correlate_core(a, k, out_shape, origin, boundary, fillvalue, backend=None)
+
+out[i, j] = sum_{r,s} ext(a)[i + origin[0] + r, j + origin[1] + s] * k[r, s] for
+0 <= i < out_shape[0], 0 <= j < out_shape[1].  a (M, N) and k (kh, kw) share one
+dtype (float32, float64, complex64, complex128, int32, int64; integers wrap like
+NumPy); k is used as given (the caller flips/conjugates).  ext(a) extends a by
+boundary: 'fill' -> fillvalue, 'wrap' -> a[i mod M, j mod N], 'symm' ->
+half-sample symmetric reflection, period 2M.  origin may be negative.
+Returns a new array of out_shape on backend.xp (CuPy by default).
+
+Kernel choice (kernels_cu/signal2d.cu): the shared-memory tiled kernel when the
+32x32 output tile's input halo plus the filter fit in 48 KB, else the direct one.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._types import ctype, expr
+from .backend import default_backend
+from .variants import SIGNAL_BOUNDARIES, SIGNAL_DTYPES, SIGNAL_INSTANTIATIONS, SIGNAL_MODULE
+
+TILE_X, TILE_Y, ROWS = 32, 8, 4          # kernels_cu/signal2d.cu SIG_TX, SIG_TY, SIG_ROWS
+TILE_H = TILE_Y * ROWS
+SMEM_LIMIT = 48 * 1024
+INT32_MAX = 2**31 - 1
+POISON_OUTPUT = False                    # tests: allocate the output NaN-filled (see conv.POISON_OUTPUT)
+
+
+def tiled_smem_bytes(kh: int, kw: int, itemsize: int) -> int:
+    return itemsize * ((TILE_H + kh - 1) * (TILE_X + kw - 1) + kh * kw)
+
+
+def choose_kernel(kh: int, kw: int, dtype) -> str:
+    if tiled_smem_bytes(kh, kw, np.dtype(dtype).itemsize) <= SMEM_LIMIT:
+        return "correlate2d_tiled"
+    return "correlate2d_direct"
+
+
+def correlate_core(a, k, out_shape, origin, boundary, fillvalue, backend=None):
+    backend = default_backend() if backend is None else backend
+    xp = backend.xp
+    if boundary not in SIGNAL_BOUNDARIES:
+        raise ValueError(f"boundary must be one of {tuple(SIGNAL_BOUNDARIES)}, got {boundary!r}")
+    if a.ndim != 2 or k.ndim != 2:
+        raise ValueError(f"correlate_core takes 2-D arrays, got {a.ndim}-D and {k.ndim}-D")
+    dt = np.dtype(a.dtype)
+    if np.dtype(k.dtype) != dt:
+        raise TypeError(f"a ({a.dtype}) and k ({k.dtype}) must share one dtype")
+    if dt not in SIGNAL_DTYPES:
+        raise TypeError(f"dtype {dt} is not supported by the signal kernels "
+                        f"(supported: {', '.join(str(d) for d in SIGNAL_DTYPES)})")
+    OM, ON = (int(s) for s in out_shape)
+    o0, o1 = (int(o) for o in origin)
+    M, N = (int(s) for s in a.shape)
+    kh, kw = (int(s) for s in k.shape)
+    if OM < 0 or ON < 0:
+        raise ValueError(f"out_shape must be non-negative, got {tuple(out_shape)}")
+    out = (xp.full((OM, ON), np.nan, dtype=dt) if POISON_OUTPUT and dt.kind in "fc"
+           else xp.empty((OM, ON), dtype=dt))
+    if out.size == 0:
+        return out
+    if M == 0 or N == 0 or kh == 0 or kw == 0:
+        raise ValueError(f"correlate_core needs non-empty inputs, got a {a.shape} and k {k.shape}")
+    # every coordinate the kernels form (and 2*M, 2*N for 'symm') must fit in int32
+    lo = min(o0, o1)
+    hi = max(OM + o0 + kh, ON + o1 + kw, 2 * M, 2 * N)
+    if lo < -INT32_MAX or hi > INT32_MAX:
+        raise ValueError(f"correlate_core: coordinates up to {max(-lo, hi)} exceed the kernels' 32-bit range")
+
+    a = xp.ascontiguousarray(a)
+    k = xp.ascontiguousarray(k)
+    fill = xp.asarray(np.array([fillvalue], dtype=dt)) if xp is not np else np.array([fillvalue], dtype=dt)
+    kernel = choose_kernel(kh, kw, dt)
+    fn = backend.get_function(SIGNAL_MODULE, SIGNAL_INSTANTIATIONS,
+                              expr(kernel, ctype(dt), SIGNAL_BOUNDARIES[boundary]))
+    i32 = np.int32
+    args = (a, k, fill, out, i32(M), i32(N), i32(kh), i32(kw), i32(OM), i32(ON), i32(o0), i32(o1))
+    if kernel == "correlate2d_tiled":
+        blocks = -(-OM // TILE_H) * -(-ON // TILE_X)
+        if blocks > INT32_MAX:
+            raise ValueError(f"output {OM}x{ON} needs {blocks} blocks (> 2^31-1)")
+        fn((blocks,), (TILE_X, TILE_Y), args, shared_mem=tiled_smem_bytes(kh, kw, dt.itemsize))
+    else:
+        threads = TILE_X * TILE_Y
+        blocks = max(1, min(1 << 20, -(-(OM * ON) // threads)))
+        fn((blocks,), (TILE_X, TILE_Y), args)
+    return out

@@ -1,0 +1,133 @@
+"""The dispatcher and the registry, on the CPU (no GPU, no simulator needed)."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+import gpuconv.cuda as gcuda
+from gpuconv.cuda import dispatch, variants
+from gpuconv.cuda.facts import DeviceFacts
+from gpuconv.cuda.launchers import SMEM_LIMIT, im2col_chunk, im2col_image_bytes, tiled_smem_bytes, TILES
+from gpuconv.spec import make_spec
+
+
+def spec2d(x, w, stride=1, padding=0, dilation=1, groups=1, dtype=np.float32):
+    return make_spec(x, w, None, stride, padding, dilation, groups, np.dtype(dtype), len(w) - 2)[0]
+
+
+def test_registry_names_stable_and_complete():
+    names = variants.conv_variant_names()
+    assert names == ("direct", "tiled_smem", "tiled_smem_small", "im2col")
+    for n in names:
+        v = variants.get(n)
+        assert v.name == n and v.module in variants.MODULES and v.instantiations
+    with pytest.raises(ValueError, match="registered variants: direct, tiled_smem"):
+        variants.get("winograd")
+
+
+def test_instantiation_names_unique_and_cover_launchers():
+    from gpuconv.cuda import launchers as L
+    for mod, exprs in variants.MODULES.items():
+        assert len(set(exprs)) == len(exprs), mod
+    for dt in (np.float16, np.float32, np.float64):
+        for a in range(5):
+            assert L.direct_name(dt, a) in variants.MODULES[L.DIRECT_MODULE]
+            assert L.col2out_name(dt, a) in variants.MODULES[L.IM2COL_MODULE]
+            for t in TILES.values():
+                assert L.tiled_name(t, dt, a) in variants.MODULES[L.TILED_MODULE]
+
+
+# ResNet-50 / VGG / MobileNetV2 style layers and the expected family
+LAYERS = [
+    ("resnet 3x3 C=K=256 14x14 N=32", spec2d((32, 256, 14, 14), (256, 256, 3, 3), padding=1), "im2col"),
+    ("resnet 1x1 C=64 K=256 56x56", spec2d((8, 64, 56, 56), (256, 64, 1, 1)), "im2col"),
+    ("mobilenet depthwise 3x3", spec2d((8, 32, 112, 112), (32, 1, 3, 3), padding=1, groups=32), "direct"),
+    ("depthwise mult 2 5x5", spec2d((8, 32, 56, 56), (64, 1, 5, 5), padding=2, groups=32), "direct"),
+    ("3x3 C=K=64 56x56", spec2d((8, 64, 56, 56), (64, 64, 3, 3), padding=1), "tiled_smem"),
+    ("3x3 C=K=64 7x7 N=8", spec2d((8, 64, 7, 7), (64, 64, 3, 3), padding=1), "tiled_smem_small"),
+    ("tiny batch-1 layer", spec2d((1, 8, 8, 8), (8, 8, 3, 3), padding=1), "direct"),
+    ("fp16 resnet 3x3", spec2d((32, 64, 56, 56), (64, 64, 3, 3), padding=1, dtype=np.float16), "im2col"),
+    ("fp64 3x3", spec2d((8, 64, 56, 56), (64, 64, 3, 3), padding=1, dtype=np.float64), "im2col"),
+    ("complex", spec2d((2, 3, 17, 17), (5, 3, 3, 3), dtype=np.complex64), "im2col"),
+    ("3-D large", spec2d((2, 64, 16, 28, 28), (64, 64, 3, 3, 3), padding=1), "im2col"),
+    ("3-D small", spec2d((1, 2, 5, 6, 7), (3, 2, 3, 3, 3)), "direct"),
+    ("1-D", spec2d((4, 64, 1000), (64, 64, 5), padding=2), "tiled_smem_small"),
+    ("huge dilation: no tile fits", spec2d((1, 64, 600, 600), (64, 64, 3, 3), dilation=250), "direct"),
+]
+
+
+@pytest.mark.parametrize("label,spec,expected", LAYERS, ids=[l[0] for l in LAYERS])
+def test_choose_layers(label, spec, expected):
+    name, config, reasons = dispatch.choose(spec, DeviceFacts())
+    assert name == expected, (label, name, reasons)
+    assert variants.get(name).supports(spec)[0]
+    assert reasons and all(isinstance(r, str) for r in reasons)
+
+
+def test_choose_is_pure_and_always_supported():
+    """Deterministic, and never picks a variant that refuses the spec, over a grid of shapes."""
+    facts = DeviceFacts()
+    grid = itertools.product((1, 3), (1, 4, 33), (1, 8, 96), (1, 3, 7), (1, 2), (1, 2), (1, "g"),
+                             ("float16", "float32", "float64", "complex128"))
+    n = 0
+    for N, C, K, R, s, d, g, dt in grid:
+        groups = C if g == "g" and K % C == 0 else 1
+        H = 2 * (d * (R - 1) + 1) + 3
+        sp = spec2d((N, C, H, H + 2), (K, C // groups, R, R), stride=s, padding=R // 2, dilation=d,
+                    groups=groups, dtype=dt)
+        a = dispatch.choose(sp, facts)
+        b = dispatch.choose(sp, facts)
+        assert a == b
+        assert variants.get(a[0]).supports(sp)[0], (sp, a)
+        n += 1
+    assert n > 500
+
+
+def test_tiled_config_fits_shared_memory():
+    for R, dil, s in ((3, 1, 1), (7, 1, 2), (11, 3, 1), (5, 5, 3)):
+        sp = spec2d((1, 64, 200, 200), (32, 64, R, R), stride=s, dilation=dil)
+        for name, tile in TILES.items():
+            ok, _ = variants.get(name).supports(sp)
+            if ok:
+                cfg = variants.get(name).default_config(sp, DeviceFacts())
+                assert 1 <= cfg["ct"] <= 16
+                assert tiled_smem_bytes(tile, sp, cfg["ct"]) <= SMEM_LIMIT
+
+
+def test_im2col_chunk_bounded_by_free_memory():
+    sp = spec2d((256, 256, 56, 56), (256, 256, 3, 3), padding=1)
+    per = im2col_image_bytes(sp)
+    big = im2col_chunk(sp, 80 * 1024**3)
+    assert big * per <= 1 << 30 and big >= 1
+    small = im2col_chunk(sp, 8 * per)          # a quarter of "free" memory is 2 images
+    assert small == 2
+    assert im2col_chunk(sp, 0) == 1            # never zero: one image, OOM fallback reports clearly
+    cfg = variants.get("im2col").default_config(sp, DeviceFacts(free_bytes=8 * per))
+    assert variants.get("im2col").workspace_bytes(sp, cfg) == 2 * per
+    pw = spec2d((256, 256, 56, 56), (256, 256, 1, 1))
+    assert variants.get("im2col").workspace_bytes(pw, {"chunk": 256}) == 0
+
+
+def test_explain_text():
+    txt = gcuda.explain((32, 256, 14, 14), (256, 256, 3, 3), padding=1)
+    assert "-> im2col" in txt and "because" in txt and "tiled_smem" in txt
+    sp = spec2d((2, 3, 17, 17), (5, 3, 3, 3), dtype=np.complex64)
+    txt = gcuda.explain(sp)
+    assert "complex" in txt and "direct             refuses" in txt
+    with pytest.raises(TypeError):
+        gcuda.explain((1, 2, 3, 3))
+
+
+def test_resolve_errors_name_working_variants():
+    from gpuconv.cuda.conv import resolve
+
+    class B:
+        name, xp = "fake", np
+    sp = spec2d((2, 3, 17, 17), (5, 3, 3, 3), dtype=np.complex64)
+    with pytest.raises(ValueError, match="variants that do: im2col"):
+        resolve(sp, "tiled_smem", B())
+    with pytest.raises(ValueError, match="unknown algorithm 'fast'.*support this convolution: im2col"):
+        resolve(sp, "fast", B())
+    assert resolve(sp, "auto", B())[0] == "im2col"
