@@ -139,7 +139,7 @@ def _as_input(name, obj):
 
 def _check_choice(name, value, allowed):
     try:
-        ok = value in allowed
+        ok = value in frozenset(allowed)
     except TypeError:  # unhashable: scipy's dict lookup raises TypeError
         raise TypeError(f"{name} must be one of {tuple(allowed)}, got unhashable "
                         f"{type(value).__name__} {value!r}") from None
