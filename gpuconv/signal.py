@@ -226,7 +226,36 @@ def _signal2d(fname, flip, in1, in2, mode, boundary, fillvalue):
     c1 = _as_input("in1", in1)
     c2 = _as_input("in2", in2)
     kind = common_kind({"in1": c1, "in2": c2})
-    a, k = c1.array, c2.array
+    a, k, out_shape, origin, bnd, fill, swapped = canonicalize(
+        fname, flip, c1.array, c2.array, mode, boundary, fillvalue)
+    if 0 in out_shape or 0 in k.shape:
+        # nothing to read: zeros (or an empty result), as scipy, on any device
+        xp = np if kind == "numpy" else _cupy()
+        out = xp.zeros(out_shape, dtype=a.dtype)
+    elif kind == "numpy":
+        out = correlate_core(a, k, out_shape, origin, bnd, fill)
+    else:
+        from .cuda import signal as cuda_signal
+        out = cuda_signal.correlate_core(a, k, out_shape, origin, bnd, fill)
+    if swapped and not flip:
+        out = out[::-1, ::-1]
+    return wrap(out, c1)
+
+
+def _cupy():
+    import cupy
+    return cupy
+
+
+def canonicalize(fname, flip, a, k, mode, boundary, fillvalue):
+    """scipy's validation, then the core's arguments.
+
+    Returns (a, k, out_shape, origin, boundary, fill, swapped): `a` and `k` in the
+    result dtype (`k` flipped for convolution, conjugated for correlation),
+    `boundary` one of 'fill'/'wrap'/'symm', `fill` a NumPy scalar of the result
+    dtype, `swapped` whether scipy's valid-mode swap happened (correlate2d's
+    result is then reversed in both axes).  Works on NumPy and CuPy arrays.
+    """
     if not (a.ndim == 2 and k.ndim == 2):
         raise ValueError(f"{fname} inputs must both be 2-D arrays, got in1.ndim={a.ndim} and "
                          f"in2.ndim={k.ndim}")
@@ -257,14 +286,7 @@ def _signal2d(fname, flip, in1, in2, mode, boundary, fillvalue):
     a = a.astype(dtype, copy=False)
     k = k.astype(dtype, copy=False)
     k = k[::-1, ::-1] if flip else (k.conj() if dtype.kind == "c" else k)
-    if kind == "numpy":
-        out = correlate_core(a, k, out_shape, origin, bnd, fill)
-    else:
-        from .cuda import signal as cuda_signal
-        out = cuda_signal.correlate_core(a, k, out_shape, origin, bnd, fill)
-    if swapped and not flip:
-        out = out[::-1, ::-1]
-    return wrap(out, c1)
+    return a, k, out_shape, origin, bnd, fill, swapped
 
 
 # ----------------------------------------------------------------------------
@@ -292,14 +314,18 @@ def extend(a, rows, cols, boundary, fillvalue):
 
 
 # Row strips per task: measured on 1024x1024 float64 (2 cores), 128-row strips
-# beat 64 (+10%) and whole-image passes (2-3x, the strip's input and output stay in
-# L2 across all taps); 256 is no better.
+# beat 64 (+10%) and whole-image passes (2-3x: the strip's input and output stay
+# in L2 across all taps); 256 is no better.  Strips run on a 2-thread pool (NumPy
+# releases the GIL): 5x5 same/fill 10 ms vs 24 ms on one thread; scipy 53 ms.
 _STRIP_ROWS = 128
 # Below this many output elements threads cost more than they save.
 _THREAD_MIN_ELEMENTS = 1 << 16
 # BLAS panels pay off from about 6x6 kernels: 1024x1024 float64, 2 cores, ms
-# (tap loop / panels B=32): 3x3 4.2/8.0, 5x5 10.0/11.2, 7x7 19.0/14.9,
-# 9x9 30.9/19.8, 15x15 85/34.
+# (tap loop / panels B=32, one whole-image call): 3x3 4.2/8.0, 5x5 10.0/11.2,
+# 7x7 19.0/14.9, 9x9 30.9/19.8, 15x15 85/34.  A whole-image panel call swung
+# 47..260 ms between runs (OpenBLAS threading on thin panels), so the panels run
+# per row strip on the pool like the tap loop: 15x15 70-100 ms, 9x9 37-57 ms,
+# steady (scipy: 390 and 145 ms).  B=16 ties B=32; B>=64 is slower.
 _BLAS_MIN_TAPS = 36
 _PANEL_COLS = 32
 _BLAS_DTYPES = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.complex64, np.complex128))

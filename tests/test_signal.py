@@ -437,3 +437,28 @@ def test_hypothesis_floats(ishape, kshape, fname, mode, boundary, dtype, seed):
     rng = np.random.default_rng(seed)
     check_against_scipy(np, fname, random_array(rng, ishape, dtype), random_array(rng, kshape, dtype),
                         mode=mode, boundary=boundary, fillvalue=0.5)
+
+
+# ----------------------------------------------------------------------------
+# the CUDA core implements the same definition (run on the CPU simulator)
+# ----------------------------------------------------------------------------
+
+@pytest.mark.sim
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128, np.int32, np.int8])
+def test_cuda_core_matches_numpy_core_on_simulator(rng, dtype):
+    sim = pytest.importorskip("gpuconv.sim")
+    from gpuconv.cuda import signal as cuda_signal
+    from gpuconv.signal import canonicalize, correlate_core
+    backend = sim.SimBackend()
+    for (ishape, kshape), fname, mode, boundary in itertools.product(
+            [((5, 7), (3, 2)), ((3, 4), (7, 9)), ((9, 6), (4, 4))], FUNCS, MODES, BOUNDARIES):
+        a = random_array(rng, ishape, dtype)
+        k = random_array(rng, kshape, dtype)
+        args = canonicalize(fname, fname == "convolve2d", a, k, mode, boundary, 2)[:6]
+        want = correlate_core(*args)
+        got = cuda_signal.correlate_core(*args, backend=backend)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        if want.dtype.kind in "iu":
+            np.testing.assert_array_equal(got, want)
+        else:
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
