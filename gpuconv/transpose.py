@@ -38,7 +38,7 @@ import numpy as np
 from . import activations
 from ._array import common_kind, convert, wrap, xp_of
 from .reference import compute_dtype
-from .spec import _fmt_shape, check_dtypes, expand_param
+from .spec import COMPLEX_DTYPES, FLOAT_DTYPES, _fmt_shape, check_dtypes, expand_param
 
 
 @dataclass(frozen=True)
@@ -287,6 +287,9 @@ def conv_transpose_forward(nd: int, fname: str, input, weight, bias, stride, pad
     x, w = xi.array, wi.array
     b = None if bi is None else bi.array
     dtype = check_dtypes(x.dtype, w.dtype, None if b is None else b.dtype)
+    if dtype not in FLOAT_DTYPES + COMPLEX_DTYPES:      # torch has no integer transposed conv
+        raise TypeError(f"{fname}: input dtype {dtype} is not supported: transposed convolution "
+                        f"takes floating or complex arrays")
     if activation is not None and dtype.kind == "c":
         raise TypeError(f"activation={activation!r} is not defined for complex dtype {dtype}")
     geom, batched = make_transpose_geometry(x.shape, w.shape, None if b is None else b.shape,
