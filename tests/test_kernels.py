@@ -342,3 +342,29 @@ def test_signal_core_large_filter_direct_kernel(backend, boundary):
     out = csignal.correlate_core(backend.xp.asarray(a), backend.xp.asarray(k), out_shape, origin, boundary,
                                  0.5, backend=backend)
     assert_close(out, ref, TOL[dt], f"signal direct {boundary}")
+
+
+@pytest.mark.parametrize("dtype", ["int8", "uint16", "uint64"])
+def test_signal_core_other_integers(backend, dtype):
+    """Integers without a kernel of their own run widened and wrap like NumPy."""
+    dt = np.dtype(dtype)
+    rng = np.random.default_rng(2)
+    info = np.iinfo(dt)
+    a = rng.integers(info.min, info.max, size=(9, 11), dtype=dt, endpoint=True)
+    k = rng.integers(info.min, info.max, size=(3, 4), dtype=dt, endpoint=True)
+    ref = ref_correlate_core(a, k, (11, 14), (-1, -3), "wrap", dt.type(5))
+    out = csignal.correlate_core(backend.xp.asarray(a), backend.xp.asarray(k), (11, 14), (-1, -3), "wrap",
+                                 dt.type(5), backend=backend)
+    o = to_host(out)
+    assert o.dtype == dt
+    bad = np.argwhere(o != ref)
+    assert bad.size == 0, f"{dtype}: first mismatch at {tuple(bad[0])}"
+
+
+def test_signal_core_empty_image_fill(backend):
+    dt = np.dtype(np.float64)
+    a = np.zeros((0, 5), dt)
+    k = np.arange(6, dtype=dt).reshape(2, 3) + 1
+    out = csignal.correlate_core(backend.xp.asarray(a), backend.xp.asarray(k), (3, 4), (-1, -2), "fill", 2.0,
+                                 backend=backend)
+    assert_close(out, np.full((3, 4), 2.0 * k.sum()), 1e-12, "empty image, fill")

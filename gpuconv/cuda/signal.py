@@ -4,10 +4,11 @@
 
 out[i, j] = sum_{r,s} ext(a)[i + origin[0] + r, j + origin[1] + s] * k[r, s] for
 0 <= i < out_shape[0], 0 <= j < out_shape[1].  a (M, N) and k (kh, kw) share one
-dtype (float32, float64, complex64, complex128, int32, int64; integers wrap like
-NumPy); k is used as given (the caller flips/conjugates).  ext(a) extends a by
+dtype (float32, float64, complex64, complex128, int32, int64 natively; other
+integers through int32/int64; integers wrap like NumPy); k is used as given (the caller flips/conjugates).  ext(a) extends a by
 boundary: 'fill' -> fillvalue, 'wrap' -> a[i mod M, j mod N], 'symm' ->
-half-sample symmetric reflection, period 2M.  origin may be negative.
+half-sample symmetric reflection, period 2M.  origin may be negative.  An empty
+`a` is allowed with 'fill' (every tap reads fillvalue); an empty `k` gives zeros.
 Returns a new array of out_shape on backend.xp (CuPy by default).
 
 Kernel choice (kernels_cu/signal2d.cu): the shared-memory tiled kernel when the
@@ -48,9 +49,16 @@ def correlate_core(a, k, out_shape, origin, boundary, fillvalue, backend=None):
     dt = np.dtype(a.dtype)
     if np.dtype(k.dtype) != dt:
         raise TypeError(f"a ({a.dtype}) and k ({k.dtype}) must share one dtype")
+    if dt.kind in "iu" and dt not in SIGNAL_DTYPES:
+        # any other integer: wrapping arithmetic in a wider type, truncated back, is
+        # the same arithmetic modulo 2^bits (int8 via int32, uint64 via int64)
+        wide = np.dtype(np.int64 if dt.itemsize == 8 else np.int32)
+        fill = np.array([fillvalue], dtype=dt).astype(wide)[0]
+        out = correlate_core(a.astype(wide), k.astype(wide), out_shape, origin, boundary, fill, backend)
+        return out.astype(dt)
     if dt not in SIGNAL_DTYPES:
         raise TypeError(f"dtype {dt} is not supported by the signal kernels "
-                        f"(supported: {', '.join(str(d) for d in SIGNAL_DTYPES)})")
+                        f"(supported: {', '.join(str(d) for d in SIGNAL_DTYPES)} and other integers)")
     OM, ON = (int(s) for s in out_shape)
     o0, o1 = (int(o) for o in origin)
     M, N = (int(s) for s in a.shape)
@@ -61,8 +69,8 @@ def correlate_core(a, k, out_shape, origin, boundary, fillvalue, backend=None):
            else xp.empty((OM, ON), dtype=dt))
     if out.size == 0:
         return out
-    if M == 0 or N == 0 or kh == 0 or kw == 0:
-        raise ValueError(f"correlate_core needs non-empty inputs, got a {a.shape} and k {k.shape}")
+    if (M == 0 or N == 0) and boundary != "fill":
+        raise ValueError(f"boundary={boundary!r} cannot extend an empty array of shape {a.shape}")
     # every coordinate the kernels form (and 2*M, 2*N for 'symm') must fit in int32
     lo = min(o0, o1)
     hi = max(OM + o0 + kh, ON + o1 + kw, 2 * M, 2 * N)
