@@ -11,6 +11,7 @@ def plot(result: dict, path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     import numpy as np
 
     ce = result["ceilings"]
@@ -41,6 +42,12 @@ def plot(result: dict, path) -> None:
                 label=f"roofline: {key} {peak:.3g} TFLOP/s, copy {ce['copy_GBps']:.0f} GB/s")
     else:
         ax.plot(xi, xi * bw / 1e12, "k-", lw=1.5, label=f"copy {ce['copy_GBps']:.0f} GB/s")
+    # cases with their own dtype (the cpu suite's float64 signal cases) get their roof too
+    for other in sorted({rec["dtype"] for rec in result["cases"]} - {dtype}):
+        okey, opeak = compute_ceiling(ce, other)
+        if opeak and okey != key:
+            ax.plot(xi, np.minimum(opeak, xi * bw / 1e12), "k--", lw=1,
+                    label=f"roofline: {okey} {opeak:.3g} TFLOP/s ({other} cases)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (FLOP / compulsory byte)")
@@ -62,6 +69,8 @@ def plot(result: dict, path) -> None:
         bx.barh(y + i * h, [vals.get(lbl, np.nan) for lbl in labels], height=h, label=f"vs {a}")
     bx.axvline(1.0, color="k", lw=1)
     bx.set_xscale("log")
+    bx.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    bx.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%gx"))
     bx.set_yticks(y + h * (len(series) - 1) / 2)
     bx.set_yticklabels(labels, fontsize=6)
     bx.invert_yaxis()

@@ -101,7 +101,7 @@ def rows(result: dict):
             row = {"case": rec["name"], "shape": rec["shape_str"],
                    "impl": (main["impl"] if main else "-") + (f" -> {pick}" if pick else ""),
                    "time": rec["error"] and "ERROR" or _status_cell(main),
-                   "tflops": fmt(main.get("tflops") if main else None, ".3f"),
+                   "tflops": fmt(main.get("tflops") if main else None, ".3g"),
                    "gbps": fmt(main.get("gbps") if main else None, ".1f"),
                    "pct_c": fmt(main.get("pct_compute") if main else None, ".1f", "%"),
                    "pct_b": fmt(main.get("pct_bandwidth") if main else None, ".1f", "%"),
@@ -113,7 +113,7 @@ def rows(result: dict):
                     ratio = (main["median_s"] / r["median_s"]
                              if main and main["status"] == "ok" and r["status"] == "ok" else None)
                     body.append({"case": "", "shape": "", "impl": f"  {r['impl']}",
-                                 "time": _status_cell(r), "tflops": fmt(r.get("tflops"), ".3f"),
+                                 "time": _status_cell(r), "tflops": fmt(r.get("tflops"), ".3g"),
                                  "gbps": fmt(r.get("gbps"), ".1f"),
                                  "pct_c": fmt(r.get("pct_compute"), ".1f", "%"),
                                  "pct_b": fmt(r.get("pct_bandwidth"), ".1f", "%"),
@@ -197,7 +197,10 @@ def markdown(result: dict, source: str = "") -> str:
            + (f" ({source})" if source else "") + ".",
            "Ceilings measured in the same run: copy {:.1f} GB/s, GEMM {}.".format(
                ce["copy_GBps"], ", ".join(f"{k} {v:.3g} TFLOP/s" for k, v in ce["gemm_TFLOPs"].items())),
-           f"dtype option: {result['dtype']}. Ratio = anchor time / gpuconv time: above 1.00x "
+           (f"Load average (1/5/15 min) at start {env.get('loadavg_start')}, at end "
+            f"{env.get('loadavg_end')}: other processes on the cores distort CPU timings.\n"
+            if result["mode"] == "cpu" and env.get("loadavg_start") else "")
+           + f"dtype option: {result['dtype']}. Ratio = anchor time / gpuconv time: above 1.00x "
            "gpuconv is faster.", ""]
     hdr = ["suite", "case", "shape", "time", "TFLOP/s", "GB/s", "% FLOP", "% BW"] + [
         f"vs {ANCHOR_LABELS[a]}" for a in anchors]
