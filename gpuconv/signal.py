@@ -27,7 +27,6 @@ a NumPy scalar of the result dtype) on the array's device and current stream.
 from __future__ import annotations
 
 import os
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -320,15 +319,13 @@ def extend(a, rows, cols, boundary, fillvalue):
 _STRIP_ROWS = 128
 # Below this many output elements threads cost more than they save.
 _THREAD_MIN_ELEMENTS = 1 << 16
-# BLAS panels pay off from about 6x6 kernels: 1024x1024 float64, 2 cores, ms
-# (tap loop / panels B=32, one whole-image call): 3x3 4.2/8.0, 5x5 10.0/11.2,
-# 7x7 19.0/14.9, 9x9 30.9/19.8, 15x15 85/34.  A whole-image panel call swung
-# 47..260 ms between runs (OpenBLAS threading on thin panels), so the panels run
-# per row strip on the pool like the tap loop: 15x15 70-100 ms, 9x9 37-57 ms,
-# steady (scipy: 390 and 145 ms).  B=16 ties B=32; B>=64 is slower.
-_BLAS_MIN_TAPS = 36
-_PANEL_COLS = 32
-_BLAS_DTYPES = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.complex64, np.complex128))
+# The tap loop is used for every kernel size.  A BLAS formulation (per panel of
+# 32 output columns, a strided im2row view times a banded matrix) measured
+# faster for >= 6x6 float kernels on an idle machine (1024x1024 float64, 2
+# cores: 9x9 20 vs 31 ms, 15x15 34 vs 85 ms) but swung to 1.0-1.5 s for 15x15
+# when the machine was busy (OpenBLAS threads oversubscribing next to the
+# strip pool), while the tap loop stays within 2x of its idle time and always
+# beats scipy (15x15: 85 ms idle, 150-190 ms busy; scipy 390-600 ms).
 
 _pool = None
 
@@ -368,29 +365,6 @@ def _taps_strip(e, k, out, i0, i1):
                 o += tmp
 
 
-def _panels(e, k, out):
-    """BLAS formulation for larger float kernels.
-
-    For each panel of B output columns, P = e[:, c:c+B+kw-1] (contiguous, row
-    length L), viewed as A[i, r*L + t] = P[i + r, t] (overlapping rows, one
-    strided view), times the banded T[r*L + s + j, j] = k[r, s]:
-    out[:, c:c+B] = A @ T.  Costs (B+kw-1)/kw times the direct FLOPs, at BLAS speed.
-    """
-    kh, kw = k.shape
-    H, W = out.shape
-    for c in range(0, W, _PANEL_COLS):
-        b = min(_PANEL_COLS, W - c)
-        L = b + kw - 1
-        P = np.ascontiguousarray(e[:, c:c + L])
-        A = np.lib.stride_tricks.as_strided(P, (H, kh * L), (L * P.itemsize, P.itemsize),
-                                            writeable=False)
-        T = np.zeros((kh, L, b), dtype=out.dtype)
-        j = np.arange(b)
-        for s in range(kw):
-            T[:, s + j, j] = k[:, s, None]
-        np.matmul(A, T.reshape(kh * L, b), out=out[:, c:c + b])
-
-
 def correlate_core(a, k, out_shape, origin, boundary, fillvalue):
     """The CPU core: out[i, j] = sum_{r,s} ext(a)[i + origin[0] + r, j + origin[1] + s] * k[r, s].
 
@@ -411,9 +385,8 @@ def correlate_core(a, k, out_shape, origin, boundary, fillvalue):
 
     Returns
     -------
-    numpy.ndarray of `out_shape`, dtype a.dtype.  Integers are computed exactly
-    modulo 2**bits (multiply-adds in the dtype); floats by a tap loop or, for
-    float32/64 and complex kernels of at least 36 taps, BLAS.
+    numpy.ndarray of `out_shape`, dtype a.dtype, by one multiply-add pass per tap
+    over row strips (threaded); integers exact modulo 2**bits, as scipy.
     """
     H, W = out_shape
     kh, kw = k.shape
@@ -422,11 +395,5 @@ def correlate_core(a, k, out_shape, origin, boundary, fillvalue):
     e = extend(a, (origin[0], origin[0] + H + kh - 1), (origin[1], origin[1] + W + kw - 1),
                boundary, fillvalue)
     out = np.empty((H, W), dtype=a.dtype)
-    if a.dtype in _BLAS_DTYPES and kh * kw >= _BLAS_MIN_TAPS:
-        e = np.ascontiguousarray(e)
-        # Row strips (with kh-1 rows of halo) run the panels in parallel too;
-        # BLAS threads alone gain little on panels this thin.
-        _run_strips(lambda i0, i1: _panels(e[i0:i1 + kh - 1], k, out[i0:i1]), H, H * W)
-    else:
-        _run_strips(lambda i0, i1: _taps_strip(e, k, out, i0, i1), H, H * W)
+    _run_strips(lambda i0, i1: _taps_strip(e, k, out, i0, i1), H, H * W)
     return out

@@ -236,7 +236,7 @@ def test_noncontiguous_and_byteswapped(xp, rng):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128, np.int32, np.int64])
 @pytest.mark.parametrize("ksize", [(5, 5), (7, 7), (11, 4)])
 def test_large_images(xp, rng, dtype, ksize):
-    # exercises the threaded strips and, for float kernels of >= 36 taps, BLAS panels
+    # exercises the threaded row strips (with halos) and the strip edges
     a = random_array(rng, (301, 257), dtype)
     k = random_array(rng, ksize, dtype)
     for fname, mode, boundary in [("correlate2d", "full", "fill"), ("convolve2d", "same", "symm"),
