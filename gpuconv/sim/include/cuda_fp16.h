@@ -1,0 +1,3 @@
+// cuda_fp16.h -- simulator stand-in: everything lives in gpuconv_sim.h.
+#pragma once
+#include "gpuconv_sim.h"
