@@ -2,7 +2,7 @@
 //
 // Variants (launcher: gpuconv/cuda/launchers.py, registry name "direct"):
 //   1. conv_direct<T, ACT>: one thread per output element, grid-stride loop
-//      over the flat output index (64-bit).  Handles every geometry the spec
+//      over the flat output index (32-bit below 2^31 outputs, else 64-bit).  Handles every geometry the spec
 //      allows -- 1-D, 2-D and 3-D (a 2-D spec is D=1, KD=1; 1-D also H=1, R=1),
 //      stride, zero padding (the low side; the high side only shapes the output),
 //      dilation, groups -- and T in {__half, float, double}.
@@ -18,20 +18,23 @@
 #include "common.cuh"
 #include "epilogue.cuh"
 
-template <typename T, int ACT>
-__global__ void __launch_bounds__(256)
-conv_direct(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
-            T* __restrict__ y, int N, int C, int D, int H, int W, int K, int KD, int R, int S,
-            int OD, int P, int Q, int sd, int sh, int sw, int pd, int ph, int pw,
-            int dd, int dh, int dw, int groups, int has_bias) {
+// The flat output index and its decomposition use I = int when the output has
+// fewer than 2^31 elements (every realistic layer): 64-bit division is a
+// ~70-instruction call, and a depthwise 3x3 output costs only 9 FMAs, so the
+// index math would dominate.  Element offsets into x and w stay 64-bit.
+template <typename T, int ACT, typename I>
+__device__ __forceinline__ void
+conv_direct_body(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
+                 T* __restrict__ y, int N, int C, int D, int H, int W, int K, int KD, int R, int S,
+                 int OD, int P, int Q, int sd, int sh, int sw, int pd, int ph, int pw,
+                 int dd, int dh, int dw, int groups, int has_bias) {
     typedef typename num<T>::acc A;
     const int Cg = C / groups, Kg = K / groups;
-    const i64 total = (i64)N * K * OD * P * Q;
+    const I total = (I)N * K * OD * P * Q;
     const i64 in_plane = (i64)D * H * W;
     const i64 w_filter = (i64)KD * R * S;
-    for (i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
-         idx += (i64)gridDim.x * blockDim.x) {
-        i64 t = idx;
+    for (I idx = (I)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += (I)gridDim.x * blockDim.x) {
+        I t = idx;
         const int q = (int)(t % Q); t /= Q;
         const int p = (int)(t % P); t /= P;
         const int od = (int)(t % OD); t /= OD;
@@ -63,4 +66,19 @@ conv_direct(const T* __restrict__ x, const T* __restrict__ w, const T* __restric
         }
         y[idx] = epilogue<T, ACT>(acc, bias, k, has_bias);
     }
+}
+
+template <typename T, int ACT>
+__global__ void __launch_bounds__(256)
+conv_direct(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
+            T* __restrict__ y, int N, int C, int D, int H, int W, int K, int KD, int R, int S,
+            int OD, int P, int Q, int sd, int sh, int sw, int pd, int ph, int pw,
+            int dd, int dh, int dw, int groups, int has_bias) {
+    // the grid-stride step must not overflow I either: blocks * 256 <= 2^28 (launcher cap)
+    if ((i64)N * K * OD * P * Q + (i64)gridDim.x * blockDim.x <= 0x7fffffffLL)
+        conv_direct_body<T, ACT, int>(x, w, bias, y, N, C, D, H, W, K, KD, R, S, OD, P, Q,
+                                      sd, sh, sw, pd, ph, pw, dd, dh, dw, groups, has_bias);
+    else
+        conv_direct_body<T, ACT, i64>(x, w, bias, y, N, C, D, H, W, K, KD, R, S, OD, P, Q,
+                                      sd, sh, sw, pd, ph, pw, dd, dh, dw, groups, has_bias);
 }

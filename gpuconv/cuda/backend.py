@@ -23,23 +23,31 @@ class CupyBackend:
     def __init__(self):
         import cupy
         self.xp = cupy
+        self._static: dict[int, dict] = {}
 
     def get_function(self, module: str, name_expressions: tuple[str, ...], name: str):
         return loader.get_function(module, tuple(name_expressions), name)
 
     def device_facts(self) -> DeviceFacts:
+        """Facts of the current device.  The static ones are read once per device
+        (cudaGetDeviceProperties costs ~1 ms); free memory is read per call
+        (cudaMemGetInfo, microseconds, no synchronisation)."""
         cupy = self.xp
-        dev = cupy.cuda.Device()
-        attrs = dev.attributes
+        dev = cupy.cuda.runtime.getDevice()
+        static = self._static.get(dev)
+        if static is None:
+            d = cupy.cuda.Device(dev)
+            attrs = d.attributes
+            static = dict(
+                name=cupy.cuda.runtime.getDeviceProperties(dev)["name"].decode(errors="replace"),
+                cc=(int(d.compute_capability[:-1]), int(d.compute_capability[-1])),
+                sm_count=int(attrs["MultiProcessorCount"]),
+                smem_per_block=int(attrs["MaxSharedMemoryPerBlock"]))
+            self._static[dev] = static
         free, total = cupy.cuda.runtime.memGetInfo()
         # memory held by CuPy's pool but unused is available to our workspaces too
         free += cupy.get_default_memory_pool().free_bytes()
-        return DeviceFacts(
-            name=cupy.cuda.runtime.getDeviceProperties(dev.id)["name"].decode(errors="replace"),
-            cc=(int(dev.compute_capability[:-1]), int(dev.compute_capability[-1])),
-            sm_count=int(attrs["MultiProcessorCount"]),
-            smem_per_block=int(attrs["MaxSharedMemoryPerBlock"]),
-            free_bytes=int(free), total_bytes=int(total))
+        return DeviceFacts(free_bytes=int(free), total_bytes=int(total), **static)
 
 
 _default = None
