@@ -134,15 +134,22 @@ def input_grad(nd: int, fname: str, input_size, weight, grad_output, stride=1, p
 # ---------------------------------------------------------------------------
 # weight gradient
 
-# Column-matrix elements per chunk of images (Cg * taps * images * L), as in
+# Column-matrix elements per chunk of images (C * taps * images * L), as in
 # gpuconv.reference: gathered and consumed by the GEMM while still in cache.
 _COLS_TARGET_ELEMS = 1 << 20
 
 
 def weight_grad_numpy(x: np.ndarray, go: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """dL/dw of `spec` for batched NumPy arrays; returns the compute dtype."""
+    """dL/dw of `spec` for batched NumPy arrays; returns the compute dtype.
+
+    Per chunk of images: the column matrix of every channel is gathered with one
+    strided copy per kernel tap, then one batched GEMM over the groups,
+    grad_output_g (Kg, b*L) @ cols_g^T (b*L, Cg*taps), is added to the result.
+    Gathering all groups at once keeps the Python loop at taps iterations (a
+    per-group loop made depthwise layers 7x slower than torch: 64 groups x 9
+    taps of tiny copies)."""
     dt = compute_dtype(spec.dtype)
-    n, g, nd = spec.n, spec.groups, spec.nd
+    n, g = spec.n, spec.groups
     cg, kg = spec.c_per_group, spec.k_per_group
     npos = int(np.prod(spec.out_size))
     ntap = int(np.prod(spec.kernel))
@@ -154,16 +161,16 @@ def weight_grad_numpy(x: np.ndarray, go: np.ndarray, spec: ConvSpec) -> np.ndarr
     taps = [(tap, tuple(slice(t * d, t * d + s * (o - 1) + 1, s) for t, d, s, o in
                         zip(tap, spec.dilation, spec.stride, spec.out_size)))
             for tap in np.ndindex(*spec.kernel)]
-    nb = max(1, min(n, _COLS_TARGET_ELEMS // max(cg * ntap * npos, 1)))
+    nb = max(1, min(n, _COLS_TARGET_ELEMS // max(spec.c * ntap * npos, 1)))
     for n0 in range(0, n, nb):
         b = min(nb, n - n0)
-        cols = np.empty((cg,) + spec.kernel + (b,) + spec.out_size, dtype=dt)
-        for gi in range(g):
-            xg = xpad[n0:n0 + b, gi * cg:(gi + 1) * cg].swapaxes(0, 1)     # (Cg, b, *padded)
-            for tap, sl in taps:
-                cols[(slice(None),) + tap] = xg[(slice(None), slice(None)) + sl]
-            gmat = go[n0:n0 + b, gi * kg:(gi + 1) * kg].swapaxes(0, 1).reshape(kg, b * npos)
-            gw[gi] += gmat @ cols.reshape(cg * ntap, b * npos).T
+        cols = np.empty((spec.c,) + spec.kernel + (b,) + spec.out_size, dtype=dt)
+        xc = xpad[n0:n0 + b].swapaxes(0, 1)                              # (C, b, *padded)
+        for tap, sl in taps:
+            cols[(slice(None),) + tap] = xc[(slice(None), slice(None)) + sl]
+        cols_g = cols.reshape(g, cg * ntap, b * npos)
+        go_g = go[n0:n0 + b].reshape(b, g, kg, npos).transpose(1, 2, 0, 3).reshape(g, kg, b * npos)
+        gw += np.matmul(go_g, cols_g.transpose(0, 2, 1))
     return gw.reshape(spec.weight_shape)
 
 

@@ -10,19 +10,21 @@ output, input pixels `stride` apart.  With weight (C_in, C_out/groups, *kernel):
 
 Two computations of it live here:
 
-* NumPy (the CPU path and the reference): one GEMM per group,
-  W_g^T (Kg*taps, Cg) @ X_g (Cg, N*L), gives every tap's contribution for every
-  input pixel; a loop over the kernel taps then adds each tap's (N, C_out, *in)
-  slab into the output with one strided slice (col2im).  The GEMM does exactly
-  the transposed convolution's FLOPs.  The alternative -- a forward convolution
-  of the zero-upsampled input with the flipped weight -- multiplies stride**nd
-  times as many zeros (4x the FLOPs at stride 2 in 2-D) and gathers a column
-  matrix that large first, so it loses whenever stride > 1 and gains nothing
-  at stride 1.
-* Device (CuPy arrays, or an explicit backend): exactly that forward
-  convolution, through gpuconv.api.conv_forward, so the op runs on whatever
-  forward kernels the dispatcher has (and in the simulator) until dedicated
-  transposed kernels exist.  The zero-upsampled input is built with xp ops.
+* NumPy (the CPU path and the reference), in one of three forms chosen by
+  which wastes least (measurements at the NumPy section below): for stride > 1
+  one GEMM per group, W_g^T (Kg*taps, Cg) @ X_g (Cg, N*L), gives every tap's
+  contribution for every input pixel, and a loop over the kernel taps adds
+  each tap's slab into the output with one strided slice (col2im) -- the FLOPs
+  of the op itself, where a forward convolution of the zero-upsampled input
+  would multiply stride**nd times as many zeros; depthwise (one input channel
+  per group) does a multiply-add per tap instead of degenerate GEMMs; stride 1
+  has no zeros to insert, so it is the forward convolution below, run by
+  gpuconv.reference (a better-shaped GEMM and no col2im pass).
+* Device (CuPy arrays, or an explicit backend): that forward convolution of
+  the zero-upsampled input with the flipped, channel-swapped weight, through
+  gpuconv.api.conv_forward, so the op runs on whatever forward kernels the
+  dispatcher has (and in the simulator) until dedicated transposed kernels
+  exist.  The zero-upsampled input is built with xp ops.
 
 The same core (a `TransposeGeometry` with an explicit crop offset and output
 size) also computes the input gradient of a forward convolution
@@ -35,10 +37,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import activations
+from . import activations, reference
 from ._array import common_kind, convert, wrap, xp_of
 from .reference import compute_dtype
-from .spec import COMPLEX_DTYPES, FLOAT_DTYPES, _fmt_shape, check_dtypes, expand_param
+from .spec import COMPLEX_DTYPES, FLOAT_DTYPES, ConvSpec, _fmt_shape, check_dtypes, expand_param
 
 
 @dataclass(frozen=True)
@@ -174,7 +176,71 @@ def make_transpose_geometry(input_shape, weight_shape, bias_shape, stride, paddi
 
 
 # ---------------------------------------------------------------------------
-# NumPy: GEMM to columns, then col2im by one strided add per kernel tap
+# The forward-convolution form, shared by the device path and NumPy's stride-1 case
+
+def forward_form(geom: TransposeGeometry):
+    """The forward convolution equal to `geom`: (size of the zero-upsampled input,
+    crop of it, ((lo, hi), ...) zero padding).  The full transposed result is a
+    stride-1 convolution of the upsampled input padded by dilation*(k-1) on each
+    side with the flipped, channel-swapped weight; cropping `crop` off the front and
+    sizing to `out_size` turns into less padding, or a cropped input where the
+    padding would go negative."""
+    up = tuple((i - 1) * s + 1 for i, s in zip(geom.in_size, geom.stride))
+    pads, crop = [], [slice(None), slice(None)]
+    for u, k, d, lo, o in zip(up, geom.kernel, geom.dilation, geom.crop, geom.out_size):
+        span = d * (k - 1)
+        plo = span - lo
+        phi = o - u - plo + span              # whatever makes the output o long
+        crop.append(slice(max(0, -plo), u + min(0, phi)))
+        pads.append((max(0, plo), max(0, phi)))
+    return up, tuple(crop), tuple(pads)
+
+
+def flip_swap_weight(xp, w, groups: int):
+    """(C_in, C_out/g, *k) transposed-conv weight -> (C_out, C_in/g, *k) forward weight,
+    kernel flipped in every spatial dim."""
+    c_in, kg = w.shape[:2]
+    kernel = tuple(w.shape[2:])
+    cg = c_in // groups
+    wf = w.reshape((groups, cg, kg) + kernel).swapaxes(1, 2).reshape((kg * groups, cg) + kernel)
+    wf = wf[(slice(None), slice(None)) + (slice(None, None, -1),) * len(kernel)]
+    return xp.ascontiguousarray(wf)
+
+
+def transpose_via_forward(xp, x, w, bias, geom: TransposeGeometry, activation=None, backend=None):
+    """The transposed convolution as gpuconv.api.conv_forward of the zero-upsampled input
+    (stride-1, dilation-d, flipped channel-swapped weight).  Exact: the inserted
+    zeros only add exact zeros.  Batched arrays in, batched array out (input's dtype,
+    activation applied)."""
+    from .api import conv_forward
+
+    if geom.n == 0:
+        return xp.zeros(geom.output_shape, dtype=x.dtype)
+    up, crop, pads = forward_form(geom)
+    if all(s == 1 for s in geom.stride):
+        xu = x
+    else:
+        xu = xp.zeros((geom.n, geom.c_in) + up, dtype=x.dtype)
+        xu[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in geom.stride)] = x
+    xu = xp.ascontiguousarray(xu[crop])
+    wf = flip_swap_weight(xp, w, geom.groups)
+    return conv_forward(geom.nd, f"conv_transpose{geom.nd}d", xu, wf, bias, 1, pads, geom.dilation,
+                        geom.groups, activation=activation, backend=backend)
+
+
+# ---------------------------------------------------------------------------
+# NumPy
+#
+# Three forms, by which wastes least (2 cores, float32, median of 5; torch CPU
+# for scale):
+#   * stride 1: the forward form through gpuconv.reference (no zeros to insert,
+#     and its im2col GEMM has inner size C_in/g*taps instead of C_in/g, with no
+#     col2im pass): 8x64x28x28 3x3 5.2 ms vs 7.0 ms for GEMM + col2im (torch 6.8).
+#   * stride > 1, one input channel per group (depthwise): a multiply-add per
+#     tap straight into the output; the GEMM would be an outer product per group.
+#   * otherwise GEMM to columns + col2im: the FLOPs of the op itself, where the
+#     forward form multiplies stride**nd times as many (inserted) zeros:
+#     8x256x16x16 4x4/2 20.8 ms vs 76 ms (torch 14.5).
 
 # Images per GEMM chunk: bounds the column matrix (C_out * taps * images * L
 # elements) so a large batch does not materialise taps x the output at once.
@@ -201,73 +267,66 @@ def _tap_ranges(tap, geom: TransposeGeometry):
 def transpose_numpy(x: np.ndarray, w: np.ndarray, bias, geom: TransposeGeometry) -> np.ndarray:
     """Transposed convolution of batched NumPy arrays; returns the compute dtype."""
     dt = compute_dtype(geom.dtype)
+    if geom.n == 0:
+        out = np.zeros(geom.output_shape, dtype=dt)
+    elif all(s == 1 for s in geom.stride):
+        out = _transpose_stride1(x, w, geom, dt)
+    elif geom.c_in == geom.groups:
+        out = _transpose_one_channel_per_group(x, w, geom, dt)
+    else:
+        out = _transpose_gemm_col2im(x, w, geom, dt)
+    if bias is not None:
+        out += np.asarray(bias, dtype=dt).reshape((1, geom.c_out) + (1,) * geom.nd)
+    return out
+
+
+def _transpose_stride1(x, w, geom: TransposeGeometry, dt) -> np.ndarray:
+    _, crop, pads = forward_form(geom)
+    xc = x[crop]
+    spec = ConvSpec(n=geom.n, c=geom.c_in, k=geom.c_out, in_size=tuple(xc.shape[2:]),
+                    kernel=geom.kernel, stride=(1,) * geom.nd, pad=pads, dilation=geom.dilation,
+                    groups=geom.groups, dtype=geom.dtype)
+    return reference.conv(xc, flip_swap_weight(np, w, geom.groups), None, spec)
+
+
+def _transpose_one_channel_per_group(x, w, geom: TransposeGeometry, dt) -> np.ndarray:
     n, g, nd = geom.n, geom.groups, geom.nd
+    kg = geom.c_out // g
+    x = np.asarray(x, dtype=dt)[:, :, None]                         # (N, G, 1, *in)
+    wk = np.asarray(w, dtype=dt).reshape((g, kg) + geom.kernel)
+    out = np.zeros((n, g, kg) + geom.out_size, dtype=dt)
+    for tap in np.ndindex(*geom.kernel):
+        r = _tap_ranges(tap, geom)
+        if r is None:
+            continue
+        src, dst = r
+        ws = wk[(slice(None), slice(None)) + tap].reshape((1, g, kg) + (1,) * nd)
+        out[(slice(None),) * 3 + dst] += x[(slice(None),) * 3 + src] * ws
+    return out.reshape(geom.output_shape)
+
+
+def _transpose_gemm_col2im(x, w, geom: TransposeGeometry, dt) -> np.ndarray:
+    n, g = geom.n, geom.groups
     cg, kg = geom.c_in // g, geom.c_out // g
     npix = int(np.prod(geom.in_size))
     ntap = int(np.prod(geom.kernel))
     out = np.zeros(geom.output_shape, dtype=dt)
-    if n > 0:
-        x = np.asarray(x, dtype=dt)
-        # (G, Kg*taps, Cg): row (k, t) of group g holds w[g*Cg + c, k, t] over c
-        wt = np.asarray(w, dtype=dt).reshape(g, cg, kg * ntap).transpose(0, 2, 1)
-        taps = [(tap, r) for tap in np.ndindex(*geom.kernel)
-                if (r := _tap_ranges(tap, geom)) is not None]
-        out_cn = out.swapaxes(0, 1)                              # (C_out, N, *out) view
-        nb = max(1, min(n, _COLS_TARGET_ELEMS // max(geom.c_out * ntap * npix, 1)))
-        for n0 in range(0, n, nb):
-            b = min(nb, n - n0)
-            xg = x[n0:n0 + b].reshape(b, g, cg, npix).transpose(1, 2, 0, 3).reshape(g, cg, b * npix)
-            cols = np.matmul(wt, xg)                             # (G, Kg*taps, b*L)
-            cols = cols.reshape((geom.c_out,) + geom.kernel + (b,) + geom.in_size)
-            dst_n = out_cn[:, n0:n0 + b]
-            for tap, (src, dst) in taps:
-                dst_n[(slice(None), slice(None)) + dst] += cols[(slice(None),) + tap + (slice(None),) + src]
-    if bias is not None:
-        out += np.asarray(bias, dtype=dt).reshape((1, geom.c_out) + (1,) * nd)
+    x = np.asarray(x, dtype=dt)
+    # (G, Kg*taps, Cg): row (k, t) of group g holds w[g*Cg + c, k, t] over c
+    wt = np.asarray(w, dtype=dt).reshape(g, cg, kg * ntap).transpose(0, 2, 1)
+    taps = [(tap, r) for tap in np.ndindex(*geom.kernel)
+            if (r := _tap_ranges(tap, geom)) is not None]
+    out_cn = out.swapaxes(0, 1)                                  # (C_out, N, *out) view
+    nb = max(1, min(n, _COLS_TARGET_ELEMS // max(geom.c_out * ntap * npix, 1)))
+    for n0 in range(0, n, nb):
+        b = min(nb, n - n0)
+        xg = x[n0:n0 + b].reshape(b, g, cg, npix).transpose(1, 2, 0, 3).reshape(g, cg, b * npix)
+        cols = np.matmul(wt, xg)                                 # (G, Kg*taps, b*L)
+        cols = cols.reshape((geom.c_out,) + geom.kernel + (b,) + geom.in_size)
+        dst_n = out_cn[:, n0:n0 + b]
+        for tap, (src, dst) in taps:
+            dst_n[(slice(None), slice(None)) + dst] += cols[(slice(None),) + tap + (slice(None),) + src]
     return out
-
-
-# ---------------------------------------------------------------------------
-# Device: a forward convolution of the zero-upsampled input
-
-def flip_swap_weight(xp, w, groups: int):
-    """(C_in, C_out/g, *k) transposed-conv weight -> (C_out, C_in/g, *k) forward weight,
-    kernel flipped in every spatial dim."""
-    c_in, kg = w.shape[:2]
-    kernel = tuple(w.shape[2:])
-    cg = c_in // groups
-    wf = w.reshape((groups, cg, kg) + kernel).swapaxes(1, 2).reshape((kg * groups, cg) + kernel)
-    wf = wf[(slice(None), slice(None)) + (slice(None, None, -1),) * len(kernel)]
-    return xp.ascontiguousarray(wf)
-
-
-def transpose_via_forward(xp, x, w, bias, geom: TransposeGeometry, activation=None, backend=None):
-    """The transposed convolution as gpuconv.api.conv_forward of the zero-upsampled input
-    (stride-1, dilation-d, flipped channel-swapped weight).  Exact: the inserted
-    zeros only add exact zeros.  Batched arrays in, batched array out (input's dtype,
-    activation applied)."""
-    from .api import conv_forward
-
-    nd = geom.nd
-    if geom.n == 0:
-        return xp.zeros(geom.output_shape, dtype=x.dtype)
-    up = tuple((i - 1) * s + 1 for i, s in zip(geom.in_size, geom.stride))
-    if all(s == 1 for s in geom.stride):
-        xu = x
-    else:
-        xu = xp.zeros((geom.n, geom.c_in) + up, dtype=x.dtype)
-        xu[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in geom.stride)] = x
-    pads, crop = [], [slice(None), slice(None)]
-    for u, k, d, lo, o in zip(up, geom.kernel, geom.dilation, geom.crop, geom.out_size):
-        span = d * (k - 1)
-        plo = span - lo                       # full conv pads span each side; crop lo
-        phi = o - u - plo + span              # whatever makes the output o long
-        crop.append(slice(max(0, -plo), u + min(0, phi)))
-        pads.append((max(0, plo), max(0, phi)))
-    xu = xp.ascontiguousarray(xu[tuple(crop)])
-    wf = flip_swap_weight(xp, w, geom.groups)
-    return conv_forward(nd, f"conv_transpose{nd}d", xu, wf, bias, 1, tuple(pads), geom.dilation,
-                        geom.groups, activation=activation, backend=backend)
 
 
 # ---------------------------------------------------------------------------
