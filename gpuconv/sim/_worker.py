@@ -210,7 +210,11 @@ class Worker:
             self._proc.kill()
         self._view = None
         if self._mm is not None:
-            self._mm.close()
+            try:
+                self._mm.close()
+            except BufferError:                # a traceback still holds an arena view; the GC unmaps it
+                pass
+            self._mm = None
         os.close(self._arena_fd)
         os.close(self._err_fd)
 

@@ -144,7 +144,7 @@ template <class T> inline unsigned long long to_bits(T v) {
 }
 template <class T> inline T from_bits(unsigned long long b) { T v; memcpy(&v, &b, sizeof(T)); return v; }
 
-template <class T> inline T shfl(const char* f, int l, int kind, unsigned mask, T v, int p, int width) {
+template <class T> inline T shfl(const char* f, int l, int kind, unsigned mask, T v, int p, int width = 32) {
     return from_bits<T>(warp_op(f, l, kind, mask, to_bits(v), p, width));
 }
 template <class T> inline unsigned match(const char* f, int l, int kind, unsigned mask, T v, int* pred) {

@@ -44,6 +44,18 @@ inline unsigned short double_to_half_bits(double d, int mode = RN) {
     return (unsigned short)(sign | h);
 }
 
+// float -> binary16 bits.  NaN is handled on the float's own bits: widening a
+// signalling NaN to double would set its quiet bit, and NumPy keeps it clear.
+inline unsigned short float_to_half_bits(float f, int mode = RN) {
+    unsigned b; memcpy(&b, &f, 4);
+    if ((b & 0x7fffffffu) > 0x7f800000u) {
+        unsigned short r = (unsigned short)(0x7c00u + ((b & 0x7fffffu) >> 13));
+        if (r == 0x7c00u) ++r;
+        return (unsigned short)(((b >> 16) & 0x8000u) | r);
+    }
+    return double_to_half_bits((double)f, mode);
+}
+
 inline float half_bits_to_float(unsigned short h) {
     const unsigned sign = (unsigned)(h & 0x8000u) << 16;
     const unsigned exp = (h >> 10) & 0x1fu, sig = h & 0x3ffu;
@@ -103,7 +115,7 @@ struct __half {
     unsigned short __x;
     __half() = default;
     constexpr __half(__half_raw r) : __x(r.x) {}
-    __half(float f) : __x(::gpuconv_sim::double_to_half_bits(f)) {}
+    __half(float f) : __x(::gpuconv_sim::float_to_half_bits(f)) {}
     __half(double d) : __x(::gpuconv_sim::double_to_half_bits(d)) {}
     __half(int v) : __x(::gpuconv_sim::double_to_half_bits((double)v)) {}
     __half(unsigned v) : __x(::gpuconv_sim::double_to_half_bits((double)v)) {}
@@ -147,11 +159,11 @@ typedef __nv_bfloat162 nv_bfloat162;
 // ---------------------------------------------------------------- __half conversions
 static inline __half gpuconv_sim_mk_half(unsigned short b) { return __half(__half_raw{b}); }
 static inline float __half2float(__half h) { return ::gpuconv_sim::half_bits_to_float(h.__x); }
-static inline __half __float2half(float f) { return gpuconv_sim_mk_half(::gpuconv_sim::double_to_half_bits(f)); }
+static inline __half __float2half(float f) { return gpuconv_sim_mk_half(::gpuconv_sim::float_to_half_bits(f)); }
 static inline __half __float2half_rn(float f) { return __float2half(f); }
-static inline __half __float2half_rz(float f) { return gpuconv_sim_mk_half(::gpuconv_sim::double_to_half_bits(f, ::gpuconv_sim::RZ)); }
-static inline __half __float2half_rd(float f) { return gpuconv_sim_mk_half(::gpuconv_sim::double_to_half_bits(f, ::gpuconv_sim::RD)); }
-static inline __half __float2half_ru(float f) { return gpuconv_sim_mk_half(::gpuconv_sim::double_to_half_bits(f, ::gpuconv_sim::RU)); }
+static inline __half __float2half_rz(float f) { return gpuconv_sim_mk_half(::gpuconv_sim::float_to_half_bits(f, ::gpuconv_sim::RZ)); }
+static inline __half __float2half_rd(float f) { return gpuconv_sim_mk_half(::gpuconv_sim::float_to_half_bits(f, ::gpuconv_sim::RD)); }
+static inline __half __float2half_ru(float f) { return gpuconv_sim_mk_half(::gpuconv_sim::float_to_half_bits(f, ::gpuconv_sim::RU)); }
 static inline __half __double2half(double d) { return gpuconv_sim_mk_half(::gpuconv_sim::double_to_half_bits(d)); }
 static inline __half __int2half_rn(int v) { return __double2half((double)v); }
 static inline __half __uint2half_rn(unsigned v) { return __double2half((double)v); }
