@@ -302,14 +302,17 @@ class SimBackend:
     timeout_s:  a launch running longer fails with SimTimeoutError.
     source_dir: where `module` names are looked up (default: kernels_cu/).
     cxx:        the C++ compiler (g++).
+    cxx_flags:  extra compiler flags for the modules, e.g. ("-g",) or
+                ("-DGPUCONV_SIM_UCONTEXT",) for the portable swapcontext fibers.
     """
 
     name = "sim"
     xp = np
 
     def __init__(self, asan: bool = False, *, timeout_s: int = 120, source_dir: str | Path | None = None,
-                 cxx: str = "g++"):
+                 cxx: str = "g++", cxx_flags: tuple[str, ...] = ()):
         self.asan = bool(asan)
+        self.cxx_flags = tuple(cxx_flags)
         self.timeout_s = int(timeout_s)
         self.source_dir = Path(source_dir) if source_dir is not None else None
         self.cxx = cxx
@@ -333,13 +336,13 @@ class SimBackend:
         source_dir, or a Path), built with every instantiation in
         `name_expressions` -- like cupy.RawModule(..., name_expressions=...).get_function(name)."""
         exprs = tuple(name_expressions)
-        key = (str(module), exprs, name)
+        key = (str(module), exprs, name)            # memoized per backend, like RawModules per device
         fn = self._functions.get(key)
         if fn is not None:
             return fn
         if name not in exprs:
             raise ValueError(f"{name!r} is not one of the module's name_expressions {exprs}")
-        lib = build_module(self._source(module), exprs, asan=self.asan, cxx=self.cxx)
+        lib = build_module(self._source(module), exprs, asan=self.asan, cxx=self.cxx, extra_flags=self.cxx_flags)
         _, entries = get_worker(self.asan, self.cxx).load(lib)
         index = exprs.index(name)
         fn = SimFunction(self, lib, index, name, entries[index][1])

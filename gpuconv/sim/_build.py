@@ -152,7 +152,8 @@ def _run_compiler(cmd: list[str], what: str, cwd: Path) -> None:
         raise SimCompileError(f"compiling {what} for the simulator failed:\n$ {' '.join(cmd)}\n{r.stdout}{r.stderr}")
 
 
-def build_module(source: Path, name_expressions: tuple[str, ...], *, asan: bool = False, cxx: str = "g++") -> Path:
+def build_module(source: Path, name_expressions: tuple[str, ...], *, asan: bool = False, cxx: str = "g++",
+                 extra_flags: tuple[str, ...] = ()) -> Path:
     """Path of the cached shared library for `source` with these instantiations."""
     source = Path(source).resolve()
     if not source.is_file():
@@ -160,7 +161,7 @@ def build_module(source: Path, name_expressions: tuple[str, ...], *, asan: bool 
     if not name_expressions:
         raise ValueError("name_expressions is empty: nothing to instantiate")
     cid = compiler_id(cxx)
-    flags = _flags(asan)
+    flags = _flags(asan) + tuple(extra_flags)
     dirs = [source.parent]
     try:
         kdir = _paths.kernels_dir().resolve()

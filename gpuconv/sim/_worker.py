@@ -88,6 +88,8 @@ class Worker:
                 except ValueError:
                     name = f"signal {-code}"
                 raise WorkerDied(f"crashed the simulator with {name}\n{report}", "crash") from None
+            if "ERROR: AddressSanitizer" in report:
+                raise WorkerDied(f"failed an AddressSanitizer check\n{report}", "crash") from None
             raise WorkerDied(f"ended the simulator with exit status {code}\n{report}", "crash") from None
         self._forward_stderr()
         return rep
