@@ -51,11 +51,13 @@ def apply_padding_mode(xp, x, spec: ConvSpec, padding_mode: str) -> tuple[object
 
 
 def conv_forward(nd: int, fname: str, input, weight, bias, stride, padding, dilation, groups,
-                 padding_mode="zeros", activation=None, algorithm="auto", backend=None):
+                 padding_mode="zeros", activation=None, algorithm="auto", backend=None,
+                 allow_empty_spatial=False):
     """Shared body of conv1d/conv2d/conv3d.
 
     `backend` (internal: tests and the simulator) runs the GPU path on the given
-    gpuconv.cuda backend, e.g. gpuconv.sim.SimBackend() with NumPy arrays."""
+    gpuconv.cuda backend, e.g. gpuconv.sim.SimBackend() with NumPy arrays.
+    `allow_empty_spatial` (internal) admits inputs cropped to a zero-size spatial dim."""
     xi = convert("input", input)
     wi = convert("weight", weight)
     bi = None if bias is None else convert("bias", bias)
@@ -70,7 +72,7 @@ def conv_forward(nd: int, fname: str, input, weight, bias, stride, padding, dila
     dtype = check_dtypes(x.dtype, w.dtype, None if b is None else b.dtype)
     activations.check_dtype(activation, dtype)
     spec, batched = make_spec(x.shape, w.shape, None if b is None else b.shape, stride, padding,
-                              dilation, groups, dtype, nd, fname)
+                              dilation, groups, dtype, nd, fname, allow_empty_spatial)
     xp = backend.xp if backend is not None else xp_of(kind)
     if not batched:
         x = x[None]

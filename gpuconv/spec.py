@@ -186,12 +186,15 @@ def check_dtypes(input_dtype, weight_dtype, bias_dtype=None) -> np.dtype:
 
 
 def make_spec(input_shape, weight_shape, bias_shape, stride, padding, dilation, groups,
-              dtype, nd: int, fname: str = "conv2d") -> tuple[ConvSpec, bool]:
+              dtype, nd: int, fname: str = "conv2d", allow_empty_spatial: bool = False
+              ) -> tuple[ConvSpec, bool]:
     """Validate shapes and arguments like torch's F.conv{nd}d; return (spec, batched).
 
     `padding` is an int, a tuple, 'valid', 'same' or 'full', or already-resolved
     ((lo, hi), ...) pairs.  An unbatched input (C, *spatial) is described as N=1
-    and reported through `batched`.
+    and reported through `batched`.  torch refuses an input with a zero-size
+    spatial dim (unless batch or channels are zero); internal callers whose
+    forward form crops the input to nothing pass allow_empty_spatial=True.
     """
     input_shape = tuple(int(s) for s in input_shape)
     weight_shape = tuple(int(s) for s in weight_shape)
@@ -229,6 +232,10 @@ def make_spec(input_shape, weight_shape, bias_shape, stride, padding, dilation, 
 
     n, c = input_shape[:2]
     k, cg = weight_shape[:2]
+    if k < groups:
+        raise ValueError(
+            f"Given groups={groups}, expected weight to be at least {groups} at dimension 0, "
+            f"but got weight of size {_fmt_shape(weight_shape)} instead")
     if k % groups != 0:
         raise ValueError(
             f"Given groups={groups}, expected weight to be divisible by {groups} at dimension 0, "
@@ -244,6 +251,10 @@ def make_spec(input_shape, weight_shape, bias_shape, stride, padding, dilation, 
             f"with {k} elements, but got bias of size {_fmt_shape(bias_shape)} instead")
     if any(s == 0 for s in kernel):
         raise ValueError(f"weight has a zero-size kernel: {_fmt_shape(weight_shape)}")
+    if not allow_empty_spatial and n > 0 and c > 0 and any(s == 0 for s in input_shape[2:]):
+        shown = input_shape if batched else input_shape[1:]
+        raise ValueError(f"Only zero batch or zero channel inputs are supported, but got input "
+                         f"shape: {_fmt_shape(shown)}")
 
     in_size = input_shape[2:]
     padded = tuple(i + lo + hi for i, (lo, hi) in zip(in_size, pad))

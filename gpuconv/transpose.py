@@ -225,7 +225,7 @@ def transpose_via_forward(xp, x, w, bias, geom: TransposeGeometry, activation=No
     xu = xp.ascontiguousarray(xu[crop])
     wf = flip_swap_weight(xp, w, geom.groups)
     return conv_forward(geom.nd, f"conv_transpose{geom.nd}d", xu, wf, bias, 1, pads, geom.dilation,
-                        geom.groups, activation=activation, backend=backend)
+                        geom.groups, activation=activation, backend=backend, allow_empty_spatial=True)
 
 
 # ---------------------------------------------------------------------------

@@ -571,7 +571,6 @@ def test_conv1d_conv3d_errors_match_torch(nd, args, kwargs, exc, words):
         getattr(F, f"conv{nd}d")(*[T(a) for a in args], **kwargs)
 
 
-@pytest.mark.xfail(strict=True, reason="spec.make_spec accepts these; torch refuses (fix proposed for spec.py)")
 @pytest.mark.parametrize("args,kwargs", [((_ones(1, 2, 3, 3), _ones(0, 2, 2, 2)), {}),
                                          ((_ones(1, 2, 0, 3), _ones(2, 2, 1, 1)), {"padding": 1})],
                          ids=["zero_out_channels", "zero_size_input_padded"])
