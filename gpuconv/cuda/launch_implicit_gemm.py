@@ -1,0 +1,127 @@
+"""Launcher of the tensor-core implicit-GEMM variant (kernels_cu/conv2d_implicit_gemm.cu).
+
+Same signature as every launcher in launchers.py; kept in its own module so the
+variant's configuration (tile, staging workspace, limits) reads in one place.
+
+    launch_implicit_gemm(backend, x, w, b, y, spec, act, config)
+
+Three launches on the backend's stream: x NCHW -> xs NHWC with channels padded to a
+multiple of 8 per group, w -> ws [K][R][S][Cgp], then the GEMM kernel (which writes y
+NCHW with bias + activation fused).  The staging buffers are the workspace.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._types import ACT_CODES, ctype, expr
+from .facts import DeviceFacts
+from ..spec import ConvSpec
+
+I32 = np.int32
+INT32_MAX = 2**31 - 1
+GRID_YZ_MAX = 65535
+
+IGEMM_MODULE = "conv2d_implicit_gemm.cu"
+# (BM, BN, BK, WM, WN, STAGES): 128x128 block tile, 8 warps of 64x32, 3 stages of
+# (128+128)*32 halves = 48 KiB (the default shared-memory limit; see the .cu header).
+IGEMM_TILE = (128, 128, 32, 64, 32, 3)
+IGEMM_THREADS = (IGEMM_TILE[0] // IGEMM_TILE[3]) * (IGEMM_TILE[1] // IGEMM_TILE[4]) * 32
+IGEMM_SMEM = IGEMM_TILE[5] * (IGEMM_TILE[0] + IGEMM_TILE[1]) * IGEMM_TILE[2] * 2
+# __nv_bfloat16 is instantiated and compile-checked; the API has no bfloat16 dtype (NumPy
+# has none), so only float16 is registered with the dispatcher.
+IGEMM_CTYPES = ("__half", "__nv_bfloat16")
+IGEMM_DTYPES = (np.dtype(np.float16),)
+STAGE_THREADS = 256
+MIN_CC = (8, 0)                    # cp.async, mma.m16n8k16 with f32 accumulators
+
+
+def igemm_name(ct: str, act: int) -> str:
+    return expr("conv2d_implicit_gemm", ct, act, *IGEMM_TILE)
+
+
+IGEMM_INSTANTIATIONS = (
+    tuple(igemm_name(ct, a) for ct in IGEMM_CTYPES for a in ACT_CODES)
+    + tuple(expr("igemm_stage_input", ct) for ct in IGEMM_CTYPES)
+    + tuple(expr("igemm_stage_weight", ct) for ct in IGEMM_CTYPES))
+
+
+def _geom(spec: ConvSpec):
+    """(H, W, R, S, P, Q, sh, sw, ph, pw, dh, dw) of a 2-D spec."""
+    (H, W), (R, S), (P, Q) = spec.in_size, spec.kernel, spec.out_size
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    (ph, _), (pw, _) = spec.pad
+    return H, W, R, S, P, Q, sh, sw, ph, pw, dh, dw
+
+
+def padded_channels(spec: ConvSpec) -> int:
+    """Cg rounded up to 8: one 16-byte cp.async chunk holds 8 channels of one tap."""
+    return -(-spec.c_per_group // 8) * 8
+
+
+def igemm_workspace(spec: ConvSpec, config: dict | None = None) -> int:
+    H, W, R, S, *_ = _geom(spec)
+    cgp = padded_channels(spec)
+    return spec.dtype.itemsize * (spec.n * H * W * spec.groups * cgp + spec.k * R * S * cgp)
+
+
+def igemm_grid(spec: ConvSpec):
+    BM, BN = IGEMM_TILE[:2]
+    *_, P, Q = _geom(spec)[:6]
+    M = spec.n * P * Q
+    return (-(-M // BM), -(-spec.k_per_group // BN), spec.groups), (IGEMM_THREADS, 1, 1)
+
+
+def igemm_supports(spec: ConvSpec):
+    if spec.dtype not in IGEMM_DTYPES:
+        return False, (f"dtype {spec.dtype} (tensor-core implicit GEMM takes float16; float32 stays on "
+                       f"exact FMA kernels)")
+    if spec.nd != 2:
+        return False, f"{spec.nd}-D convolution (the implicit-GEMM kernel is 2-D)"
+    H, W, R, S, P, Q, *_ = _geom(spec)
+    cgp = padded_channels(spec)
+    if R * S * cgp > INT32_MAX or P * Q > INT32_MAX or H * W > INT32_MAX:
+        return False, "GEMM K (R*S*Cg) or a plane exceeds 2^31 elements"
+    (gx, gy, gz), _ = igemm_grid(spec)
+    if spec.n * -(-H * W // 32) > INT32_MAX or -(-spec.groups * cgp // 32) > GRID_YZ_MAX:
+        return False, "the NHWC staging grid exceeds the launch limits"
+    if gx > INT32_MAX or gy > GRID_YZ_MAX or gz > GRID_YZ_MAX:
+        return False, f"grid ({gx}, {gy}, {gz}) exceeds the launch limits (2^31-1, 65535, 65535)"
+    return True, "2-D float16 (tensor cores: mma.sync m16n8k16, fp32 accumulation)"
+
+
+def igemm_config(spec: ConvSpec, facts: DeviceFacts) -> dict:
+    return {}
+
+
+def launch_implicit_gemm(backend, x, w, b, y, spec, act, config):
+    for name, v in (("N", spec.n), ("C", spec.c), ("K", spec.k)):
+        if v > INT32_MAX:
+            raise ValueError(f"{name}={v} exceeds the kernels' 32-bit dimension limit")
+    facts = getattr(backend, "device_facts", None)
+    if callable(facts):
+        cc = facts().cc
+        if tuple(cc) < MIN_CC:
+            raise ValueError(f"implicit_gemm needs compute capability >= 8.0 (cp.async, mma.sync "
+                             f"m16n8k16); this device is {cc[0]}.{cc[1]}")
+    xp = backend.xp
+    H, W, R, S, P, Q, sh, sw, ph, pw, dh, dw = _geom(spec)
+    G, cgp = spec.groups, padded_channels(spec)
+    ct = ctype(spec.dtype)
+    get = lambda name: backend.get_function(IGEMM_MODULE, IGEMM_INSTANTIATIONS, name)  # noqa: E731
+
+    xs = xp.empty(spec.n * H * W * G * cgp, dtype=spec.dtype)
+    ws = xp.empty(spec.k * R * S * cgp, dtype=spec.dtype)
+    HW = H * W
+    tiles = -(-HW // 32)
+    get(expr("igemm_stage_input", ct))((tiles * spec.n, -(-(G * cgp) // 32), 1), (32, 8, 1),
+                                       (x, xs, I32(spec.n), I32(spec.c), I32(HW), I32(G), I32(cgp)))
+    total = ws.size
+    get(expr("igemm_stage_weight", ct))((max(1, min(1 << 20, -(-total // STAGE_THREADS))),), (STAGE_THREADS,),
+                                        (w, ws, I32(spec.k), I32(spec.c_per_group), I32(R * S), I32(cgp)))
+    bias, has_bias = (w, I32(0)) if b is None else (b, I32(1))
+    grid, block = igemm_grid(spec)
+    get(igemm_name(ct, act))(grid, block,
+                             (xs, ws, bias, y, I32(spec.n), I32(H), I32(W), I32(spec.k), I32(R), I32(S),
+                              I32(P), I32(Q), I32(sh), I32(sw), I32(ph), I32(pw), I32(dh), I32(dw),
+                              I32(G), I32(cgp), has_bias),
+                             shared_mem=IGEMM_SMEM)
