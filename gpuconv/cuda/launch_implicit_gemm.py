@@ -73,8 +73,8 @@ def igemm_grid(spec: ConvSpec):
 
 def igemm_supports(spec: ConvSpec):
     if spec.dtype not in IGEMM_DTYPES:
-        return False, (f"dtype {spec.dtype} (tensor-core implicit GEMM takes float16; float32 stays on "
-                       f"exact FMA kernels)")
+        return False, (f"dtype {spec.dtype} (the tensor-core implicit GEMM takes float16 only; float32 and "
+                       f"float64 stay exact on the FMA kernels)")
     if spec.nd != 2:
         return False, f"{spec.nd}-D convolution (the implicit-GEMM kernel is 2-D)"
     H, W, R, S, P, Q, *_ = _geom(spec)
@@ -94,6 +94,12 @@ def igemm_config(spec: ConvSpec, facts: DeviceFacts) -> dict:
 
 
 def launch_implicit_gemm(backend, x, w, b, y, spec, act, config):
+    _launch(backend, x, w, b, y, spec, act, ctype(spec.dtype), spec.dtype)
+
+
+def _launch(backend, x, w, b, y, spec, act, ct: str, store_dtype):
+    """The three launches for element type `ct` ("__half" or "__nv_bfloat16"), with staging
+    buffers of `store_dtype` (NumPy has no bfloat16: the tests pass its bits as uint16)."""
     for name, v in (("N", spec.n), ("C", spec.c), ("K", spec.k)):
         if v > INT32_MAX:
             raise ValueError(f"{name}={v} exceeds the kernels' 32-bit dimension limit")
@@ -106,11 +112,10 @@ def launch_implicit_gemm(backend, x, w, b, y, spec, act, config):
     xp = backend.xp
     H, W, R, S, P, Q, sh, sw, ph, pw, dh, dw = _geom(spec)
     G, cgp = spec.groups, padded_channels(spec)
-    ct = ctype(spec.dtype)
     get = lambda name: backend.get_function(IGEMM_MODULE, IGEMM_INSTANTIATIONS, name)  # noqa: E731
 
-    xs = xp.empty(spec.n * H * W * G * cgp, dtype=spec.dtype)
-    ws = xp.empty(spec.k * R * S * cgp, dtype=spec.dtype)
+    xs = xp.empty(spec.n * H * W * G * cgp, dtype=store_dtype)
+    ws = xp.empty(spec.k * R * S * cgp, dtype=store_dtype)
     HW = H * W
     tiles = -(-HW // 32)
     get(expr("igemm_stage_input", ct))((tiles * spec.n, -(-(G * cgp) // 32), 1), (32, 8, 1),
@@ -125,3 +130,13 @@ def launch_implicit_gemm(backend, x, w, b, y, spec, act, config):
                               I32(P), I32(Q), I32(sh), I32(sw), I32(ph), I32(pw), I32(dh), I32(dw),
                               I32(G), I32(cgp), has_bias),
                              shared_mem=IGEMM_SMEM)
+
+
+# The wrapper self-test kernels of kernels_cu/mma.cuh (tests/test_kernels_tc.py): not a
+# variant, but compiled and checked with the kernels and built by the simulator.
+MMA_CHECK_MODULE = "mma_check.cu"
+MMA_CHECK_INSTANTIATIONS = (
+    tuple(expr("mma_check", k) for k in (0, 1, 2))
+    + tuple(expr("ldmatrix_check", t) for t in (0, 1))
+    + tuple(expr("cp_async_check", n) for n in (1, 3))
+    + ("tf32_round_check",))
