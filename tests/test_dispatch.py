@@ -19,7 +19,8 @@ def spec2d(x, w, stride=1, padding=0, dilation=1, groups=1, dtype=np.float32):
 
 def test_registry_names_stable_and_complete():
     names = variants.conv_variant_names()
-    assert names == ("direct", "tiled_smem", "tiled_smem_small", "im2col")
+    assert names[:4] == ("direct", "tiled_smem", "tiled_smem_small", "im2col")   # later ones append
+    assert "implicit_gemm" in names
     for n in names:
         v = variants.get(n)
         assert v.name == n and v.module in variants.MODULES and v.instantiations
@@ -48,7 +49,11 @@ LAYERS = [
     ("3x3 C=K=64 56x56", spec2d((8, 64, 56, 56), (64, 64, 3, 3), padding=1), "tiled_smem"),
     ("3x3 C=K=64 7x7 N=8", spec2d((8, 64, 7, 7), (64, 64, 3, 3), padding=1), "tiled_smem_small"),
     ("tiny batch-1 layer", spec2d((1, 8, 8, 8), (8, 8, 3, 3), padding=1), "direct"),
-    ("fp16 resnet 3x3", spec2d((32, 64, 56, 56), (64, 64, 3, 3), padding=1, dtype=np.float16), "im2col"),
+    ("fp16 resnet 3x3", spec2d((32, 64, 56, 56), (64, 64, 3, 3), padding=1, dtype=np.float16), "implicit_gemm"),
+    ("fp16 first layer 7x7 s2", spec2d((8, 3, 224, 224), (64, 3, 7, 7), stride=2, padding=3, dtype=np.float16),
+     "implicit_gemm"),
+    ("fp16 pointwise stays on cuBLAS", spec2d((8, 64, 56, 56), (256, 64, 1, 1), dtype=np.float16), "im2col"),
+    ("fp16 Kg=16 < IGEMM_MIN_KG", spec2d((8, 64, 56, 56), (16, 64, 3, 3), padding=1, dtype=np.float16), "im2col"),
     ("fp64 3x3", spec2d((8, 64, 56, 56), (64, 64, 3, 3), padding=1, dtype=np.float64), "im2col"),
     ("complex", spec2d((2, 3, 17, 17), (5, 3, 3, 3), dtype=np.complex64), "im2col"),
     ("3-D large", spec2d((2, 64, 16, 28, 28), (64, 64, 3, 3, 3), padding=1), "im2col"),
@@ -131,3 +136,11 @@ def test_resolve_errors_name_working_variants():
     with pytest.raises(ValueError, match="unknown algorithm 'fast'.*support this convolution: im2col"):
         resolve(sp, "fast", B())
     assert resolve(sp, "auto", B())[0] == "im2col"
+
+
+def test_implicit_gemm_needs_sm80():
+    """Before compute capability 8.0 (no cp.async / m16n8k16 f32) float16 stays on cuBLAS."""
+    sp = spec2d((32, 64, 56, 56), (64, 64, 3, 3), padding=1, dtype=np.float16)
+    assert dispatch.choose(sp, DeviceFacts(cc=(9, 0)))[0] == "implicit_gemm"
+    assert dispatch.choose(sp, DeviceFacts(cc=(8, 0)))[0] == "implicit_gemm"
+    assert dispatch.choose(sp, DeviceFacts(cc=(7, 5)))[0] == "im2col"

@@ -10,6 +10,9 @@ Rules, in order (first match wins; every variant returned supports the spec):
   1. complex dtype            -> im2col (the only complex variant: cuBLAS cgemm/zgemm).
   2. pointwise (1x1, stride 1, unpadded) with a non-trivial GEMM -> im2col: x is
      already the GEMM operand, there is no lowering cost at all.
+  2b. one input channel per group (depthwise, any multiplier), 2-D, real -> depthwise:
+     memory bound (bytes = input + output); its plane tiles keep the halo in shared
+     memory and 3x3/5x5 taps in registers, where direct re-reads every tap through L1.
   3. tiny inner product (Cg*taps < 32, e.g. depthwise 3x3 = 9) or tiny work
      -> direct.  A GEMM with inner size 9 is bandwidth bound and im2col would
      multiply the input traffic by taps; the tiled kernel's 32-channel output
@@ -46,6 +49,9 @@ MIN_GEMM_INNER = 32
 # bound is ~50-67% of peak (its header).  im2col wins when
 # (1 + 76/Kg) / 0.85 < 1 / 0.55, i.e. Kg > ~92.
 IM2COL_MIN_KG = 96
+# MEASURE. The depthwise kernel is taken for 2-D layers only: a 1-D layer (H = 1) would
+# use 1 of the tile's 8 rows; direct's one-thread-per-output coalesces fine there.
+DEPTHWISE_ND = 2
 # MEASURE. Output tile utilisation below which the 8x16 tile yields to 4x8.
 TILE_UTIL_MIN = 0.75
 
@@ -84,6 +90,12 @@ def choose(spec: ConvSpec, facts: DeviceFacts | None = None) -> tuple[str, dict,
     if ok["im2col"][0] and big_gemm and all(k == 1 for k in spec.kernel) and \
             all(s == 1 for s in spec.stride) and not any(lo or hi for lo, hi in spec.pad):
         return pick("im2col", "pointwise 1x1/stride 1/unpadded: x is the GEMM operand, no lowering")
+    if spec.c_per_group == 1 and spec.nd == DEPTHWISE_ND and ok["depthwise"][0]:
+        # MEASURE. Taken for every such layer, down to the tiny ones: one launch either
+        # way, and the napkin math (kernels_cu/conv2d_depthwise.cu) puts it near the
+        # copy bandwidth where direct reaches ~1/2 of it (9 L1 loads per output).
+        return pick("depthwise", f"one input channel per group (depth multiplier {kg}): memory "
+                                 f"bound; plane tile + halo in shared memory, taps in registers")
     if inner < MIN_GEMM_INNER:
         return pick("direct", f"GEMM inner size Cg*taps={inner} < {MIN_GEMM_INNER}: memory bound, "
                               f"no reuse for a tile or a GEMM to exploit (depthwise-like)")

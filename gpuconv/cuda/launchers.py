@@ -293,3 +293,99 @@ def launch_im2col(backend, x, w, b, y, spec, act, config):
         total = cur * spec.k * L
         f_out((_blocks(total, epi_threads),), (epi_threads,),
               (gout, bias, y, I32(n0), I32(cur), I32(spec.k), I64(L), has_bias))
+
+
+# ---------------------------------------------------------------- depthwise
+
+DEPTHWISE_MODULE = "conv2d_depthwise.cu"
+# name -> (TP, TQ, QPT, planes per block): see the header of kernels_cu/conv2d_depthwise.cu.
+# 256 threads per block either way: 8 warps keep enough loads in flight per SM for a
+# memory-bound kernel at ~40 registers (MEASURE: 128 vs 256 threads on a GPU).
+DEPTHWISE_TILES = {
+    "large": (8, 32, 4, 4),
+    "small": (8, 8, 2, 8),
+}
+DEPTHWISE_KS = (3, 5, 0)        # 3x3 and 5x5 with taps in registers; 0: any R, S
+
+
+def depthwise_name(tile: str, ks: int, dtype, act: int) -> str:
+    TP, TQ, QPT, _ = DEPTHWISE_TILES[tile]
+    return expr("conv2d_depthwise", ctype(dtype), act, TP, TQ, QPT, ks)
+
+
+DEPTHWISE_INSTANTIATIONS = tuple(depthwise_name(t, ks, dt, a) for t in DEPTHWISE_TILES
+                                 for ks in DEPTHWISE_KS for dt in REAL for a in ACT_CODES)
+
+
+def depthwise_ks(spec: ConvSpec) -> int:
+    H, W, R, S, *_ = _geom2(spec)
+    return R if (R == S and R in DEPTHWISE_KS) else 0
+
+
+def depthwise_smem_bytes(tile: str, spec: ConvSpec, planes: int) -> int:
+    TP, TQ, _, _ = DEPTHWISE_TILES[tile]
+    H, W, R, S, P, Q, sh, sw, ph, pw, dh, dw = _geom2(spec)
+    ih = (TP - 1) * sh + (R - 1) * dh + 1
+    iw = (TQ - 1) * sw + (S - 1) * dw + 1
+    taps = R * S if depthwise_ks(spec) == 0 else 0
+    return spec.dtype.itemsize * planes * (ih * iw + taps)
+
+
+def depthwise_tile_util(tile: str, spec: ConvSpec) -> float:
+    TP, TQ, _, _ = DEPTHWISE_TILES[tile]
+    *_, P, Q = _geom2(spec)[:6]
+    return (P / (-(-P // TP) * TP)) * (Q / (-(-Q // TQ) * TQ))
+
+
+def depthwise_config(spec: ConvSpec) -> dict:
+    """The tile with the better output utilisation (large on ties: fewer halo re-reads),
+    and the most planes per block (up to the tile's default) that fit shared memory."""
+    tile = "large" if depthwise_tile_util("large", spec) >= depthwise_tile_util("small", spec) else "small"
+    planes = DEPTHWISE_TILES[tile][3]
+    while planes > 1 and depthwise_smem_bytes(tile, spec, planes) > SMEM_LIMIT:
+        planes //= 2
+    return {"tile": tile, "planes": planes}
+
+
+def depthwise_grid(tile: str, spec: ConvSpec, planes: int):
+    TP, TQ, QPT, _ = DEPTHWISE_TILES[tile]
+    *_, P, Q = _geom2(spec)[:6]
+    nplanes = spec.n * spec.k
+    blocks = (-(-P // TP)) * (-(-Q // TQ)) * (-(-nplanes // planes))
+    return (blocks, 1, 1), (TQ // QPT, TP, planes)
+
+
+def depthwise_supports(spec: ConvSpec):
+    if spec.dtype not in REAL:
+        return False, f"dtype {spec.dtype} (depthwise is real-only)"
+    if spec.nd not in (1, 2):
+        return False, f"{spec.nd}-D convolution (the depthwise kernel is 2-D; 1-D runs as H=1)"
+    if spec.c_per_group != 1:
+        return False, f"C/groups = {spec.c_per_group} (depthwise needs one input channel per group)"
+    for tile in DEPTHWISE_TILES:
+        smem = depthwise_smem_bytes(tile, spec, 1)
+        if smem > SMEM_LIMIT:
+            return False, (f"one plane's input tile with its halo needs {smem} B of shared memory "
+                           f"(> {SMEM_LIMIT}): kernel/dilation/stride too large")
+    (gx, _, _), _ = depthwise_grid("small", spec, 1)
+    if gx > INT32_MAX:
+        return False, f"grid of {gx} blocks exceeds the launch limit (2^31-1)"
+    return True, "one input channel per group (any depth multiplier), 2-D/1-D real, tile fits"
+
+
+def launch_depthwise(backend, x, w, b, y, spec, act, config):
+    _check_dims(spec)
+    tile = config.get("tile") or depthwise_config(spec)["tile"]
+    planes = int(config.get("planes") or depthwise_config(spec)["planes"])
+    smem = depthwise_smem_bytes(tile, spec, planes)
+    if smem > SMEM_LIMIT:
+        raise ValueError(f"depthwise tile {tile!r} with {planes} planes needs {smem} B of shared "
+                         f"memory (> {SMEM_LIMIT})")
+    H, W, R, S, P, Q, sh, sw, ph, pw, dh, dw = _geom2(spec)
+    grid, block = depthwise_grid(tile, spec, planes)
+    fn = backend.get_function(DEPTHWISE_MODULE, DEPTHWISE_INSTANTIATIONS,
+                              depthwise_name(tile, depthwise_ks(spec), spec.dtype, act))
+    bias, has_bias = _bias_args(b, w)
+    args = (x, w, bias, y, I32(spec.n), I32(spec.c), I32(H), I32(W), I32(spec.k), I32(R), I32(S),
+            I32(P), I32(Q), I32(sh), I32(sw), I32(ph), I32(pw), I32(dh), I32(dw), has_bias)
+    fn(grid, block, args, shared_mem=smem)

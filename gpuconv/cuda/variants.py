@@ -37,8 +37,15 @@ MODULES: dict[str, tuple[str, ...]] = {
     L.DIRECT_MODULE: L.DIRECT_INSTANTIATIONS,
     L.TILED_MODULE: L.TILED_INSTANTIATIONS,
     L.IM2COL_MODULE: L.IM2COL_INSTANTIATIONS,
+    L.DEPTHWISE_MODULE: L.DEPTHWISE_INSTANTIATIONS,
     SIGNAL_MODULE: SIGNAL_INSTANTIATIONS,
 }
+# The operation kernels (transposed conv, weight gradient, fused separable) are not
+# conv-forward variants, but their instantiations belong to the same compile check and
+# simulator builds.
+from .ops_modules import OPS_MODULES  # noqa: E402
+
+MODULES.update(OPS_MODULES)
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,16 @@ register(Variant(
     default_config=lambda spec, facts: {"chunk": L.im2col_chunk(spec, facts.free_bytes)},
     workspace_bytes=L.im2col_workspace,
     launch=L.launch_im2col))
+
+
+register(Variant(
+    name="depthwise", module=L.DEPTHWISE_MODULE,
+    summary=("one input channel per group: a plane's input tile + halo in shared memory, "
+             "2-4 outputs per thread along a row, 3x3/5x5 taps in registers"),
+    supports=L.depthwise_supports,
+    default_config=lambda spec, facts: L.depthwise_config(spec),
+    workspace_bytes=lambda spec, config: 0,
+    launch=L.launch_depthwise))
 
 
 def conv_variant_names() -> tuple[str, ...]:
