@@ -17,6 +17,8 @@ Rules, in order (first match wins; every variant returned supports the spec):
      -> direct.  A GEMM with inner size 9 is bandwidth bound and im2col would
      multiply the input traffic by taps; the tiled kernel's 32-channel output
      tile would be 1/32 useful at Kg = 1.
+  3b. float16, 2-D, a large GEMM, compute capability >= 8.0 -> implicit_gemm
+     (tensor cores without the im2col round trip through memory; IGEMM_* below).
   4. float16 / float64 with a large GEMM -> im2col: the only path on cuBLAS's
      tensor cores (fp16: 989 vs 67 TFLOP/s for our FP32-FMA kernels) / DGEMM.
   5. float32: im2col when Kg >= 96, else tiled (see IM2COL_MIN_KG).
@@ -54,6 +56,16 @@ IM2COL_MIN_KG = 96
 DEPTHWISE_ND = 2
 # MEASURE. Output tile utilisation below which the 8x16 tile yields to 4x8.
 TILE_UTIL_MIN = 0.75
+# MEASURE. float16 tensor-core implicit GEMM vs im2col + cuBLAS HGEMM.  mma.sync on H100
+# reaches only ~1/3-1/2 of wgmma's ~790 TFLOP/s measured bf16 GEMM, i.e. ~260-400 TFLOP/s,
+# and the 128-channel N tile is Kg/128 used for Kg < 128: at Kg = 64 ~130-200 TFLOP/s.
+# im2col writes and re-reads every column element (2 + 2 B at 3 TB/s = 1.3 ps) for 2*Kg
+# FLOPs of GEMM (0.2 ps at ~600 TFLOP/s for Kg = 64): the lowering is ~6x the GEMM, so the
+# implicit GEMM's ~0.8 ps wins down to small Kg; below IGEMM_MIN_KG the wasted N tile and
+# the staging copy (4 B per input element) make the FMA kernels competitive.  Pointwise
+# 1x1/stride-1 layers need no lowering and stay on cuBLAS (rule 2).
+IGEMM_MIN_KG = 32
+IGEMM_MIN_CC = (8, 0)          # cp.async, mma.sync m16n8k16 with f32 accumulators
 
 
 def _tile_util(tile, spec: ConvSpec) -> float:
@@ -101,6 +113,10 @@ def choose(spec: ConvSpec, facts: DeviceFacts | None = None) -> tuple[str, dict,
                               f"no reuse for a tile or a GEMM to exploit (depthwise-like)")
     if flops < TINY_FLOPS:
         return pick("direct", f"{flops:.3g} FLOP < {TINY_FLOPS:.0e}: launch-latency bound, one launch wins")
+    if ok.get("implicit_gemm", (False,))[0] and big_gemm and kg >= IGEMM_MIN_KG and \
+            tuple(facts.cc) >= IGEMM_MIN_CC:
+        return pick("implicit_gemm", f"float16, Kg={kg} >= {IGEMM_MIN_KG}, sm_{facts.cc[0]}{facts.cc[1]}: tensor "
+                                     f"cores (mma.sync) without im2col's column-matrix round trip")
     if spec.dtype != np.float32 and ok["im2col"][0] and big_gemm:
         return pick("im2col", f"{spec.dtype} with a large GEMM: cuBLAS "
                               f"({'tensor cores' if spec.dtype == np.float16 else 'DGEMM'}) beats FMA kernels")

@@ -116,6 +116,21 @@ register(Variant(
     launch=L.launch_depthwise))
 
 
+# Tensor-core implicit GEMM: its launcher and instantiation list live in their own module.
+from . import launch_implicit_gemm as IG  # noqa: E402
+
+MODULES[IG.IGEMM_MODULE] = IG.IGEMM_INSTANTIATIONS
+MODULES[IG.MMA_CHECK_MODULE] = IG.MMA_CHECK_INSTANTIATIONS
+register(Variant(
+    name="implicit_gemm", module=IG.IGEMM_MODULE,
+    summary=("tensor-core implicit GEMM (float16, fp32 accumulate): NHWC staging copy, 128x128x32 "
+             "tile, 3-stage cp.async, ldmatrix + mma.sync m16n8k16, fused bias/activation"),
+    supports=IG.igemm_supports,
+    default_config=IG.igemm_config,
+    workspace_bytes=IG.igemm_workspace,
+    launch=IG.launch_implicit_gemm))
+
+
 def conv_variant_names() -> tuple[str, ...]:
     """Registered conv-forward variants, in registration order (stable)."""
     return tuple(_REGISTRY)
