@@ -341,10 +341,14 @@ def depthwise_config(spec: ConvSpec) -> dict:
     """The tile with the better output utilisation (large on ties: fewer halo re-reads),
     and the most planes per block (up to the tile's default) that fit shared memory."""
     tile = "large" if depthwise_tile_util("large", spec) >= depthwise_tile_util("small", spec) else "small"
+    return {"tile": tile, "planes": depthwise_planes(tile, spec)}
+
+
+def depthwise_planes(tile: str, spec: ConvSpec) -> int:
     planes = DEPTHWISE_TILES[tile][3]
     while planes > 1 and depthwise_smem_bytes(tile, spec, planes) > SMEM_LIMIT:
         planes //= 2
-    return {"tile": tile, "planes": planes}
+    return planes
 
 
 def depthwise_grid(tile: str, spec: ConvSpec, planes: int):
@@ -376,7 +380,7 @@ def depthwise_supports(spec: ConvSpec):
 def launch_depthwise(backend, x, w, b, y, spec, act, config):
     _check_dims(spec)
     tile = config.get("tile") or depthwise_config(spec)["tile"]
-    planes = int(config.get("planes") or depthwise_config(spec)["planes"])
+    planes = int(config.get("planes") or depthwise_planes(tile, spec))
     smem = depthwise_smem_bytes(tile, spec, planes)
     if smem > SMEM_LIMIT:
         raise ValueError(f"depthwise tile {tile!r} with {planes} planes needs {smem} B of shared "
