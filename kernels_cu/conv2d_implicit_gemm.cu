@@ -4,8 +4,10 @@
 //   1. conv2d_implicit_gemm<T, ACT, BM=128, BN=128, BK=32, WM=64, WN=32, STAGES=3>:
 //      8 warps (2 x 4), each a 64x32 warp tile = 4x4 mma.sync.m16n8k16 per k16 step;
 //      3-stage cp.async pipeline, ldmatrix.x4 to registers, fp32 accumulators, bias +
-//      activation + conversion fused into the store.  T = __half (registered) and
-//      __nv_bfloat16 (compiled and checked; NumPy has no bfloat16, so no API dtype).
+//      activation + conversion fused into the store.  T = __half (registered) here;
+//      T = __nv_bfloat16 in conv2d_implicit_gemm_bf16.cu (a module of its own because
+//      CuPy ships no cuda_bf16.h; compiled, spill-checked and simulated, but NumPy has
+//      no bfloat16, so no API dtype and no registration).
 //   Staging kernels (run by the same launcher before variant 1):
 //      igemm_stage_input<T>:  x NCHW -> xs [N][H][W][G][Cgp], Cgp = Cg rounded up to 8,
 //                             zeros in the pad channels (32x32 shared-memory transpose).
@@ -49,22 +51,11 @@
 #include "epilogue.cuh"
 #include "mma.cuh"
 
-template <> struct num<__nv_bfloat16> {
-    typedef float acc;
-    static __device__ __forceinline__ float load(__nv_bfloat16 v) { return __bfloat162float(v); }
-    static __device__ __forceinline__ __nv_bfloat16 store(float v) { return __float2bfloat16_rn(v); }
-    static __device__ __forceinline__ __nv_bfloat16 zero() { return __float2bfloat16_rn(0.0f); }
-};
-
+// The MMA for element type T (the bf16 specialisation: conv2d_implicit_gemm_bf16.cu).
 template <typename T> struct TcMma;
 template <> struct TcMma<__half> {
     static __device__ __forceinline__ void run(float c[4], const unsigned a[4], const unsigned b[2]) {
         tc::mma_m16n8k16_f16(c, a, b);
-    }
-};
-template <> struct TcMma<__nv_bfloat16> {
-    static __device__ __forceinline__ void run(float c[4], const unsigned a[4], const unsigned b[2]) {
-        tc::mma_m16n8k16_bf16(c, a, b);
     }
 };
 

@@ -46,9 +46,12 @@
 //
 // Requires sm_80 (cp.async, m16n8k16 with f32 accumulators, bf16, tf32); ldmatrix sm_75.
 // On an older device the GPU versions trap, and the launcher refuses first.
+// No cuda_bf16.h here: the bf16 MMA takes its operands as raw 32-bit registers, and CuPy
+// bundles only the fp16 headers for run-time compiles (cupy/cupy#8146: a CTK cuda_bf16.h
+// beside CuPy's cuda_fp16.h may not even compile), so bf16 types stay in the files that
+// need them (conv2d_implicit_gemm_bf16.cu).
 #pragma once
 #include <cuda_fp16.h>
-#include <cuda_bf16.h>
 
 namespace tc {
 

@@ -27,9 +27,10 @@ IGEMM_MODULE = "conv2d_implicit_gemm.cu"
 IGEMM_TILE = (128, 128, 32, 64, 32, 3)
 IGEMM_THREADS = (IGEMM_TILE[0] // IGEMM_TILE[3]) * (IGEMM_TILE[1] // IGEMM_TILE[4]) * 32
 IGEMM_SMEM = IGEMM_TILE[5] * (IGEMM_TILE[0] + IGEMM_TILE[1]) * IGEMM_TILE[2] * 2
-# __nv_bfloat16 is instantiated and compile-checked; the API has no bfloat16 dtype (NumPy
-# has none), so only float16 is registered with the dispatcher.
-IGEMM_CTYPES = ("__half", "__nv_bfloat16")
+# __nv_bfloat16 is instantiated (its own module: CuPy ships no cuda_bf16.h, so the float16
+# module must not need it), compile-checked and simulated; the API has no bfloat16 dtype
+# (NumPy has none), so only float16 is registered with the dispatcher.
+IGEMM_BF16_MODULE = "conv2d_implicit_gemm_bf16.cu"
 IGEMM_DTYPES = (np.dtype(np.float16),)
 STAGE_THREADS = 256
 MIN_CC = (8, 0)                    # cp.async, mma.m16n8k16 with f32 accumulators
@@ -39,10 +40,13 @@ def igemm_name(ct: str, act: int) -> str:
     return expr("conv2d_implicit_gemm", ct, act, *IGEMM_TILE)
 
 
-IGEMM_INSTANTIATIONS = (
-    tuple(igemm_name(ct, a) for ct in IGEMM_CTYPES for a in ACT_CODES)
-    + tuple(expr("igemm_stage_input", ct) for ct in IGEMM_CTYPES)
-    + tuple(expr("igemm_stage_weight", ct) for ct in IGEMM_CTYPES))
+def _instantiations(ct: str) -> tuple[str, ...]:
+    return (tuple(igemm_name(ct, a) for a in ACT_CODES)
+            + (expr("igemm_stage_input", ct), expr("igemm_stage_weight", ct)))
+
+
+IGEMM_INSTANTIATIONS = _instantiations("__half")
+IGEMM_BF16_INSTANTIATIONS = _instantiations("__nv_bfloat16")
 
 
 def _geom(spec: ConvSpec):
@@ -112,7 +116,9 @@ def _launch(backend, x, w, b, y, spec, act, ct: str, store_dtype):
     xp = backend.xp
     H, W, R, S, P, Q, sh, sw, ph, pw, dh, dw = _geom(spec)
     G, cgp = spec.groups, padded_channels(spec)
-    get = lambda name: backend.get_function(IGEMM_MODULE, IGEMM_INSTANTIATIONS, name)  # noqa: E731
+    module, names = ((IGEMM_BF16_MODULE, IGEMM_BF16_INSTANTIATIONS) if ct == "__nv_bfloat16"
+                     else (IGEMM_MODULE, IGEMM_INSTANTIATIONS))
+    get = lambda name: backend.get_function(module, names, name)  # noqa: E731
 
     xs = xp.empty(spec.n * H * W * G * cgp, dtype=store_dtype)
     ws = xp.empty(spec.k * R * S * cgp, dtype=store_dtype)

@@ -120,6 +120,7 @@ register(Variant(
 from . import launch_implicit_gemm as IG  # noqa: E402
 
 MODULES[IG.IGEMM_MODULE] = IG.IGEMM_INSTANTIATIONS
+MODULES[IG.IGEMM_BF16_MODULE] = IG.IGEMM_BF16_INSTANTIATIONS
 MODULES[IG.MMA_CHECK_MODULE] = IG.MMA_CHECK_INSTANTIATIONS
 register(Variant(
     name="implicit_gemm", module=IG.IGEMM_MODULE,
