@@ -12,7 +12,8 @@ For y = conv(x, w) (gpuconv.conv2d / torch.nn.functional.conv2d):
 * dL/dw[k, c, t] = sum_{n, p} grad_output[n, k, p] * x_padded[n, g*Cg + c, p*stride + t*dilation],
   a correlation of the input with grad_output reduced over batch and positions.
   NumPy: im2col of the input (one chunk of images at a time) and one GEMM per
-  group and chunk, accumulated in a fixed order (deterministic).  Device: one
+  group and chunk, accumulated in a fixed order (deterministic).  Device: the
+  deterministic kernel of gpuconv.cuda.wgrad (1-D/2-D); 3-D as one
   forward convolution with the batch and channel roles swapped (input viewed
   as (C/g, g*N, *in), grad_output as the weight (K, N, *out), groups g, the
   forward stride and dilation exchanged), cropped to the kernel size.
@@ -37,7 +38,8 @@ import numpy as np
 from ._array import common_kind, convert, wrap, xp_of
 from .reference import compute_dtype, pad_input
 from .spec import FLOAT_DTYPES, ConvSpec, _fmt_shape, check_dtypes, make_spec
-from .transpose import TransposeGeometry, _check_groups, transpose_numpy, transpose_via_forward
+from .transpose import (TransposeGeometry, _check_groups, transpose_device, transpose_numpy,
+                        transpose_via_forward)
 
 
 def _check_real(dtype, fname):
@@ -125,7 +127,7 @@ def input_grad(nd: int, fname: str, input_size, weight, grad_output, stride=1, p
         out = transpose_numpy(go, w, None, geom).astype(dtype, copy=False)
     else:
         xp = backend.xp if backend is not None else xp_of(kind)
-        out = transpose_via_forward(xp, go, w, None, geom, None, backend)
+        out = transpose_device(xp, go, w, None, geom, None, backend)
     if not batched:
         out = out[0]
     return wrap(out, gi)
@@ -135,7 +137,7 @@ def input_grad(nd: int, fname: str, input_size, weight, grad_output, stride=1, p
 # weight gradient
 
 # Column-matrix elements per chunk of images (C * taps * images * L), as in
-# gpuconv.reference: gathered and consumed by the GEMM while still in cache.
+# gpuconv.cpu: gathered and consumed by the GEMM while still in cache.
 _COLS_TARGET_ELEMS = 1 << 20
 
 
@@ -194,6 +196,16 @@ def weight_grad_via_forward(xp, x, go, spec: ConvSpec, backend=None):
     return xp.ascontiguousarray(res.swapaxes(0, 1))
 
 
+def weight_grad_device(xp, x, go, spec: ConvSpec, backend=None):
+    """Device path: the deterministic weight-gradient kernel of gpuconv.cuda.wgrad; 3-D
+    layers (which it refuses) take the forward-conv form above."""
+    from .cuda import wgrad as cwg
+
+    if cwg.wgrad_supports(spec)[0]:
+        return cwg.forward(x, go, spec, backend=backend)
+    return weight_grad_via_forward(xp, x, go, spec, backend)
+
+
 def weight_grad(nd: int, fname: str, input, weight_size, grad_output, stride=1, padding=0,
                 dilation=1, groups=1, backend=None):
     """Shared body of conv{1,2,3}d_weight (padding as in input_grad)."""
@@ -229,7 +241,7 @@ def weight_grad(nd: int, fname: str, input, weight_size, grad_output, stride=1, 
         out = weight_grad_numpy(x, go, spec).astype(dtype, copy=False)
     else:
         xp = backend.xp if backend is not None else xp_of(kind)
-        out = weight_grad_via_forward(xp, x, go, spec, backend)
+        out = weight_grad_device(xp, x, go, spec, backend)
     return wrap(out, xi)
 
 

@@ -6,11 +6,13 @@
 depthwise_weight is (C*m, 1, *kernel) for any depth multiplier m >= 1;
 pointwise_weight is (K, C*m, 1, ...).  It equals torch's
 F.conv2d(F.conv2d(x, dw, None, stride, padding, dilation, groups=C), pw, bias)
-(MobileNet / Xception blocks, Keras' SeparableConv2D).  Both steps go through
-gpuconv.api.conv_forward, so NumPy arrays take the reference path (whose
-one-channel-per-group case is a multiply-add per tap, and whose 1x1 case is a
-single GEMM) and CuPy arrays the dispatcher's kernels (depthwise and 1x1
-variants); a fused kernel that keeps `mid` on chip comes later.  Every
+(MobileNet / Xception blocks, Keras' SeparableConv2D).  NumPy arrays take both
+steps through gpuconv.api.conv_forward (the reference path: its
+one-channel-per-group case is a multiply-add per tap, its 1x1 case a single
+GEMM); device arrays go to gpuconv.cuda.separable, which runs the fused kernel
+(`mid` kept in shared memory) when the tile of C*m channels fits, else the two
+passes on the dispatcher's kernels (non-zero padding modes: the two passes
+through conv_forward, which pads the input first).  Every
 argument is validated for both steps before either runs.
 """
 from __future__ import annotations
@@ -30,7 +32,7 @@ def separable_forward(nd: int, fname: str, input, depthwise_weight, pointwise_we
     di = convert("depthwise_weight", depthwise_weight)
     pi = convert("pointwise_weight", pointwise_weight)
     bi = None if bias is None else convert("bias", bias)
-    common_kind({"input": xi, "depthwise_weight": di, "pointwise_weight": pi, "bias": bi})
+    kind = common_kind({"input": xi, "depthwise_weight": di, "pointwise_weight": pi, "bias": bi})
     _check_padding_mode(padding_mode)
     activation = activations.check_activation(activation)
     x, dw, pw = xi.array, di.array, pi.array
@@ -63,6 +65,14 @@ def separable_forward(nd: int, fname: str, input, depthwise_weight, pointwise_we
     mid_shape = dspec.output_shape if batched else dspec.output_shape[1:]
     make_spec(mid_shape, pw.shape, None if b is None else b.shape, 1, 0, 1, 1, dtype, nd, fname)
 
+    if (backend is not None or kind != "numpy") and padding_mode == "zeros":
+        # device: gpuconv.cuda.separable (fused kernel when the intermediate tile fits, else
+        # the two passes on the dispatcher's kernels)
+        from .cuda import separable as csep
+
+        out = csep.forward(x if batched else x[None], dw, pw, b, dspec, activation=activation,
+                           backend=backend)
+        return wrap(out if batched else out[0], xi)
     mid = conv_forward(nd, fname, x, dw, None, stride, padding, dilation, c,
                        padding_mode=padding_mode, backend=backend)
     out = conv_forward(nd, fname, mid, pw, b, 1, 0, 1, 1, activation=activation, backend=backend)

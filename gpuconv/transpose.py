@@ -19,12 +19,12 @@ Two computations of it live here:
   would multiply stride**nd times as many zeros; depthwise (one input channel
   per group) does a multiply-add per tap instead of degenerate GEMMs; stride 1
   has no zeros to insert, so it is the forward convolution below, run by
-  gpuconv.reference (a better-shaped GEMM and no col2im pass).
-* Device (CuPy arrays, or an explicit backend): that forward convolution of
-  the zero-upsampled input with the flipped, channel-swapped weight, through
-  gpuconv.api.conv_forward, so the op runs on whatever forward kernels the
-  dispatcher has (and in the simulator) until dedicated transposed kernels
-  exist.  The zero-upsampled input is built with xp ops.
+  gpuconv.cpu (a better-shaped GEMM and no col2im pass).
+* Device (CuPy arrays, or an explicit backend): the gather kernel of
+  gpuconv.cuda.transpose (kernels_cu/conv_transpose.cu), which visits only the
+  kernel taps whose residue matches each output position.  What it refuses
+  (complex dtypes) runs as a forward convolution of the zero-upsampled input
+  with the flipped, channel-swapped weight through gpuconv.api.conv_forward.
 
 The same core (a `TransposeGeometry` with an explicit crop offset and output
 size) also computes the input gradient of a forward convolution
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import activations, reference
+from . import activations, cpu
 from ._array import common_kind, convert, wrap, xp_of
 from .reference import compute_dtype
 from .spec import COMPLEX_DTYPES, FLOAT_DTYPES, ConvSpec, _fmt_shape, check_dtypes, expand_param
@@ -228,12 +228,24 @@ def transpose_via_forward(xp, x, w, bias, geom: TransposeGeometry, activation=No
                         geom.groups, activation=activation, backend=backend, allow_empty_spatial=True)
 
 
+def transpose_device(xp, x, w, bias, geom: TransposeGeometry, activation=None, backend=None):
+    """Device path: the gather kernel of gpuconv.cuda.transpose (no zero-upsampled input);
+    the forward-conv mapping above stays the fallback for what the kernel refuses (complex
+    dtypes, more than 2^31 work items)."""
+    from .cuda import transpose as ctr
+
+    spec = ctr.spec_from_geometry(geom)
+    if ctr.transpose_supports(spec)[0]:
+        return ctr.forward(x, w, bias, spec, activation=activation, backend=backend)
+    return transpose_via_forward(xp, x, w, bias, geom, activation, backend)
+
+
 # ---------------------------------------------------------------------------
 # NumPy
 #
 # Three forms, by which wastes least (2 cores, float32, median of 5; torch CPU
 # for scale):
-#   * stride 1: the forward form through gpuconv.reference (no zeros to insert,
+#   * stride 1: the forward form through gpuconv.cpu (no zeros to insert,
 #     and its im2col GEMM has inner size C_in/g*taps instead of C_in/g, with no
 #     col2im pass): 8x64x28x28 3x3 5.2 ms vs 7.0 ms for GEMM + col2im (torch 6.8).
 #   * stride > 1, one input channel per group (depthwise): a multiply-add per
@@ -286,7 +298,7 @@ def _transpose_stride1(x, w, geom: TransposeGeometry, dt) -> np.ndarray:
     spec = ConvSpec(n=geom.n, c=geom.c_in, k=geom.c_out, in_size=tuple(xc.shape[2:]),
                     kernel=geom.kernel, stride=(1,) * geom.nd, pad=pads, dilation=geom.dilation,
                     groups=geom.groups, dtype=geom.dtype)
-    return reference.conv(xc, flip_swap_weight(np, w, geom.groups), None, spec)
+    return cpu.conv(xc, flip_swap_weight(np, w, geom.groups), None, spec)
 
 
 def _transpose_one_channel_per_group(x, w, geom: TransposeGeometry, dt) -> np.ndarray:
@@ -361,7 +373,7 @@ def conv_transpose_forward(nd: int, fname: str, input, weight, bias, stride, pad
         out = activations.apply(out, activation).astype(dtype, copy=False)
     else:
         xp = backend.xp if backend is not None else xp_of(kind)
-        out = transpose_via_forward(xp, x, w, b, geom, activation, backend)
+        out = transpose_device(xp, x, w, b, geom, activation, backend)
     if not batched:
         out = out[0]
     return wrap(out, xi)
