@@ -2,7 +2,7 @@
 
 Each call: normalise the arguments (gpuconv._array), validate and compute the
 geometry (gpuconv.spec.make_spec), then hand the spec to the path the arrays
-live on: NumPy -> gpuconv.reference, CuPy -> gpuconv.cuda (whose dispatcher
+live on: NumPy -> gpuconv.cpu, CuPy -> gpuconv.cuda (whose dispatcher
 picks the kernel).  No kernel is chosen here.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from . import activations, reference
+from . import activations, cpu
 from ._array import common_kind, convert, wrap, xp_of
 from .spec import PADDING_MODES, ConvSpec, check_dtypes, make_spec
 
@@ -79,7 +79,7 @@ def conv_forward(nd: int, fname: str, input, weight, bias, stride, padding, dila
     x, spec = apply_padding_mode(xp, x, spec, padding_mode)
 
     if kind == "numpy":
-        out = reference.conv(x, w, b, spec)
+        out = cpu.conv(x, w, b, spec)
         out = activations.apply(out, activation).astype(dtype, copy=False)
     else:
         from .cuda import conv as cuda_conv

@@ -1,4 +1,4 @@
-"""The NumPy convolution: the CPU path, and the reference every kernel is tested against.
+"""The reference convolution: the definition every other implementation is tested against.
 
 One function, `conv`, computes any ConvSpec (1, 2 or 3 spatial dims, stride,
 4-sided zero padding, dilation, groups) as a cross-correlation, exactly as
@@ -7,14 +7,9 @@ torch.nn.functional.conv2d defines it:
     out[n, k, p, q] = bias[k] + sum_{c, r, s} x[n, g*Cg + c, p*sh - pt + r*dh, q*sw - pl + s*dw]
                                               * w[k, c, r, s],   g = k // Kg
 
-It is vectorised, never a Python loop over pixels:
-  * general case: im2col of a chunk of images (a strided copy per kernel tap
-    into a reused column buffer), then one GEMM per group through BLAS
-    (np.matmul) writing straight into the output;
-  * 1x1, stride 1, no padding: the input already is the column matrix;
-  * one input channel per group (depthwise, any multiplier): a multiply-add per
-    kernel tap over the whole output, since per-group GEMMs of inner size R*S
-    would leave BLAS idle.
+written as that sum over a window view of the padded input (one einsum) and
+kept short and obviously correct; speed is gpuconv.cpu's job (the CPU path),
+which the tests hold to this definition and to torch.
 
 `accumulate` picks the arithmetic: integers are computed in int64 (torch's
 wrapping result is the same modulo 2^bits), float16 inputs in float32
@@ -26,7 +21,6 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ._cpu import run_jobs
 from .spec import ConvSpec
 
 
@@ -65,139 +59,21 @@ def windows(xp: np.ndarray, spec: ConvSpec) -> np.ndarray:
 
 
 def conv(x: np.ndarray, w: np.ndarray, bias, spec: ConvSpec, accumulate=None) -> np.ndarray:
-    """Forward convolution of `spec` on NumPy arrays; returns the compute dtype
-    (the caller casts to the output dtype)."""
+    """Forward convolution of `spec` on NumPy arrays, in compute_dtype(spec.dtype, accumulate)."""
     dt = compute_dtype(spec.dtype, accumulate)
     x = np.asarray(x, dtype=dt)
     w = np.asarray(w, dtype=dt)
     n, g, nd = spec.n, spec.groups, spec.nd
     cg, kg = spec.c_per_group, spec.k_per_group
-    out_size = spec.out_size
-    npos = int(np.prod(out_size))
-    ntap = int(np.prod(spec.kernel))
-
-    if n == 0 or npos == 0 or spec.k == 0:
-        out = np.zeros(spec.output_shape, dtype=dt)
-    elif cg == 1 and g > 1:
-        out = _conv_one_channel_per_group(x, w, spec, dt)
-    elif (ntap == 1 and all(s == 1 for s in spec.stride)
-          and not any(lo or hi for lo, hi in spec.pad)):
-        # 1x1 stride 1: x viewed as (N, G, Cg, L) is already the column matrix.
-        xg = x.reshape(n, g, cg, npos)
-        wg = w.reshape(g, kg, cg)
-        out = np.matmul(wg[None], xg).reshape(spec.output_shape)
-    else:
-        out = _conv_im2col(pad_input(x, spec.pad), w, spec, dt)
+    win = windows(pad_input(x, spec.pad), spec)                  # (N, C, *out, *kernel)
+    win = win.reshape((n, g, cg) + spec.out_size + spec.kernel)  # C split into (groups, Cg)
+    wg = w.reshape((g, kg, cg) + spec.kernel)
+    o_axes = list(range(4, 4 + nd))
+    t_axes = list(range(4 + nd, 4 + 2 * nd))
+    # out[n, g, k, o] = sum_{c, t} win[n, g, c, o, t] * wg[g, k, c, t]
+    out = np.einsum(win, [0, 1, 2] + o_axes + t_axes, wg, [1, 3, 2] + t_axes, [0, 1, 3] + o_axes,
+                    optimize=True)
+    out = out.reshape(spec.output_shape)
     if bias is not None:
-        out += np.asarray(bias, dtype=dt).reshape((1, spec.k) + (1,) * nd)
-    return out
-
-
-# Images per im2col chunk: the column matrix of one chunk is gathered and
-# consumed by the GEMM while it is still in cache, instead of writing a
-# whole-batch column matrix to memory and reading it back (8x64x56x56, 3x3:
-# 58 MB of columns).  One image per chunk also lets the GEMM write straight
-# into the output (no transpose).  Chunks grow for tiny images so the GEMM
-# keeps a useful width.
-_COLS_TARGET_ELEMS = 1 << 20
-
-
-def _tap_slices(tap, spec: ConvSpec):
-    """Slices of the padded input read by kernel tap `tap` for every output position."""
-    return tuple(slice(t * d, t * d + s * (o - 1) + 1, s)
-                 for t, d, s, o in zip(tap, spec.dilation, spec.stride, spec.out_size))
-
-
-def _conv_im2col(xp: np.ndarray, w: np.ndarray, spec: ConvSpec, dt) -> np.ndarray:
-    """im2col one chunk of images at a time, one GEMM per group and chunk."""
-    n, g, nd = spec.n, spec.groups, spec.nd
-    cg, kg = spec.c_per_group, spec.k_per_group
-    npos = int(np.prod(spec.out_size))
-    ntap = int(np.prod(spec.kernel))
-    per_image = cg * ntap * npos
-    nb = max(1, min(n, _COLS_TARGET_ELEMS // max(per_image, 1)))
-    out = np.empty((n, spec.k, npos), dtype=dt)
-    wmat = w.reshape(g, kg, cg * ntap)
-    cols = np.empty((cg,) + spec.kernel + (nb,) + spec.out_size, dtype=dt)
-    taps = [(tap, _tap_slices(tap, spec)) for tap in np.ndindex(*spec.kernel)]
-    for n0 in range(0, n, nb):
-        b = min(nb, n - n0)
-        c = cols[(slice(None),) * (1 + nd) + (slice(0, b),)]
-        for gi in range(g):
-            xg = xp[n0:n0 + b, gi * cg:(gi + 1) * cg].swapaxes(0, 1)   # (Cg, b, *padded)
-            for tap, sl in taps:
-                c[(slice(None),) + tap] = xg[(slice(None), slice(None)) + sl]
-            cm = c.reshape(cg * ntap, b * npos)
-            ks = slice(gi * kg, (gi + 1) * kg)
-            if b == 1:
-                np.matmul(wmat[gi], cm, out=out[n0, ks])
-            else:
-                out[n0:n0 + b, ks] = np.matmul(wmat[gi], cm).reshape(kg, b, npos).swapaxes(0, 1)
-    return out.reshape(spec.output_shape)
-
-
-# Output elements per depthwise job: a slab of channels of one image whose
-# output, temporary and input rows stay in L2 (1 MiB per core here) across all
-# kernel taps, instead of streaming the whole tensor through memory once per
-# tap.  Jobs run on the CPU thread pool (NumPy releases the GIL).
-_DEPTHWISE_SLAB_ELEMS = 1 << 15
-
-
-def _conv_one_channel_per_group(x, w, spec: ConvSpec, dt) -> np.ndarray:
-    """groups == C (depthwise, multiplier Kg): one multiply-add per kernel tap,
-    over slabs of channels of one image at a time.
-
-    With stride 1 every tap reads a contiguous run of the flattened padded
-    image: output (p, q) sits at p*Wp + q of a grid as wide as the padded input
-    and tap (r, s) adds the run shifted by r*dh*Wp + s*dw, so each pass is one
-    long 1-D loop (the Wp - Q columns of junk per row are cropped at the end;
-    4% extra work at 56x56, 3x3) instead of one short loop per output row."""
-    n, g, kg, nd = spec.n, spec.groups, spec.k_per_group, spec.nd
-    xp = pad_input(x, spec.pad)                               # (N, G, *padded)
-    wk = w.reshape((g, kg) + spec.kernel)
-    flat = all(st == 1 for st in spec.stride)
-    if flat:
-        padded = xp.shape[2:]
-        pstride = [int(np.prod(padded[i + 1:])) for i in range(nd)]   # element strides of the padded grid
-        length = sum((o - 1) * ps for o, ps in zip(spec.out_size, pstride)) + 1
-        grid = (spec.out_size[0],) + tuple(padded[1:])   # outputs on the padded grid's strides
-        xflat = xp.reshape(n, g, -1)
-        taps = [(tap, sum(t * d * ps for t, d, ps in zip(tap, spec.dilation, pstride)))
-                for tap in np.ndindex(*spec.kernel)]
-        work = np.empty((n, g, kg, int(np.prod(grid))), dtype=dt)
-    else:
-        taps = [(tap, _tap_slices(tap, spec)) for tap in np.ndindex(*spec.kernel)]
-        work = np.empty((n, g, kg) + spec.out_size, dtype=dt)
-    per_group = kg * work[0, 0, 0].size
-    gb = max(1, min(g, _DEPTHWISE_SLAB_ELEMS // max(per_group, 1)))
-
-    def slab(ni, g0, g1):
-        if flat:
-            o = work[ni, g0:g1, :, :length]                   # (gb, kg, length)
-            src = xflat[ni, g0:g1, None]                      # (gb, 1, Hp*Wp)
-            def pick(off):
-                return src[..., off:off + length]
-            wshape = (g1 - g0, kg, 1)
-        else:
-            o = work[ni, g0:g1]                               # (gb, kg, *out)
-            src = xp[ni, g0:g1, None]                         # (gb, 1, *padded)
-            def pick(sl):
-                return src[(slice(None), slice(None)) + sl]
-            wshape = (g1 - g0, kg) + (1,) * nd
-        tmp = np.empty_like(o)
-        for i, (tap, where) in enumerate(taps):
-            xs = pick(where)
-            ws = wk[(slice(g0, g1), slice(None)) + tap].reshape(wshape)
-            if i == 0:
-                np.multiply(xs, ws, out=o)
-            else:
-                np.multiply(xs, ws, out=tmp)
-                o += tmp
-
-    jobs = [(ni, g0, min(g, g0 + gb)) for ni in range(n) for g0 in range(0, g, gb)]
-    run_jobs(slab, jobs, work.size)
-    if flat:
-        crop = (Ellipsis,) + tuple(slice(0, o) for o in spec.out_size[1:])
-        out = work.reshape((n, g, kg) + grid)[crop]
-        return np.ascontiguousarray(out).reshape(spec.output_shape)
-    return work.reshape(spec.output_shape)
+        out = out + np.asarray(bias, dtype=dt).reshape((1, spec.k) + (1,) * nd)
+    return np.ascontiguousarray(out, dtype=dt)

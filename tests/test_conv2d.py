@@ -291,9 +291,12 @@ def test_torch_rejects_the_same_calls(case):
 def test_errors_come_before_computation(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("computation started before validation")
-    monkeypatch.setattr(reference, "conv", boom)
+    from gpuconv import cpu
+    monkeypatch.setattr(cpu, "conv", boom)
     with pytest.raises(ValueError):
         gpuconv.conv2d(_x(1, 4, 8, 8), _x(2, 3, 3, 3))
+    with pytest.raises(AssertionError, match="computation started"):   # the patch is live
+        gpuconv.conv2d(_x(1, 3, 8, 8), _x(2, 3, 3, 3))
 
 
 def test_mixed_devices_rejected():
@@ -373,3 +376,27 @@ def test_receptive_field():
         gpuconv.receptive_field([3, 3], strides=[1])
     with pytest.raises(ValueError):
         gpuconv.receptive_field([0])
+
+
+# --------------------------------------------- the CPU path vs the definition ----
+def test_cpu_path_matches_reference_definition(rng):
+    """gpuconv.cpu (the fast CPU path: shifted-run im2col, strided im2col, pointwise,
+    depthwise slabs) against gpuconv.reference's einsum definition, 1-D to 3-D."""
+    from gpuconv import cpu
+    for nd in (1, 2, 3):
+        for _ in range(40):
+            g = int(rng.choice([1, 2, 4]))
+            cg = 1 if rng.random() < 0.3 else int(rng.integers(1, 4))
+            kg = int(rng.integers(1, 3))
+            kernel = tuple(int(v) for v in rng.integers(1, 4, nd))
+            dil = tuple(int(v) for v in rng.integers(1, 3, nd))
+            stride = tuple(int(v) for v in rng.integers(1, 3, nd)) if rng.random() < 0.5 else (1,) * nd
+            pad = tuple((int(a), int(b)) for a, b in rng.integers(0, 3, (nd, 2)))
+            size = tuple(max(int(s), d * (k - 1) + 1) for s, k, d in zip(rng.integers(1, 10, nd), kernel, dil))
+            n = int(rng.integers(0, 4))
+            x = randn(rng, (n, g * cg) + size)
+            w = randn(rng, (g * kg, cg) + kernel)
+            b = randn(rng, (g * kg,))
+            spec, _ = make_spec(x.shape, w.shape, b.shape, stride, pad, dil, g, np.float64, nd)
+            assert_close(cpu.conv(x, w, b, spec), reference.conv(x, w, b, spec), np.float64,
+                         what=f"{nd}-D {spec}")

@@ -1,6 +1,7 @@
 """float64 references for the benchmark's verification step.
 
-The forward conv is gpuconv.reference.conv (accumulate='float64').  The two
+The forward conv is the CPU path, gpuconv.cpu.conv, with accumulate='float64'
+(held to gpuconv.reference's definition by the tests, and fast on big layers).  The two
 gradients are written here as the adjoints of that forward conv, one kernel
 tap at a time (R*S BLAS contractions, no pixel loops):
 
@@ -14,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..reference import conv, pad_input, windows
+from ..cpu import conv
+from ..reference import pad_input, windows
 from ..spec import ConvSpec
 
 
