@@ -44,8 +44,8 @@ def test_instantiation_names_unique_and_cover_launchers():
 LAYERS = [
     ("resnet 3x3 C=K=256 14x14 N=32", spec2d((32, 256, 14, 14), (256, 256, 3, 3), padding=1), "im2col"),
     ("resnet 1x1 C=64 K=256 56x56", spec2d((8, 64, 56, 56), (256, 64, 1, 1)), "im2col"),
-    ("mobilenet depthwise 3x3", spec2d((8, 32, 112, 112), (32, 1, 3, 3), padding=1, groups=32), "direct"),
-    ("depthwise mult 2 5x5", spec2d((8, 32, 56, 56), (64, 1, 5, 5), padding=2, groups=32), "direct"),
+    ("mobilenet depthwise 3x3", spec2d((8, 32, 112, 112), (32, 1, 3, 3), padding=1, groups=32), "depthwise"),
+    ("depthwise mult 2 5x5", spec2d((8, 32, 56, 56), (64, 1, 5, 5), padding=2, groups=32), "depthwise"),
     ("3x3 C=K=64 56x56", spec2d((8, 64, 56, 56), (64, 64, 3, 3), padding=1), "tiled_smem"),
     ("3x3 C=K=64 7x7 N=8", spec2d((8, 64, 7, 7), (64, 64, 3, 3), padding=1), "tiled_smem_small"),
     ("tiny batch-1 layer", spec2d((1, 8, 8, 8), (8, 8, 3, 3), padding=1), "direct"),
