@@ -379,10 +379,19 @@ def test_receptive_field():
 
 
 # --------------------------------------------- the CPU path vs the definition ----
-def test_cpu_path_matches_reference_definition(rng):
+@pytest.mark.parametrize("chunking", ["default", "tiny_chunks_threaded"])
+def test_cpu_path_matches_reference_definition(rng, monkeypatch, chunking):
     """gpuconv.cpu (the fast CPU path: shifted-run im2col, strided im2col, pointwise,
-    depthwise slabs) against gpuconv.reference's einsum definition, 1-D to 3-D."""
-    from gpuconv import cpu
+    depthwise slabs) against gpuconv.reference's einsum definition, 1-D to 3-D;
+    also with chunks small enough that every batch, group and slab boundary and
+    the thread pool are exercised."""
+    from gpuconv import _cpu, cpu
+    if chunking == "tiny_chunks_threaded":
+        monkeypatch.setattr(cpu, "_COLS_TARGET_ELEMS", 50)
+        monkeypatch.setattr(cpu, "_DEPTHWISE_SLAB_ELEMS", 20)
+        monkeypatch.setattr(_cpu, "n_threads", lambda: 2)
+        run = _cpu.run_jobs
+        monkeypatch.setattr(cpu, "run_jobs", lambda fn, jobs, n: run(fn, jobs, n, min_elements=0))
     for nd in (1, 2, 3):
         for _ in range(40):
             g = int(rng.choice([1, 2, 4]))
