@@ -217,7 +217,7 @@ def cmd_info(args) -> int:
         print(f"torch {tf['torch']} (CUDA {tf['torch_cuda'] or 'none'}, cuDNN {tf['cudnn'] or 'none'}, "
               f"{'CUDA available' if tf['cuda'] else 'no CUDA'})")
     else:
-        print(f"torch: not installed")
+        print("torch: not installed")
     print(f"CPU: {E.cpu_model()}, {E.cpu_cores()} cores")
     print(f"kernel cache: {cache_dir()}")
     try:

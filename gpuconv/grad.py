@@ -37,9 +37,8 @@ import numpy as np
 
 from ._array import common_kind, convert, wrap, xp_of
 from .reference import compute_dtype, pad_input
-from .spec import FLOAT_DTYPES, ConvSpec, _fmt_shape, check_dtypes, make_spec
-from .transpose import (TransposeGeometry, _check_groups, transpose_device, transpose_numpy,
-                        transpose_via_forward)
+from .spec import FLOAT_DTYPES, ConvSpec, _fmt_shape, check_dtypes, check_groups, make_spec
+from .transpose import TransposeGeometry, transpose_device, transpose_numpy
 
 
 def _check_real(dtype, fname):
@@ -96,7 +95,7 @@ def input_grad(nd: int, fname: str, input_size, weight, grad_output, stride=1, p
     _check_real(go.dtype, fname)
     dtype = check_dtypes(go.dtype, w.dtype)
     size = _as_shape("input_size", input_size)
-    groups = _check_groups(groups)
+    groups = check_groups(groups)
     if go.ndim not in (nd + 1, nd + 2):
         raise ValueError(f"Expected {nd + 1}D (unbatched) or {nd + 2}D (batched) grad_output to "
                          f"{fname}, but got grad_output of size {_fmt_shape(go.shape)}")

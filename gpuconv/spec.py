@@ -185,6 +185,40 @@ def check_dtypes(input_dtype, weight_dtype, bias_dtype=None) -> np.dtype:
     return dt
 
 
+def check_ranks(input_shape, weight_shape, nd: int, fname: str,
+                weight_layout: str = "out_channels, in_channels/groups, *kernel") -> bool:
+    """torch's rank rules: input (N, C, *spatial) or unbatched (C, *spatial), weight
+    of nd + 2 dims.  Returns whether the input is batched."""
+    if len(input_shape) not in (nd + 1, nd + 2):
+        raise ValueError(
+            f"Expected {nd + 1}D (unbatched) or {nd + 2}D (batched) input to {fname}, "
+            f"but got input of size: {_fmt_shape(input_shape)}")
+    if len(weight_shape) != nd + 2:
+        raise ValueError(
+            f"Expected {nd + 2}D weight to {fname} ({weight_layout}), "
+            f"but got weight of size: {_fmt_shape(weight_shape)}")
+    return len(input_shape) == nd + 2
+
+
+def check_groups(groups) -> int:
+    if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, numbers.Integral):
+        raise TypeError(f"groups must be an int, got {groups!r} ({type(groups).__name__})")
+    groups = int(groups)
+    if groups <= 0:
+        raise ValueError(f"non-positive groups is not supported, got groups={groups}")
+    return groups
+
+
+def check_stride_dilation(stride, dilation, nd: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    stride = expand_param("stride", stride, nd)
+    dilation = expand_param("dilation", dilation, nd)
+    if any(s <= 0 for s in stride):
+        raise ValueError(f"non-positive stride is not supported, got stride={stride}")
+    if any(d <= 0 for d in dilation):
+        raise ValueError(f"dilation should be greater than zero, got dilation={dilation}")
+    return stride, dilation
+
+
 def make_spec(input_shape, weight_shape, bias_shape, stride, padding, dilation, groups,
               dtype, nd: int, fname: str = "conv2d", allow_empty_spatial: bool = False
               ) -> tuple[ConvSpec, bool]:
@@ -198,29 +232,11 @@ def make_spec(input_shape, weight_shape, bias_shape, stride, padding, dilation, 
     """
     input_shape = tuple(int(s) for s in input_shape)
     weight_shape = tuple(int(s) for s in weight_shape)
-    if len(input_shape) not in (nd + 1, nd + 2):
-        raise ValueError(
-            f"Expected {nd + 1}D (unbatched) or {nd + 2}D (batched) input to {fname}, "
-            f"but got input of size: {_fmt_shape(input_shape)}")
-    if len(weight_shape) != nd + 2:
-        raise ValueError(
-            f"Expected {nd + 2}D weight to {fname} (out_channels, in_channels/groups, *kernel), "
-            f"but got weight of size: {_fmt_shape(weight_shape)}")
-    batched = len(input_shape) == nd + 2
+    batched = check_ranks(input_shape, weight_shape, nd, fname)
     if not batched:
         input_shape = (1,) + input_shape
-
-    stride = expand_param("stride", stride, nd)
-    dilation = expand_param("dilation", dilation, nd)
-    if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, numbers.Integral):
-        raise TypeError(f"groups must be an int, got {groups!r} ({type(groups).__name__})")
-    groups = int(groups)
-    if any(s <= 0 for s in stride):
-        raise ValueError(f"non-positive stride is not supported, got stride={stride}")
-    if any(d <= 0 for d in dilation):
-        raise ValueError(f"dilation should be greater than zero, got dilation={dilation}")
-    if groups <= 0:
-        raise ValueError(f"non-positive groups is not supported, got groups={groups}")
+    stride, dilation = check_stride_dilation(stride, dilation, nd)
+    groups = check_groups(groups)
 
     kernel = weight_shape[2:]
     if isinstance(padding, tuple) and padding and all(isinstance(p, tuple) for p in padding):

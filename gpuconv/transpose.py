@@ -32,7 +32,6 @@ size) also computes the input gradient of a forward convolution
 """
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,7 +39,8 @@ import numpy as np
 from . import activations, cpu
 from ._array import common_kind, convert, wrap, xp_of
 from .reference import compute_dtype
-from .spec import COMPLEX_DTYPES, FLOAT_DTYPES, ConvSpec, _fmt_shape, check_dtypes, expand_param
+from .spec import (COMPLEX_DTYPES, FLOAT_DTYPES, ConvSpec, _fmt_shape, check_dtypes, check_groups, check_ranks,
+                   check_stride_dilation, expand_param)
 
 
 @dataclass(frozen=True)
@@ -83,15 +83,6 @@ class TransposeGeometry:
                 * int(np.prod(self.kernel)))
 
 
-def _check_groups(groups) -> int:
-    if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, numbers.Integral):
-        raise TypeError(f"groups must be an int, got {groups!r} ({type(groups).__name__})")
-    groups = int(groups)
-    if groups <= 0:
-        raise ValueError(f"non-positive groups is not supported, got groups={groups}")
-    return groups
-
-
 def make_transpose_geometry(input_shape, weight_shape, bias_shape, stride, padding, output_padding,
                             groups, dilation, dtype, nd: int,
                             fname: str = "conv_transpose2d") -> tuple[TransposeGeometry, bool]:
@@ -101,29 +92,16 @@ def make_transpose_geometry(input_shape, weight_shape, bias_shape, stride, paddi
     (bad values) or TypeError (bad types), before any array is touched."""
     input_shape = tuple(int(s) for s in input_shape)
     weight_shape = tuple(int(s) for s in weight_shape)
-    if len(input_shape) not in (nd + 1, nd + 2):
-        raise ValueError(
-            f"Expected {nd + 1}D (unbatched) or {nd + 2}D (batched) input to {fname}, "
-            f"but got input of size: {_fmt_shape(input_shape)}")
-    if len(weight_shape) != nd + 2:
-        raise ValueError(
-            f"Expected {nd + 2}D weight to {fname} (in_channels, out_channels/groups, *kernel), "
-            f"but got weight of size: {_fmt_shape(weight_shape)}")
-    batched = len(input_shape) == nd + 2
+    batched = check_ranks(input_shape, weight_shape, nd, fname, "in_channels, out_channels/groups, *kernel")
     full_input = input_shape if batched else (1,) + input_shape
 
     if isinstance(padding, str):
         raise TypeError(f"{fname}: padding must be an int or a tuple of ints (torch allows no "
                         f"padding strings for transposed convolutions), got padding={padding!r}")
-    stride = expand_param("stride", stride, nd)
+    stride, dilation = check_stride_dilation(stride, dilation, nd)
     padding = expand_param("padding", padding, nd)
     output_padding = expand_param("output_padding", output_padding, nd)
-    dilation = expand_param("dilation", dilation, nd)
-    groups = _check_groups(groups)
-    if any(s <= 0 for s in stride):
-        raise ValueError(f"non-positive stride is not supported, got stride={stride}")
-    if any(d <= 0 for d in dilation):
-        raise ValueError(f"dilation should be greater than zero, got dilation={dilation}")
+    groups = check_groups(groups)
     if any(p < 0 for p in padding):
         raise ValueError(f"negative padding is not supported, got padding={padding}")
     if any(p < 0 for p in output_padding):

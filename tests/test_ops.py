@@ -308,7 +308,7 @@ def test_gradients_match_torch_nn_grad_and_autograd(rng, nd, chunk):
         assert_close(got_w, aw.numpy(), np.float64, what="weight (autograd) " + what)
         # the device formulations, evaluated on NumPy
         spec, _ = make_spec(x.shape, w.shape, None, *args, x.dtype, nd)
-        assert_close(G.transpose_via_forward(np, go, w, None, G.input_geometry(spec)), want_i, np.float64,
+        assert_close(TR.transpose_via_forward(np, go, w, None, G.input_geometry(spec)), want_i, np.float64,
                      what="input, device formulation " + what)
         assert_close(G.weight_grad_via_forward(np, x, go, spec), want_w, np.float64,
                      what="weight, device formulation " + what)
@@ -404,7 +404,7 @@ GRAD_WEIGHT_BAD_CALLS = [
 def test_gradient_errors_name_the_argument_and_torch_agrees(monkeypatch, fn, case):
     def boom(*a, **k):
         raise AssertionError("computation started before validation")
-    for name in ("transpose_numpy", "transpose_via_forward", "weight_grad_numpy", "weight_grad_via_forward"):
+    for name in ("transpose_numpy", "transpose_device", "weight_grad_numpy", "weight_grad_device"):
         monkeypatch.setattr(G, name, boom)
     _, args, kwargs, exc, words = case
     with pytest.raises(exc) as info:

@@ -412,7 +412,7 @@ def test_asan_reports_out_of_bounds(asan, kernel, shared):
         (np.zeros(n, np.float32), np.zeros(n, np.float32), I32(n))
     with pytest.raises(SimCrashError, match="AddressSanitizer: heap-buffer-overflow") as e:
         asan(kernel)(1, n if kernel == "smem_past_end" else 2 * n, args, shared_mem=shared)
-    assert f"sim_checks.cu" in str(e.value)
+    assert "sim_checks.cu" in str(e.value)
     assert f"from kernel {kernel}, block (0,0,0), thread (" in str(e.value)
 
 

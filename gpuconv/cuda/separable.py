@@ -12,7 +12,6 @@ intermediate channels in shared memory (`fused_supports`).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 import numpy as np
