@@ -10,10 +10,18 @@ handed back in the caller's type:
     a CUDA __dlpack__ -> CuPy view (cupy.from_dlpack / cupy.asarray), result as
     a torch tensor for torch inputs (torch.from_dlpack, zero-copy), else CuPy.
 CuPy and torch are imported only when an argument already comes from them.
+
+GPU work runs on the primary argument's device (not merely the current one),
+and for torch CUDA tensors on torch's current stream of that device (wrapped
+as a CuPy ExternalStream), so it is ordered with the caller's torch work
+without a synchronisation: see `on_device_of`.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,3 +117,37 @@ def wrap(result, like: Converted):
             return torch.from_numpy(np.ascontiguousarray(result))
         return torch.from_dlpack(result)
     return result
+
+
+@contextmanager
+def device_scope(obj):
+    """Make `obj`'s GPU (and, for a torch tensor, torch's current stream on it)
+    current for CuPy; a no-op for CPU arrays."""
+    cupy = sys.modules.get("cupy")
+    if cupy is not None and isinstance(obj, cupy.ndarray):
+        with obj.device:
+            yield
+        return
+    if _is_torch(obj) and obj.device.type == "cuda":
+        import cupy
+        import torch
+        dev = obj.device.index if obj.device.index is not None else torch.cuda.current_device()
+        stream = torch.cuda.current_stream(dev)
+        with cupy.cuda.Device(dev), cupy.cuda.ExternalStream(stream.cuda_stream, dev):
+            yield
+        return
+    yield
+
+
+def on_device_of(param: str):
+    """Decorator: run the function inside device_scope(<its argument `param`>)."""
+    def deco(fn):
+        sig = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            obj = sig.bind_partial(*args, **kwargs).arguments.get(param)
+            with device_scope(obj):
+                return fn(*args, **kwargs)
+        return wrapper
+    return deco

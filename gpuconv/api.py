@@ -12,7 +12,7 @@ from dataclasses import replace
 import numpy as np
 
 from . import activations, cpu
-from ._array import common_kind, convert, wrap, xp_of
+from ._array import common_kind, convert, on_device_of, wrap, xp_of
 from .spec import PADDING_MODES, ConvSpec, check_dtypes, make_spec
 
 
@@ -50,6 +50,7 @@ def apply_padding_mode(xp, x, spec: ConvSpec, padding_mode: str) -> tuple[object
     return x, spec
 
 
+@on_device_of("input")
 def conv_forward(nd: int, fname: str, input, weight, bias, stride, padding, dilation, groups,
                  padding_mode="zeros", activation=None, algorithm="auto", backend=None,
                  allow_empty_spatial=False):

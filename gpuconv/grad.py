@@ -35,7 +35,7 @@ import numbers
 
 import numpy as np
 
-from ._array import common_kind, convert, wrap, xp_of
+from ._array import common_kind, convert, on_device_of, wrap, xp_of
 from .reference import compute_dtype, pad_input
 from .spec import FLOAT_DTYPES, ConvSpec, _fmt_shape, check_dtypes, check_groups, make_spec
 from .transpose import TransposeGeometry, transpose_device, transpose_numpy
@@ -82,6 +82,7 @@ def input_geometry(spec: ConvSpec) -> TransposeGeometry:
                              dilation=spec.dilation, groups=spec.groups, dtype=spec.dtype)
 
 
+@on_device_of("grad_output")
 def input_grad(nd: int, fname: str, input_size, weight, grad_output, stride=1, padding=0,
                dilation=1, groups=1, backend=None):
     """Shared body of conv{1,2,3}d_input.  `padding` may also be 'valid'/'same' or
@@ -205,6 +206,7 @@ def weight_grad_device(xp, x, go, spec: ConvSpec, backend=None):
     return weight_grad_via_forward(xp, x, go, spec, backend)
 
 
+@on_device_of("input")
 def weight_grad(nd: int, fname: str, input, weight_size, grad_output, stride=1, padding=0,
                 dilation=1, groups=1, backend=None):
     """Shared body of conv{1,2,3}d_weight (padding as in input_grad)."""

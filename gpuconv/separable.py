@@ -18,10 +18,11 @@ argument is validated for both steps before either runs.
 from __future__ import annotations
 
 from . import activations
-from ._array import common_kind, convert, wrap
+from ._array import common_kind, convert, on_device_of, wrap
 from .spec import _fmt_shape, check_dtypes, make_spec
 
 
+@on_device_of("input")
 def separable_forward(nd: int, fname: str, input, depthwise_weight, pointwise_weight, bias=None,
                       stride=1, padding=0, dilation=1, padding_mode="zeros", activation=None,
                       backend=None):

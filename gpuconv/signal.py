@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ._array import common_kind, convert, wrap
+from ._array import common_kind, convert, on_device_of, wrap
 
 _MODES = ("full", "same", "valid")
 # scipy's _boundarydict; 'reflect' is in it but its C code refuses it.
@@ -221,6 +221,7 @@ def _geometry(mode, flip, in_shape, k_shape):
     return shape, origin
 
 
+@on_device_of("in1")
 def _signal2d(fname, flip, in1, in2, mode, boundary, fillvalue):
     c1 = _as_input("in1", in1)
     c2 = _as_input("in2", in2)

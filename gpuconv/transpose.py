@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import activations, cpu
-from ._array import common_kind, convert, wrap, xp_of
+from ._array import common_kind, convert, on_device_of, wrap, xp_of
 from .reference import compute_dtype
 from .spec import (COMPLEX_DTYPES, FLOAT_DTYPES, ConvSpec, _fmt_shape, check_dtypes, check_groups, check_ranks,
                    check_stride_dilation, expand_param)
@@ -322,6 +322,7 @@ def _transpose_gemm_col2im(x, w, geom: TransposeGeometry, dt) -> np.ndarray:
 # ---------------------------------------------------------------------------
 # Public functions
 
+@on_device_of("input")
 def conv_transpose_forward(nd: int, fname: str, input, weight, bias, stride, padding,
                            output_padding, groups, dilation, activation=None, backend=None):
     """Shared body of conv_transpose1d/2d/3d.  `backend` (internal: tests and the

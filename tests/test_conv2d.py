@@ -409,3 +409,19 @@ def test_cpu_path_matches_reference_definition(rng, monkeypatch, chunking):
             spec, _ = make_spec(x.shape, w.shape, b.shape, stride, pad, dil, g, np.float64, nd)
             assert_close(cpu.conv(x, w, b, spec), reference.conv(x, w, b, spec), np.float64,
                          what=f"{nd}-D {spec}")
+
+
+def test_device_scope_is_a_no_op_on_the_cpu(rng):
+    """on_device_of passes every argument through and, for CPU arrays, changes nothing
+    (on a GPU it makes the input's device and torch's stream current: -m gpu tests)."""
+    from gpuconv._array import device_scope, on_device_of
+
+    @on_device_of("b")
+    def f(a, b=None, *, c=3):
+        return a, b, c
+    x = randn(rng, (2,))
+    assert f(1, x, c=4) == (1, x, 4) and f(1) == (1, None, 3)
+    with device_scope(x):
+        pass
+    with device_scope(torch.zeros(1)):
+        pass

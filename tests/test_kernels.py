@@ -15,7 +15,7 @@ from gpuconv.cuda import conv, variants
 from gpuconv.cuda import signal as csignal
 from gpuconv.spec import make_spec
 
-from kernel_helpers import TOL, assert_close, backend_params, make_backend, to_host
+from kernel_helpers import TOL, assert_close, backend_params, gpu_available, make_backend, to_host
 
 BACKENDS = backend_params()
 VARIANTS = variants.conv_variant_names()
@@ -371,3 +371,35 @@ def test_signal_core_empty_image_fill(backend):
     out = csignal.correlate_core(backend.xp.asarray(a), backend.xp.asarray(k), (3, 4), (-1, -2), "fill", 2.0,
                                  backend=backend)
     assert_close(out, np.full((3, 4), 2.0 * k.sum()), 1e-12, "empty image, fill")
+
+
+@pytest.mark.gpu
+def test_runs_on_the_inputs_device_and_torch_stream():
+    """Output on the input's GPU even when another device is current; torch CUDA tensors
+    in and out, zero-copy, ordered on torch's current stream."""
+    if not gpu_available():
+        pytest.skip("no CUDA device / CuPy")
+    import cupy
+    import gpuconv
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 3, 9, 8)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    want = reference.conv(x, w, None, make_spec(x.shape, w.shape, None, 1, 1, 1, 1, np.float32, 2)[0],
+                          accumulate="float64")
+    last = cupy.cuda.runtime.getDeviceCount() - 1
+    with cupy.cuda.Device(last):
+        xd, wd = cupy.asarray(x), cupy.asarray(w)
+    with cupy.cuda.Device(0):
+        y = gpuconv.conv2d(xd, wd, padding=1)
+    assert y.device.id == last
+    assert_close(y, want, TOL[np.dtype(np.float32)], "device of the input")
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch without CUDA")
+    s = torch.cuda.Stream()
+    with torch.cuda.stream(s):
+        xt = torch.from_numpy(x).cuda()
+        yt = gpuconv.conv2d(xt, torch.from_numpy(w).cuda(), padding=1)
+    assert isinstance(yt, torch.Tensor) and yt.is_cuda
+    s.synchronize()
+    assert_close(yt.cpu().numpy(), want, TOL[np.dtype(np.float32)], "torch stream")
