@@ -1,0 +1,131 @@
+"""The CPU path's newer code paths against gpuconv.reference's definition:
+Winograd F(2x2, 3x3) (with polyphase dilation) and the flat-run depthwise
+kernel, on irregular shapes, every dtype, and with chunks and slabs small
+enough that every chunk boundary and the thread pool are exercised."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpuconv import _cpu, cpu, reference, winograd
+from gpuconv.spec import make_spec
+from util import assert_close, randn
+
+CHUNKING = ["default", "tiny_chunks_threaded"]
+
+
+@pytest.fixture(params=CHUNKING)
+def chunking(request, monkeypatch):
+    if request.param == "tiny_chunks_threaded":
+        monkeypatch.setattr(winograd, "_CHUNK_ELEMS", 40)
+        monkeypatch.setattr(winograd, "_TRANSFORM_SLAB_ELEMS", 10)
+        monkeypatch.setattr(cpu, "_DEPTHWISE_SLAB_ELEMS", 20)
+        monkeypatch.setattr(_cpu, "n_threads", lambda: 2)
+        monkeypatch.setattr(cpu, "n_threads", lambda: 2)
+        run = _cpu.run_jobs
+        monkeypatch.setattr(cpu, "run_jobs", lambda fn, jobs, n: run(fn, jobs, n, min_elements=0))
+        monkeypatch.setattr(winograd, "run_jobs", lambda fn, jobs, n: run(fn, jobs, n, min_elements=0))
+    return request.param
+
+
+def _winograd_case(rng, dtype):
+    n = int(rng.choice([0, 1, 2, 3]))
+    g = int(rng.choice([1, 1, 2, 3]))
+    cg, kg = int(rng.integers(1, 6)), int(rng.integers(1, 5))
+    dil = tuple(int(v) for v in rng.integers(1, 4, 2))
+    pad = tuple((int(a), int(b)) for a, b in rng.integers(0, 4, (2, 2)))
+    size = tuple(int(rng.integers(max(1, 2 * d + 1 - lo - hi), 16)) for d, (lo, hi) in zip(dil, pad))
+    x = randn(rng, (n, g * cg) + size, dtype)
+    w = randn(rng, (g * kg, cg, 3, 3), dtype)
+    spec, _ = make_spec(x.shape, w.shape, None, 1, pad, dil, g, dtype, 2)
+    return x, w, spec
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
+def test_winograd_matches_definition(rng, chunking, dtype):
+    """Odd sizes, batch 0/1, groups, asymmetric padding, dilation (polyphase)."""
+    for _ in range(60):
+        x, w, spec = _winograd_case(rng, dtype)
+        dt = reference.compute_dtype(spec.dtype)
+        assert winograd.usable(spec, dt)
+        got = winograd.conv_winograd(x.astype(dt), w.astype(dt), spec, dt)
+        want = reference.conv(x, w, None, spec, accumulate=np.complex128 if np.dtype(dtype).kind == "c"
+                              else np.float64)
+        assert_close(got, want.astype(dt), dt, what=f"winograd {spec}")
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.complex64])
+def test_cpu_conv_through_winograd(rng, monkeypatch, chunking, dtype):
+    """cpu.conv dispatching to Winograd (threshold lowered) with bias; float16
+    computes in float32."""
+    monkeypatch.setattr(cpu, "_WINOGRAD_MIN_CHANNELS", 1)
+    for _ in range(30):
+        x, w, spec = _winograd_case(rng, dtype)
+        b = randn(rng, (spec.k,), dtype)
+        got = cpu.conv(x, w, b, spec)
+        want = reference.conv(x, w, b, spec, accumulate="complex128" if np.dtype(dtype).kind == "c"
+                              else "float64")
+        dt = reference.compute_dtype(spec.dtype)
+        assert got.dtype == dt
+        assert_close(got.astype(dtype), want.astype(dtype), dtype, what=f"cpu.conv {spec}")
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int32, np.int64])
+def test_integers_stay_exact_off_winograd(rng, monkeypatch, dtype):
+    """Winograd's 1/2 weights are not exact in integers: ints take the GEMM path."""
+    monkeypatch.setattr(cpu, "_WINOGRAD_MIN_CHANNELS", 1)
+    x = rng.integers(-50, 50, (2, 4, 9, 7)).astype(dtype)
+    w = rng.integers(-50, 50, (6, 4, 3, 3)).astype(dtype)
+    spec, _ = make_spec(x.shape, w.shape, None, 1, 1, 1, 1, dtype, 2)
+    assert not cpu.use_winograd(spec, reference.compute_dtype(dtype))
+    np.testing.assert_array_equal(cpu.conv(x, w, None, spec), reference.conv(x, w, None, spec))
+
+
+def test_winograd_dispatch():
+    f32 = np.dtype(np.float32)
+    spec = lambda c, k, r=3, st=1, g=1: make_spec((2, c, 20, 20), (k, c // g, r, r), None, st, 1, 1, g,
+                                                   f32, 2)[0]
+    assert cpu.use_winograd(spec(64, 64), f32)
+    assert not cpu.use_winograd(spec(32, 32), f32)          # measured slower than im2col
+    assert not cpu.use_winograd(spec(64, 64, r=5), f32)
+    assert not cpu.use_winograd(spec(64, 64, st=2), f32)
+    assert not cpu.use_winograd(spec(128, 128, g=4), f32)   # 32 channels per group
+
+
+@pytest.mark.parametrize("shape", [(1, 256, 14, 14, 256), (2, 512, 7, 7, 512), (1, 64, 57, 55, 64)])
+def test_winograd_float32_accuracy_on_layer_shapes(rng, shape):
+    """float32 stays within 1e-5 x max|ref| of the float64 definition on real layer widths."""
+    n, c, h, wd, k = shape
+    x = randn(rng, (n, c, h, wd), np.float32)
+    w = randn(rng, (k, c, 3, 3), np.float32)
+    spec, _ = make_spec(x.shape, w.shape, None, 1, 1, 1, 1, np.float32, 2)
+    assert cpu.use_winograd(spec, np.float32)
+    want = reference.conv(x, w, None, spec, accumulate="float64")
+    assert_close(cpu.conv(x, w, None, spec), want.astype(np.float32), np.float32)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128, np.int32])
+def test_depthwise_flat_matches_definition(rng, chunking, dtype):
+    """groups == C, stride 1: one image (broadcast weights) and several (weight
+    tiles), multipliers Kg > 1, 1-D to 3-D, dilation, asymmetric padding."""
+    for nd in (1, 2, 3):
+        for _ in range(20):
+            n = int(rng.choice([0, 1, 1, 2, 3]))
+            g, kg = int(rng.integers(1, 6)), int(rng.choice([1, 1, 2, 3]))
+            kernel = tuple(int(v) for v in rng.integers(1, 4, nd))
+            dil = tuple(int(v) for v in rng.integers(1, 3, nd))
+            pad = tuple((int(a), int(b)) for a, b in rng.integers(0, 3, (nd, 2)))
+            size = tuple(max(int(s), d * (k - 1) + 1) for s, k, d in zip(rng.integers(1, 9, nd), kernel, dil))
+            if np.dtype(dtype).kind == "i":
+                x = rng.integers(-100, 100, (n, g) + size).astype(dtype)
+                w = rng.integers(-100, 100, (g * kg, 1) + kernel).astype(dtype)
+            else:
+                x = randn(rng, (n, g) + size, dtype)
+                w = randn(rng, (g * kg, 1) + kernel, dtype)
+            spec, _ = make_spec(x.shape, w.shape, None, 1, pad, dil, g, dtype, nd)
+            got = cpu.conv(x, w, None, spec)
+            want = reference.conv(x, w, None, spec)
+            if np.dtype(dtype).kind == "i":
+                np.testing.assert_array_equal(got, want)
+            else:
+                assert_close(got, want, reference.compute_dtype(dtype), what=f"depthwise {spec}")
