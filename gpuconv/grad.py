@@ -196,20 +196,23 @@ def weight_grad_via_forward(xp, x, go, spec: ConvSpec, backend=None):
     return xp.ascontiguousarray(res.swapaxes(0, 1))
 
 
-def weight_grad_device(xp, x, go, spec: ConvSpec, backend=None):
-    """Device path: the deterministic weight-gradient kernel of gpuconv.cuda.wgrad; 3-D
-    layers (which it refuses) take the forward-conv form above."""
+def weight_grad_device(xp, x, go, spec: ConvSpec, backend=None, deterministic=True):
+    """Device path: the weight-gradient kernel of gpuconv.cuda.wgrad (fixed-order sums,
+    or atomics with deterministic=False); 3-D layers (which it refuses) take the
+    forward-conv form above (deterministic either way)."""
     from .cuda import wgrad as cwg
 
     if cwg.wgrad_supports(spec)[0]:
-        return cwg.forward(x, go, spec, backend=backend)
+        return cwg.forward(x, go, spec, deterministic=deterministic, backend=backend)
     return weight_grad_via_forward(xp, x, go, spec, backend)
 
 
 @on_device_of("input")
 def weight_grad(nd: int, fname: str, input, weight_size, grad_output, stride=1, padding=0,
-                dilation=1, groups=1, backend=None):
+                dilation=1, groups=1, backend=None, deterministic=True):
     """Shared body of conv{1,2,3}d_weight (padding as in input_grad)."""
+    if not isinstance(deterministic, (bool, np.bool_)):
+        raise TypeError(f"deterministic must be a bool, got {deterministic!r}")
     xi = convert("input", input)
     gi = convert("grad_output", grad_output)
     kind = common_kind({"input": xi, "grad_output": gi})
@@ -242,7 +245,7 @@ def weight_grad(nd: int, fname: str, input, weight_size, grad_output, stride=1, 
         out = weight_grad_numpy(x, go, spec).astype(dtype, copy=False)
     else:
         xp = backend.xp if backend is not None else xp_of(kind)
-        out = weight_grad_device(xp, x, go, spec, backend)
+        out = weight_grad_device(xp, x, go, spec, backend, bool(deterministic))
     return wrap(out, xi)
 
 
@@ -281,25 +284,31 @@ def conv3d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=
                       dilation, groups)
 
 
-def conv1d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1):
+def conv1d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
+                  deterministic=True):
     """Gradient of conv1d with respect to its weight (torch.nn.grad.conv1d_weight)."""
     _no_string_padding("conv1d_weight", padding)
     return weight_grad(1, "conv1d_weight", input, weight_size, grad_output, stride, padding,
-                       dilation, groups)
+                       dilation, groups, deterministic=deterministic)
 
 
-def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1):
+def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
+                  deterministic=True):
     """Gradient of conv2d with respect to its weight (torch.nn.grad.conv2d_weight).
 
     input: (N, C, H, W) (or unbatched (C, H, W)); weight_size: (K, C/groups, R, S);
-    grad_output: (N, K, P, Q) (or (K, P, Q)).  Deterministic: a fixed-order sum."""
+    grad_output: (N, K, P, Q) (or (K, P, Q)).  Deterministic by default: a fixed-order
+    sum, bit-identical between runs (and GPUs).  deterministic=False lets the GPU
+    kernel accumulate with atomics, faster but with a run-to-run order; the CPU
+    path is deterministic either way."""
     _no_string_padding("conv2d_weight", padding)
     return weight_grad(2, "conv2d_weight", input, weight_size, grad_output, stride, padding,
-                       dilation, groups)
+                       dilation, groups, deterministic=deterministic)
 
 
-def conv3d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1):
+def conv3d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
+                  deterministic=True):
     """Gradient of conv3d with respect to its weight (torch.nn.grad.conv3d_weight)."""
     _no_string_padding("conv3d_weight", padding)
     return weight_grad(3, "conv3d_weight", input, weight_size, grad_output, stride, padding,
-                       dilation, groups)
+                       dilation, groups, deterministic=deterministic)

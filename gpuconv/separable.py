@@ -25,9 +25,10 @@ from .spec import _fmt_shape, check_dtypes, make_spec
 @on_device_of("input")
 def separable_forward(nd: int, fname: str, input, depthwise_weight, pointwise_weight, bias=None,
                       stride=1, padding=0, dilation=1, padding_mode="zeros", activation=None,
-                      backend=None):
+                      algorithm="auto", backend=None):
     """Shared body of separable_conv1d/2d/3d (`backend`: internal, runs the device path)."""
     from .api import _check_padding_mode, conv_forward
+    from .cuda.separable import ALGORITHMS
 
     xi = convert("input", input)
     di = convert("depthwise_weight", depthwise_weight)
@@ -36,6 +37,8 @@ def separable_forward(nd: int, fname: str, input, depthwise_weight, pointwise_we
     kind = common_kind({"input": xi, "depthwise_weight": di, "pointwise_weight": pi, "bias": bi})
     _check_padding_mode(padding_mode)
     activation = activations.check_activation(activation)
+    if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
     x, dw, pw = xi.array, di.array, pi.array
     b = None if bi is None else bi.array
     dtype = check_dtypes(x.dtype, dw.dtype, None if b is None else b.dtype)
@@ -72,7 +75,7 @@ def separable_forward(nd: int, fname: str, input, depthwise_weight, pointwise_we
         from .cuda import separable as csep
 
         out = csep.forward(x if batched else x[None], dw, pw, b, dspec, activation=activation,
-                           backend=backend)
+                           algorithm=algorithm, backend=backend)
         return wrap(out if batched else out[0], xi)
     mid = conv_forward(nd, fname, x, dw, None, stride, padding, dilation, c,
                        padding_mode=padding_mode, backend=backend)
@@ -81,29 +84,31 @@ def separable_forward(nd: int, fname: str, input, depthwise_weight, pointwise_we
 
 
 def separable_conv2d(input, depthwise_weight, pointwise_weight, bias=None, stride=1, padding=0,
-                     dilation=1, *, padding_mode="zeros", activation=None):
+                     dilation=1, *, padding_mode="zeros", activation=None, algorithm="auto"):
     """Depthwise-separable 2-D convolution.
 
     input: (N, C, H, W) or (C, H, W); depthwise_weight: (C*m, 1, R, S) (depth
     multiplier m >= 1); pointwise_weight: (K, C*m, 1, 1); bias: (K,), added after
     the pointwise step, then `activation` (None, 'relu', 'relu6', 'silu', 'gelu').
     stride, padding ('valid', 'same', int, pair), dilation and padding_mode
-    apply to the depthwise step, as in gpuconv.conv2d."""
+    apply to the depthwise step, as in gpuconv.conv2d.  algorithm (GPU path):
+    'auto', 'fused' (one kernel, the depthwise tile kept in shared memory) or
+    'two_pass' (two forward convolutions); the CPU path ignores it."""
     return separable_forward(2, "separable_conv2d", input, depthwise_weight, pointwise_weight,
-                             bias, stride, padding, dilation, padding_mode, activation)
+                             bias, stride, padding, dilation, padding_mode, activation, algorithm)
 
 
 def separable_conv1d(input, depthwise_weight, pointwise_weight, bias=None, stride=1, padding=0,
-                     dilation=1, *, padding_mode="zeros", activation=None):
+                     dilation=1, *, padding_mode="zeros", activation=None, algorithm="auto"):
     """Depthwise-separable 1-D convolution: depthwise_weight (C*m, 1, R), pointwise_weight
     (K, C*m, 1).  Arguments as separable_conv2d."""
     return separable_forward(1, "separable_conv1d", input, depthwise_weight, pointwise_weight,
-                             bias, stride, padding, dilation, padding_mode, activation)
+                             bias, stride, padding, dilation, padding_mode, activation, algorithm)
 
 
 def separable_conv3d(input, depthwise_weight, pointwise_weight, bias=None, stride=1, padding=0,
-                     dilation=1, *, padding_mode="zeros", activation=None):
+                     dilation=1, *, padding_mode="zeros", activation=None, algorithm="auto"):
     """Depthwise-separable 3-D convolution: depthwise_weight (C*m, 1, T, R, S), pointwise_weight
     (K, C*m, 1, 1, 1).  Arguments as separable_conv2d."""
     return separable_forward(3, "separable_conv3d", input, depthwise_weight, pointwise_weight,
-                             bias, stride, padding, dilation, padding_mode, activation)
+                             bias, stride, padding, dilation, padding_mode, activation, algorithm)

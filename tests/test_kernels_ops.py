@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import gpuconv
 from gpuconv import activations, reference
 from gpuconv.cuda import conv, launchers, separable as csep, transpose as ctr, wgrad as cwg
 from gpuconv.cuda.ops_modules import WGRAD_INSTANTIATIONS, WGRAD_MODULE
@@ -347,3 +348,45 @@ def test_ops_kernels_asan(rng):
     out = np.full((1, 5, 6, 9), np.nan, dt)
     csep.forward(x, dw, pw, None, spec, algorithm="fused", backend=be, out=out)
     assert_close(out, _sep_ref(x, dw, pw, None, spec, None), TOL[dt], "asan separable")
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_public_weight_gradient_both_reductions(rng, deterministic):
+    """gpuconv.conv2d_weight(..., deterministic=) reaches the kernel's two reductions
+    through the public body, and both match torch."""
+    from gpuconv.grad import weight_grad
+    from gpuconv.sim import SimBackend, sim_available
+    if not sim_available():
+        pytest.skip("simulator not available")
+    x = rng.standard_normal((3, 4, 9, 8))
+    dy = rng.standard_normal((3, 6, 5, 8))
+    got = weight_grad(2, "conv2d_weight", x, (6, 2, 3, 3), dy, (2, 1), 1, 1, 2, backend=SimBackend(),
+                      deterministic=deterministic)
+    want = torch.nn.grad.conv2d_weight(torch.from_numpy(x), [6, 2, 3, 3], torch.from_numpy(dy),
+                                       (2, 1), 1, 1, 2).numpy()
+    assert_close(got, want, 1e-12, "conv2d_weight deterministic=%s" % deterministic)
+    with pytest.raises(TypeError, match="deterministic"):
+        gpuconv.conv2d_weight(x, (6, 2, 3, 3), dy, (2, 1), 1, 1, 2, deterministic="yes")
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("algorithm", ["auto", "fused", "two_pass"])
+def test_public_separable_algorithms(rng, algorithm):
+    """gpuconv.separable_conv2d(..., algorithm=) reaches the fused kernel and the two
+    passes through the public body; all match torch."""
+    from gpuconv.separable import separable_forward
+    from gpuconv.sim import SimBackend, sim_available
+    if not sim_available():
+        pytest.skip("simulator not available")
+    x = rng.standard_normal((2, 3, 7, 10))
+    dw = rng.standard_normal((6, 1, 3, 3))
+    pw = rng.standard_normal((5, 6, 1, 1))
+    b = rng.standard_normal(5)
+    got = separable_forward(2, "separable_conv2d", x, dw, pw, b, 1, 1, 1, activation="relu",
+                            algorithm=algorithm, backend=SimBackend())
+    T = torch.from_numpy
+    want = F.relu(F.conv2d(F.conv2d(T(x), T(dw), None, 1, 1, 1, 3), T(pw), T(b))).numpy()
+    assert_close(got, want, 1e-12, f"separable {algorithm}")
+    with pytest.raises(ValueError, match="algorithm"):
+        gpuconv.separable_conv2d(x, dw, pw, algorithm="winograd")

@@ -312,12 +312,14 @@ def _geometry(spec: ConvSpec) -> dict:
 
 
 def _add_gpuconv_forward_like(prep: Prepared, host: dict, geo: dict, name: str, timer: str, put,
-                              algorithm: str | None = None):
-    """gpuconv's conv2d / gradients / separable on arrays moved by `put`."""
+                              algorithm: str | None = None, extra: dict | None = None):
+    """gpuconv's conv2d / gradients / separable on arrays moved by `put` (`extra`:
+    more keywords, e.g. deterministic=False for the weight gradient)."""
     import gpuconv
     case, spec, dtype = prep.case, prep.spec, prep.dtype
     op = case.op
     alg = {} if algorithm is None else {"algorithm": algorithm}
+    alg.update(extra or {})
     if op == "conv2d":
         x, w = put(host["x"]), put(host["w"])
         kw = dict(alg, **_tf32_kwargs(gpuconv.conv2d, dtype))
@@ -409,6 +411,20 @@ def add_gpu_impls(prep: Prepared, host: dict, *, anchors: bool = True, variants=
         return
     geo = _geometry(spec)
     _add_gpuconv_forward_like(prep, host, geo, "gpuconv:auto", "cupy", put)
+    if case.op == "conv2d_weight":
+        # the atomic split-K kernel against the default fixed-order reduction
+        _add_gpuconv_forward_like(prep, host, geo, "gpuconv:atomic", "cupy", put,
+                                  extra={"deterministic": False})
+    if case.op == "separable_conv2d":
+        # fused (mid tile kept on chip) against two passes: the measurement the
+        # fused kernel's threshold (gpuconv.cuda.separable.FUSED_MAX_CMK) waits for
+        from gpuconv.cuda import separable as csep
+        ok, why = csep.fused_supports(spec, int(host["pw"].shape[0]))
+        for alg in ("fused", "two_pass"):
+            if alg == "fused" and not ok:
+                prep.skipped["gpuconv:fused"] = why
+            elif variants is None or alg in variants:
+                _add_gpuconv_forward_like(prep, host, geo, f"gpuconv:{alg}", "cupy", put, algorithm=alg)
     if case.op == "conv2d":
         prep.dispatch = explain(spec, device_facts())
         ok, no, problem = gpu_variants(spec)
