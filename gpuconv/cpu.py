@@ -4,11 +4,10 @@
 gpuconv.reference.conv defines (the tests hold the two together, and both to
 torch); this module is free to be clever about it.  Never a Python loop over
 pixels:
-  * stride 1: im2col whose every kernel tap is one contiguous copy per channel
-    (the shifted-run trick, _flat_geometry), one GEMM per group and chunk of
-    images through BLAS, output positions gathered from the GEMM's runs;
-  * strided: im2col of a chunk of images (a strided copy per kernel tap into a
-    reused column buffer), one GEMM per group writing straight into the output;
+  * any stride: im2col whose every kernel tap is one contiguous copy per
+    channel of a polyphase image (the shifted-run trick, _PhaseGeometry), one
+    GEMM over the groups per chunk of images through BLAS, output positions
+    copied from the GEMM's runs through a strided view;
   * 1x1, stride 1, no padding: the input already is the column matrix;
   * one input channel per group (depthwise, any multiplier): a multiply-add per
     kernel tap over slabs of channels on a thread pool, since per-group GEMMs of
@@ -21,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._cpu import n_threads, run_jobs
+from ._cpu import n_threads, run_jobs, scratch
 from .reference import compute_dtype, pad_input
 from .spec import ConvSpec
 from .winograd import conv_winograd, usable as winograd_usable
@@ -67,20 +66,18 @@ def conv(x: np.ndarray, w: np.ndarray, bias, spec: ConvSpec, accumulate=None) ->
     elif use_winograd(spec, dt):
         out = conv_winograd(x, w, spec, dt)
     else:
-        out = _conv_im2col(pad_input(x, spec.pad), w, spec, dt)
+        out = _conv_im2col(x, w, spec, dt)
     if bias is not None:
         out += np.asarray(bias, dtype=dt).reshape((1, spec.k) + (1,) * nd)
     return out
 
 
-# Images per im2col chunk: the column matrix of one chunk is gathered and
-# consumed by the GEMM while it is still in cache, instead of writing a
-# whole-batch column matrix to memory and reading it back (8x64x56x56, 3x3:
-# 58 MB of columns).  One image per chunk also lets the GEMM write straight
-# into the output (no transpose).  Chunks grow for tiny images so the GEMM
-# keeps a useful width.
+# Elements of the column matrix per chunk of images: a chunk's columns are
+# gathered and consumed by the GEMM while they are still in cache, instead of
+# writing a whole-batch column matrix to memory and reading it back (8x64x56x56,
+# 3x3: 58 MB of columns).  Chunks grow for small images so the GEMM keeps a
+# useful width.
 _COLS_TARGET_ELEMS = 1 << 20
-
 
 def _tap_slices(tap, spec: ConvSpec):
     """Slices of the padded input read by kernel tap `tap` for every output position."""
@@ -88,79 +85,107 @@ def _tap_slices(tap, spec: ConvSpec):
                  for t, d, s, o in zip(tap, spec.dilation, spec.stride, spec.out_size))
 
 
-def _flat_geometry(padded, spec: ConvSpec):
-    """Stride-1 convolutions as shifted runs of the flattened padded image.
+class _PhaseGeometry:
+    """Any stride as shifted runs of flattened polyphase images.
 
-    Output o = (o_0, o_1, ...) sits at flat position sum o_i * ps_i of the padded
-    grid (ps: its element strides) and kernel tap t reads the input at that
-    position plus sum t_i * d_i * ps_i, so the operand of one tap is a single
-    contiguous run of `length` elements; the positions in between (the columns
-    beyond the output's width) are computed and dropped.
-    Returns (length, tap offsets, output positions within the run)."""
-    nd = spec.nd
-    pstride = [int(np.prod(padded[i + 1:])) for i in range(nd)]
-    length = sum((o - 1) * ps for o, ps in zip(spec.out_size, pstride)) + 1
-    offsets = [sum(t * d * ps for t, d, ps in zip(tap, spec.dilation, pstride))
-               for tap in np.ndindex(*spec.kernel)]
-    pos = np.zeros((), dtype=np.intp)
-    for o, ps in zip(spec.out_size, pstride):
-        pos = pos[..., None] + np.arange(o, dtype=np.intp) * ps
-    return length, offsets, pos.reshape(-1)
+    Tap t reads padded input position o*s + t*d = s*(o + (t*d)//s) + (t*d)%s, so
+    with the phase images X_a[c, i] = xpad[c, a + i*s] (a < s per dim) tap t is
+    phase a_t = (t*d)%s shifted by (t*d)//s.  Output o sits at flat position
+    sum o_i*ps_i of a phase grid (o + max shift per dim; ps: its element strides)
+    and tap t reads that position plus sum ((t_i d_i)//s_i) ps_i: one contiguous
+    run of `length` elements per tap and channel; the positions in between (the
+    grid columns beyond the output's width) are computed and dropped.  Stride 1
+    has the single phase 0, the padded image itself.  Only phases some tap
+    reads are built (stride 2, dilation 2 reads phase 0 only)."""
+
+    def __init__(self, spec: ConvSpec):
+        nd = spec.nd
+        self.grid = tuple(o + ((k - 1) * d) // s for o, k, d, s in
+                          zip(spec.out_size, spec.kernel, spec.dilation, spec.stride))
+        self.size = int(np.prod(self.grid))
+        ps = [int(np.prod(self.grid[i + 1:])) for i in range(nd)]
+        self.pstride = ps
+        self.length = sum((o - 1) * p for o, p in zip(spec.out_size, ps)) + 1
+        self.phases = []                     # phase tuples a, in first-use order
+        self.taps = []                       # (phase index, flat offset) per tap
+        for tap in np.ndindex(*spec.kernel):
+            u = [t * d for t, d in zip(tap, spec.dilation)]
+            a = tuple(v % s for v, s in zip(u, spec.stride))
+            if a not in self.phases:
+                self.phases.append(a)
+            off = sum((v // s) * p for v, s, p in zip(u, spec.stride, ps))
+            self.taps.append((self.phases.index(a), off))
+
+    def fill_phase(self, dst, x, a, spec: ConvSpec):
+        """dst (C', b, *grid), zeroed: phase `a` of the padded x (b, C', *in)."""
+        dsl, ssl = [], []
+        for ai, s, (lo, _), n_in, rows in zip(a, spec.stride, spec.pad, spec.in_size, self.grid):
+            origin = ai - lo
+            first = max(0, -(origin // s))                       # ceil(-origin / s)
+            stop = min(rows, (n_in - 1 - origin) // s + 1) if n_in > origin else 0
+            if stop <= first:
+                return
+            dsl.append(slice(first, stop))
+            ssl.append(slice(origin + s * first, origin + s * (stop - 1) + 1, s))
+        dst[(slice(None), slice(None)) + tuple(dsl)] = x[(slice(None), slice(None)) + tuple(ssl)].swapaxes(0, 1)
+
+    def output_view(self, res, spec: ConvSpec):
+        """(K, b, *out) view of the GEMM result res (K, b, length)."""
+        it = res.itemsize
+        return np.lib.stride_tricks.as_strided(
+            res, res.shape[:2] + spec.out_size,
+            (res.strides[0], res.strides[1]) + tuple(p * it for p in self.pstride), writeable=False)
 
 
-def _conv_im2col_flat(xp: np.ndarray, w: np.ndarray, spec: ConvSpec, dt) -> np.ndarray:
-    """Stride 1: im2col whose every tap is one contiguous copy per channel
-    (_flat_geometry), one GEMM per group and chunk of images, then the output
-    positions gathered out of the GEMM's runs.  Against per-output-row copies
-    this removes the per-row overhead of the gather (56-wide rows at 56x56)."""
+def _conv_im2col(x: np.ndarray, w: np.ndarray, spec: ConvSpec, dt) -> np.ndarray:
+    """im2col on polyphase shifted runs (_PhaseGeometry), one chunk of images at a
+    time: the padding and the phase split fused into one strided copy per phase,
+    one contiguous copy per tap, one batched GEMM over the groups, the output
+    positions copied out of the GEMM's runs through a strided view.
+
+    Single-threaded on purpose: OpenBLAS's threads spin after each GEMM, and the
+    same gather on the thread pool measured slower (4x32x64x64 3x3 d2: 4.9 ms
+    threaded, 4.0 inline; 8x128x28x28 s2: 7.7 vs 7.2).  The buffers are per-thread
+    scratch (_cpu.scratch) and the phase buffer is zeroed once per call: only its
+    interior is rewritten per chunk.
+
+    Measured (float32, 2 cores, min of 15), before (strided per-tap gather; for
+    stride 1 np.pad + shifted runs + np.take) -> after: 1x3x224x224 -> 64 7x7 s2
+    2.67 -> 2.47 ms (GEMM 64x147x12877 1.53 of it, tap copies 0.40, crop 0.20,
+    phases 0.14; torch 1.38); 8x128x28x28 -> 256 3x3 s2 6.84 -> 6.7-6.9 (two
+    256x1152x836 GEMMs 5.5 of it at 183 GFLOP/s; torch 5.44); 4x32x64x64 3x3 d2
+    3.90 -> 3.3 (four 32x288x4348 GEMMs 2.3 of it; torch 1.83).  Chunks: all 8
+    images of the s2 case in one chunk measured the same (6.68 vs 6.72 ms); all
+    4 of the d2 case made the tap copies 1.1 ms instead of 4 x 0.17 (out of L2)."""
     n, g = spec.n, spec.groups
+    c, k = spec.c, spec.k
     cg, kg = spec.c_per_group, spec.k_per_group
-    ntap = int(np.prod(spec.kernel))
-    length, offsets, pos = _flat_geometry(xp.shape[2:], spec)
-    xflat = xp.reshape(n, spec.c, -1)
-    nb = max(1, min(n, _COLS_TARGET_ELEMS // max(cg * ntap * length, 1)))
-    out = np.empty((n, spec.k, pos.size), dtype=dt)
-    wmat = w.reshape(g, kg, cg * ntap)
-    cols = np.empty((cg, ntap, nb, length), dtype=dt)
-    for n0 in range(0, n, nb):
-        b = min(nb, n - n0)
-        c = cols[:, :, :b]
-        for gi in range(g):
-            xs = xflat[n0:n0 + b, gi * cg:(gi + 1) * cg].swapaxes(0, 1)   # (Cg, b, flat)
-            for t, off in enumerate(offsets):
-                c[:, t] = xs[:, :, off:off + length]
-            res = np.matmul(wmat[gi], c.reshape(cg * ntap, b * length)).reshape(kg, b, length)
-            out[n0:n0 + b, gi * kg:(gi + 1) * kg] = np.take(res, pos, axis=2).swapaxes(0, 1)
-    return out.reshape(spec.output_shape)
-
-
-def _conv_im2col(xp: np.ndarray, w: np.ndarray, spec: ConvSpec, dt) -> np.ndarray:
-    """im2col one chunk of images at a time, one GEMM per group and chunk."""
-    if all(s == 1 for s in spec.stride):
-        return _conv_im2col_flat(xp, w, spec, dt)
-    n, g, nd = spec.n, spec.groups, spec.nd
-    cg, kg = spec.c_per_group, spec.k_per_group
+    geo = _PhaseGeometry(spec)
+    ntap, length, nph = len(geo.taps), geo.length, len(geo.phases)
     npos = int(np.prod(spec.out_size))
-    ntap = int(np.prod(spec.kernel))
-    per_image = cg * ntap * npos
-    nb = max(1, min(n, _COLS_TARGET_ELEMS // max(per_image, 1)))
-    out = np.empty((n, spec.k, npos), dtype=dt)
+    nb = max(1, min(n, _COLS_TARGET_ELEMS // max(c * ntap * length, 1)))
+    out = np.empty((n, k, npos), dtype=dt)
     wmat = w.reshape(g, kg, cg * ntap)
-    cols = np.empty((cg,) + spec.kernel + (nb,) + spec.out_size, dtype=dt)
-    taps = [(tap, _tap_slices(tap, spec)) for tap in np.ndindex(*spec.kernel)]
+    ph = scratch("im2col_phases", nph * c * nb * geo.size, dt).reshape(nph, c, nb, geo.size)
+    ph.fill(0)
+    cols_buf = scratch("im2col_cols", c * ntap * nb * length, dt)
+    res_buf = scratch("im2col_res", k * nb * length, dt)
     for n0 in range(0, n, nb):
         b = min(nb, n - n0)
-        c = cols[(slice(None),) * (1 + nd) + (slice(0, b),)]
-        for gi in range(g):
-            xg = xp[n0:n0 + b, gi * cg:(gi + 1) * cg].swapaxes(0, 1)   # (Cg, b, *padded)
-            for tap, sl in taps:
-                c[(slice(None),) + tap] = xg[(slice(None), slice(None)) + sl]
-            cm = c.reshape(cg * ntap, b * npos)
-            ks = slice(gi * kg, (gi + 1) * kg)
-            if b == 1:
-                np.matmul(wmat[gi], cm, out=out[n0, ks])
-            else:
-                out[n0:n0 + b, ks] = np.matmul(wmat[gi], cm).reshape(kg, b, npos).swapaxes(0, 1)
+        p = ph[:, :, :b]
+        for i, a in enumerate(geo.phases):
+            geo.fill_phase(p[i].reshape((c, b) + geo.grid), x[n0:n0 + b], a, spec)
+        cols = cols_buf[:c * ntap * b * length].reshape(c, ntap, b, length)
+        for t, (i, off) in enumerate(geo.taps):
+            cols[:, t] = p[i, :, :, off:off + length]
+        cm = cols.reshape(g, cg * ntap, b * length)
+        if length == npos and b == 1:                       # no junk columns
+            np.matmul(wmat, cm, out=out[n0].reshape(g, kg, npos))
+            continue
+        res = res_buf[:k * b * length].reshape(g, kg, b * length)
+        np.matmul(wmat, cm, out=res)
+        out[n0:n0 + b].reshape((b, k) + spec.out_size)[...] = \
+            geo.output_view(res.reshape(k, b, length), spec).swapaxes(0, 1)
     return out.reshape(spec.output_shape)
 
 

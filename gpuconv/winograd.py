@@ -30,11 +30,9 @@ Exact in floating point up to rounding (the transform matrices hold 0, +-1 and
 """
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
-from ._cpu import run_jobs
+from ._cpu import run_jobs, scratch
 from .spec import ConvSpec
 
 # G, the weight transform (B^T and A^T are written out as the adds below).
@@ -76,8 +74,8 @@ def conv_winograd(x: np.ndarray, w: np.ndarray, spec: ConvSpec, dt) -> np.ndarra
     nb = max(1, min(n, _CHUNK_ELEMS // max(per_image, 1)))
     u_w = transform_weight(w, g, dt)
     out = np.empty((n, k, p_out, q_out), dtype=dt)
-    v_buf = _scratch(0, 16 * c * nb * dh * dw * t_n, dt)
-    m_buf = _scratch(1, 16 * k * nb * dh * dw * t_n, dt)
+    v_buf = scratch("winograd_v", 16 * c * nb * dh * dw * t_n, dt)
+    m_buf = scratch("winograd_m", 16 * k * nb * dh * dw * t_n, dt)
     for n0 in range(0, n, nb):
         n1 = min(n, n0 + nb)
         bt = (n1 - n0) * dh * dw * t_n
@@ -90,26 +88,6 @@ def conv_winograd(x: np.ndarray, w: np.ndarray, spec: ConvSpec, dt) -> np.ndarra
                                                   out[n0:n1], k0, k1, dt),
                  _slabs(k, bt), 16 * k * bt)
     return out
-
-
-# Scratch for V and M, kept per thread between calls: fresh 3-4 MB arrays are
-# mmap'd and page-faulted on every call, which measured 5.3 -> 4.6 ms on the
-# cpu suite's 3x3d2_32_64 (float32, 2 cores).  Buffers above the cap are not kept.
-_SCRATCH = threading.local()
-_SCRATCH_KEEP_BYTES = 1 << 26
-
-
-def _scratch(slot: int, size: int, dt) -> np.ndarray:
-    dt = np.dtype(dt)
-    if size * dt.itemsize > _SCRATCH_KEEP_BYTES:
-        return np.empty(size, dtype=dt)
-    cache = getattr(_SCRATCH, "buffers", None)
-    if cache is None:
-        cache = _SCRATCH.buffers = {}
-    buf = cache.get((slot, dt))
-    if buf is None or buf.size < size:
-        buf = cache[(slot, dt)] = np.empty(size, dtype=dt)
-    return buf[:size]
 
 
 class _Geometry:

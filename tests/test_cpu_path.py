@@ -129,3 +129,55 @@ def test_depthwise_flat_matches_definition(rng, chunking, dtype):
                 np.testing.assert_array_equal(got, want)
             else:
                 assert_close(got, want, reference.compute_dtype(dtype), what=f"depthwise {spec}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128, np.int32])
+@pytest.mark.parametrize("cols_elems", [None, 1, 3000])
+def test_polyphase_im2col_matches_definition(rng, monkeypatch, dtype, cols_elems):
+    """cpu._conv_im2col (polyphase shifted runs, any stride): strides up to 4 with
+    and without dilation (stride 2 dilation 2 reads one phase; stride above the
+    kernel extent leaves phases unread), padding wider than the input (phases
+    entirely zero), groups, asymmetric padding, 1-D to 3-D, batch 0/1/odd; chunk
+    sizes with a short last chunk reusing the phase buffer; integers exact."""
+    if cols_elems is not None:
+        monkeypatch.setattr(cpu, "_COLS_TARGET_ELEMS", cols_elems)
+    monkeypatch.setattr(cpu, "_WINOGRAD_MIN_CHANNELS", 1 << 30)
+    for nd in (1, 2, 3):
+        for _ in range(25):
+            g = int(rng.choice([1, 1, 2, 3]))
+            cg, kg = int(rng.integers(2, 5)), int(rng.integers(1, 4))
+            kernel = tuple(int(v) for v in rng.integers(1, 5, nd))
+            dil = tuple(int(v) for v in rng.integers(1, 4, nd))
+            stride = tuple(int(v) for v in rng.integers(1, 5, nd))
+            pad = tuple((int(a), int(b)) for a, b in rng.integers(0, 5, (nd, 2)))
+            size = tuple(max(int(s), d * (k - 1) + 1 - lo - hi, 1)
+                         for s, k, d, (lo, hi) in zip(rng.integers(1, 12, nd), kernel, dil, pad))
+            n = int(rng.choice([0, 1, 3, 5]))
+            if np.dtype(dtype).kind == "i":
+                x = rng.integers(-100, 100, (n, g * cg) + size).astype(dtype)
+                w = rng.integers(-100, 100, (g * kg, cg) + kernel).astype(dtype)
+            else:
+                x = randn(rng, (n, g * cg) + size, dtype)
+                w = randn(rng, (g * kg, cg) + kernel, dtype)
+            spec, _ = make_spec(x.shape, w.shape, None, stride, pad, dil, g, dtype, nd)
+            got = cpu.conv(x, w, None, spec)
+            want = reference.conv(x, w, None, spec)
+            if np.dtype(dtype).kind == "i":
+                np.testing.assert_array_equal(got, want)
+            else:
+                assert_close(got, want, reference.compute_dtype(dtype), what=f"im2col {spec}")
+
+
+def test_phase_geometry():
+    """Stride 2 dilation 2 reads phase 0 only; 7x7 stride 2 all four phases, each
+    tap a shifted run; stride 1 is the padded image itself."""
+    f32 = np.float32
+    geo = cpu._PhaseGeometry(make_spec((1, 3, 20, 20), (4, 3, 3, 3), None, 2, 1, 2, 1, f32, 2)[0])
+    assert geo.phases == [(0, 0)]
+    geo = cpu._PhaseGeometry(make_spec((1, 3, 224, 224), (64, 3, 7, 7), None, 2, 3, 1, 1, f32, 2)[0])
+    assert sorted(geo.phases) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert geo.grid == (115, 115) and geo.length == 111 * 115 + 112
+    assert geo.taps[8] == (geo.phases.index((1, 1)), 0)            # tap (1, 1)
+    assert geo.taps[48] == (geo.phases.index((0, 0)), 3 * 115 + 3)  # tap (6, 6)
+    geo = cpu._PhaseGeometry(make_spec((1, 3, 9, 7), (4, 3, 3, 3), None, 1, 1, 1, 1, f32, 2)[0])
+    assert geo.phases == [(0, 0)] and geo.grid == (11, 9)
