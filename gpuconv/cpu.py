@@ -30,9 +30,10 @@ def use_winograd(spec: ConvSpec, dt) -> bool:
     """Winograd F(2x2, 3x3) for 3x3 stride-1 2-D convs with wide enough channels.
 
     Measured (float32, 2 cores, min of 15): 8x64x56x56 -> 64 pad 1: im2col+GEMM
-    16.2 ms, Winograd 14.1 ms; 4x32x64x64 -> 32 dilation 2: im2col 3.7 ms,
-    Winograd 4.6 ms (16 GEMMs of 32x32 run at ~70 GFLOP/s and the transforms
-    cost as much as the FLOPs saved).  Hence per-group channels >= 64.  Integer
+    16.2 ms, Winograd 14.1 ms (12.6 with the GEMM output transform); 4x32x64x64
+    -> 32 dilation 2: im2col 3.7 ms, Winograd 4.6 ms (16 GEMMs of 32x32 run at
+    ~70 GFLOP/s and the transforms cost as much as the FLOPs saved); remeasured
+    after the polyphase im2col and the GEMM output transform: 3.4 vs 3.9 ms.  Hence per-group channels >= 64.  Integer
     dtypes stay on the exact GEMM path."""
     return (winograd_usable(spec, dt) and spec.c_per_group >= _WINOGRAD_MIN_CHANNELS
             and spec.k_per_group >= _WINOGRAD_MIN_CHANNELS)
