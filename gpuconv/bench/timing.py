@@ -37,8 +37,20 @@ def _count(estimate_s: float, min_repeats: int, max_repeats: int, min_time_s: fl
     return int(min(max_repeats, max(min_repeats, math.ceil(min_time_s / estimate_s))))
 
 
-def time_cpu(fn, *, min_repeats=10, max_repeats=200, min_time_s=0.5, warmup=1) -> Timing:
-    """time.perf_counter around each call (NumPy/torch CPU calls are synchronous)."""
+# Pause before each CPU implementation is timed.  OpenBLAS's worker threads
+# spin for a while after a GEMM returns, and so do torch's OpenMP threads after
+# a parallel region; the next implementation timed right after them shares the
+# cores with spinning threads.  Seen here (2 cores): torch's depthwise 3x3 on
+# 8x128x56x56 measured 14.5 ms right after a BLAS-bound case, 1.5 ms after a
+# pause.  0.3 s outlasts both spin phases.
+SETTLE_S = 0.3
+
+
+def time_cpu(fn, *, min_repeats=10, max_repeats=200, min_time_s=0.5, warmup=1,
+             settle_s=SETTLE_S) -> Timing:
+    """time.perf_counter around each call (NumPy/torch CPU calls are synchronous),
+    after `settle_s` of idleness so no other library's threads still spin."""
+    time.sleep(settle_s)
     for _ in range(warmup):
         fn()
     t0 = time.perf_counter()
