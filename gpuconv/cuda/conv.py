@@ -26,11 +26,24 @@ from .dispatch import choose
 POISON_OUTPUT = False
 
 
-def _check_array(name, a, shape, dtype):
+def check_array(name, a, shape, dtype):
+    """Shape and dtype of an argument of a device operation (conv, transposed conv,
+    weight gradient, separable conv)."""
     if tuple(a.shape) != tuple(shape):
         raise ValueError(f"{name} has shape {tuple(a.shape)}, the spec expects {tuple(shape)}")
     if np.dtype(a.dtype) != dtype:
         raise TypeError(f"{name} has dtype {a.dtype}, the spec expects {dtype}")
+
+
+def output_array(xp, out, shape, dtype, poison=False):
+    """`out` checked (shape, dtype, C order), or a new array: empty, or NaN-filled with
+    `poison`."""
+    if out is None:
+        return xp.full(shape, np.nan, dtype=dtype) if poison else xp.empty(shape, dtype=dtype)
+    check_array("out", out, shape, dtype)
+    if not out.flags.c_contiguous:
+        raise ValueError("out must be C-contiguous")
+    return out
 
 
 def resolve(spec: ConvSpec, algorithm: str, backend) -> tuple[str, dict]:
@@ -60,20 +73,13 @@ def forward(x, w, b, spec: ConvSpec, activation=None, algorithm="auto", backend=
     act = activations.ACTIVATION_CODES[activation]
     if act and spec.dtype.kind == "c":
         raise TypeError(f"activation={activation!r} is not defined for complex dtype {spec.dtype}")
-    _check_array("input", x, spec.input_shape, spec.dtype)
-    _check_array("weight", w, spec.weight_shape, spec.dtype)
+    check_array("input", x, spec.input_shape, spec.dtype)
+    check_array("weight", w, spec.weight_shape, spec.dtype)
     if b is not None:
-        _check_array("bias", b, (spec.k,), spec.dtype)
+        check_array("bias", b, (spec.k,), spec.dtype)
     name, config = resolve(spec, algorithm, backend)
 
-    if out is None:
-        y = (xp.full(spec.output_shape, np.nan, dtype=spec.dtype) if POISON_OUTPUT
-             else xp.empty(spec.output_shape, dtype=spec.dtype))
-    else:
-        _check_array("out", out, spec.output_shape, spec.dtype)
-        if not out.flags.c_contiguous:
-            raise ValueError("out must be C-contiguous")
-        y = out
+    y = output_array(xp, out, spec.output_shape, spec.dtype, poison=POISON_OUTPUT)
     if y.size == 0:                       # zero-size batch or channels: nothing to launch
         return y
     x = xp.ascontiguousarray(x)

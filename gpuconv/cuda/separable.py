@@ -20,6 +20,7 @@ from .. import activations
 from ..spec import ConvSpec
 from ._types import REAL
 from .backend import default_backend
+from .conv import check_array, forward as conv_forward, output_array
 from .launchers import I32, INT32_MAX, SMEM_LIMIT, _bias_args, _geom2
 from .ops_modules import SEPARABLE_INSTANTIATIONS, SEPARABLE_MODULE, SEPARABLE_TILE, separable_name
 
@@ -77,13 +78,6 @@ def choose(spec: ConvSpec, k: int) -> tuple[str, str]:
     return "fused", f"C*m*K = {spec.k * k} <= {FUSED_MAX_CMK} and the mid tile fits: no round trip"
 
 
-def _check(name, a, shape, dtype):
-    if tuple(a.shape) != tuple(shape):
-        raise ValueError(f"{name} has shape {tuple(a.shape)}, expected {tuple(shape)}")
-    if np.dtype(a.dtype) != dtype:
-        raise TypeError(f"{name} has dtype {a.dtype}, expected {dtype}")
-
-
 def forward(x, dw, pw, b, spec: ConvSpec, activation=None, algorithm="auto", backend=None, out=None):
     backend = default_backend() if backend is None else backend
     xp = backend.xp
@@ -92,23 +86,15 @@ def forward(x, dw, pw, b, spec: ConvSpec, activation=None, algorithm="auto", bac
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
     k = int(pw.shape[0])
-    _check("input", x, spec.input_shape, spec.dtype)
-    _check("depthwise_weight", dw, spec.weight_shape, spec.dtype)
-    _check("pointwise_weight", pw, (k, spec.k) + (1,) * spec.nd, spec.dtype)
+    check_array("input", x, spec.input_shape, spec.dtype)
+    check_array("depthwise_weight", dw, spec.weight_shape, spec.dtype)
+    check_array("pointwise_weight", pw, (k, spec.k) + (1,) * spec.nd, spec.dtype)
     if b is not None:
-        _check("bias", b, (k,), spec.dtype)
-    out_shape = (spec.n, k) + spec.out_size
-    if out is None:
-        y = xp.empty(out_shape, dtype=spec.dtype)
-    else:
-        _check("out", out, out_shape, spec.dtype)
-        if not out.flags.c_contiguous:
-            raise ValueError("out must be C-contiguous")
-        y = out
+        check_array("bias", b, (k,), spec.dtype)
+    y = output_array(xp, out, (spec.n, k) + spec.out_size, spec.dtype)
     if algorithm == "auto":
         algorithm, _ = choose(spec, k)
     if algorithm == "two_pass":
-        from .conv import forward as conv_forward
         mid = conv_forward(x, dw, None, spec, backend=backend)
         return conv_forward(mid, pw, b, _pw_spec(spec, k), activation=activation, backend=backend,
                             out=y)

@@ -28,6 +28,7 @@ from .. import activations
 from ..spec import ConvSpec
 from ._types import REAL
 from .backend import default_backend
+from .conv import check_array, output_array
 from .launchers import I32, INT32_MAX, _bias_args, _blocks, geom3
 from .ops_modules import TRANSPOSE_INSTANTIATIONS, TRANSPOSE_MODULE, transpose_name
 
@@ -88,13 +89,6 @@ def _inverse(stride: int, dil: int) -> tuple[int, int]:
     return g, (pow(dil // g, -1, st) if st > 1 else 0)
 
 
-def _check(name, a, shape, dtype):
-    if tuple(a.shape) != tuple(shape):
-        raise ValueError(f"{name} has shape {tuple(a.shape)}, expected {tuple(shape)}")
-    if np.dtype(a.dtype) != dtype:
-        raise TypeError(f"{name} has dtype {a.dtype}, expected {dtype}")
-
-
 def launch(backend, x, w, b, y, spec: ConvSpec, act: int):
     """x (N, K, *out), w (K, C/g, *kernel), b (C,) or None, y (N, C, *in): C-contiguous."""
     ok, why = transpose_supports(spec)
@@ -121,17 +115,11 @@ def forward(x, w, b, spec: ConvSpec, activation=None, backend=None, out=None):
     xp = backend.xp
     activation = activations.check_activation(activation)
     act = activations.ACTIVATION_CODES[activation]
-    _check("input", x, spec.output_shape, spec.dtype)
-    _check("weight", w, spec.weight_shape, spec.dtype)
+    check_array("input", x, spec.output_shape, spec.dtype)
+    check_array("weight", w, spec.weight_shape, spec.dtype)
     if b is not None:
-        _check("bias", b, (spec.c,), spec.dtype)
-    if out is None:
-        y = xp.empty(spec.input_shape, dtype=spec.dtype)
-    else:
-        _check("out", out, spec.input_shape, spec.dtype)
-        if not out.flags.c_contiguous:
-            raise ValueError("out must be C-contiguous")
-        y = out
+        check_array("bias", b, (spec.c,), spec.dtype)
+    y = output_array(xp, out, spec.input_shape, spec.dtype)
     if y.size == 0:
         return y
     launch(backend, xp.ascontiguousarray(x), xp.ascontiguousarray(w),

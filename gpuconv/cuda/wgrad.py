@@ -23,6 +23,7 @@ import numpy as np
 from ..spec import ConvSpec
 from ._types import REAL
 from .backend import default_backend
+from .conv import check_array, output_array
 from .launchers import GRID_Y_MAX, I32, I64, INT32_MAX, _blocks, _geom2
 from .ops_modules import (WGRAD_INSTANTIATIONS, WGRAD_MODULE, WGRAD_TILES, wgrad_name,
                           wgrad_reduce_name)
@@ -78,25 +79,12 @@ def workspace_bytes(spec: ConvSpec, deterministic: bool = True) -> int:
     return acc * spec.k * plan["J"] * (plan["splits"] if deterministic else 1)
 
 
-def _check(name, a, shape, dtype):
-    if tuple(a.shape) != tuple(shape):
-        raise ValueError(f"{name} has shape {tuple(a.shape)}, expected {tuple(shape)}")
-    if np.dtype(a.dtype) != dtype:
-        raise TypeError(f"{name} has dtype {a.dtype}, expected {dtype}")
-
-
 def forward(x, dy, spec: ConvSpec, deterministic=True, backend=None, out=None):
     backend = default_backend() if backend is None else backend
     xp = backend.xp
-    _check("input", x, spec.input_shape, spec.dtype)
-    _check("grad_output", dy, spec.output_shape, spec.dtype)
-    if out is None:
-        dw = xp.empty(spec.weight_shape, dtype=spec.dtype)
-    else:
-        _check("out", out, spec.weight_shape, spec.dtype)
-        if not out.flags.c_contiguous:
-            raise ValueError("out must be C-contiguous")
-        dw = out
+    check_array("input", x, spec.input_shape, spec.dtype)
+    check_array("grad_output", dy, spec.output_shape, spec.dtype)
+    dw = output_array(xp, out, spec.weight_shape, spec.dtype)
     if dw.size == 0:
         return dw
     ok, why = wgrad_supports(spec)
