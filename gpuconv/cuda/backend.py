@@ -28,10 +28,9 @@ class CupyBackend:
     def get_function(self, module: str, name_expressions: tuple[str, ...], name: str):
         return loader.get_function(module, tuple(name_expressions), name)
 
-    def device_facts(self) -> DeviceFacts:
-        """Facts of the current device.  The static ones are read once per device
-        (cudaGetDeviceProperties costs ~1 ms); free memory is read per call
-        (cudaMemGetInfo, microseconds, no synchronisation)."""
+    def _static_facts(self) -> dict:
+        """The current device's fixed facts, read once per device
+        (cudaGetDeviceProperties costs ~1 ms)."""
         cupy = self.xp
         dev = cupy.cuda.runtime.getDevice()
         static = self._static.get(dev)
@@ -44,6 +43,17 @@ class CupyBackend:
                 sm_count=int(attrs["MultiProcessorCount"]),
                 smem_per_block=int(attrs["MaxSharedMemoryPerBlock"]))
             self._static[dev] = static
+        return static
+
+    def compute_capability(self) -> tuple[int, int]:
+        """(major, minor) of the current device, from the per-device cache (no driver call)."""
+        return self._static_facts()["cc"]
+
+    def device_facts(self) -> DeviceFacts:
+        """Facts of the current device: the static ones from the per-device cache, free
+        memory read per call (cudaMemGetInfo, microseconds, no synchronisation)."""
+        cupy = self.xp
+        static = self._static_facts()
         free, total = cupy.cuda.runtime.memGetInfo()
         # memory held by CuPy's pool but unused is available to our workspaces too
         free += cupy.get_default_memory_pool().free_bytes()

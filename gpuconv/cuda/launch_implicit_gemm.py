@@ -15,11 +15,9 @@ import numpy as np
 
 from ._types import ACT_CODES, ctype, expr
 from .facts import DeviceFacts
+from .launchers import GRID_Y_MAX as GRID_YZ_MAX
+from .launchers import I32, INT32_MAX, _bias_args, _blocks, _check_dims, _geom2
 from ..spec import ConvSpec
-
-I32 = np.int32
-INT32_MAX = 2**31 - 1
-GRID_YZ_MAX = 65535
 
 IGEMM_MODULE = "conv2d_implicit_gemm.cu"
 # (BM, BN, BK, WM, WN, STAGES): 128x128 block tile, 8 warps of 64x32, 3 stages of
@@ -49,28 +47,20 @@ IGEMM_INSTANTIATIONS = _instantiations("__half")
 IGEMM_BF16_INSTANTIATIONS = _instantiations("__nv_bfloat16")
 
 
-def _geom(spec: ConvSpec):
-    """(H, W, R, S, P, Q, sh, sw, ph, pw, dh, dw) of a 2-D spec."""
-    (H, W), (R, S), (P, Q) = spec.in_size, spec.kernel, spec.out_size
-    (sh, sw), (dh, dw) = spec.stride, spec.dilation
-    (ph, _), (pw, _) = spec.pad
-    return H, W, R, S, P, Q, sh, sw, ph, pw, dh, dw
-
-
 def padded_channels(spec: ConvSpec) -> int:
     """Cg rounded up to 8: one 16-byte cp.async chunk holds 8 channels of one tap."""
     return -(-spec.c_per_group // 8) * 8
 
 
 def igemm_workspace(spec: ConvSpec, config: dict | None = None) -> int:
-    H, W, R, S, *_ = _geom(spec)
+    H, W, R, S, *_ = _geom2(spec)
     cgp = padded_channels(spec)
     return spec.dtype.itemsize * (spec.n * H * W * spec.groups * cgp + spec.k * R * S * cgp)
 
 
 def igemm_grid(spec: ConvSpec):
     BM, BN = IGEMM_TILE[:2]
-    *_, P, Q = _geom(spec)[:6]
+    *_, P, Q = _geom2(spec)[:6]
     M = spec.n * P * Q
     return (-(-M // BM), -(-spec.k_per_group // BN), spec.groups), (IGEMM_THREADS, 1, 1)
 
@@ -81,7 +71,7 @@ def igemm_supports(spec: ConvSpec):
                        f"float64 stay exact on the FMA kernels)")
     if spec.nd != 2:
         return False, f"{spec.nd}-D convolution (the implicit-GEMM kernel is 2-D)"
-    H, W, R, S, P, Q, *_ = _geom(spec)
+    H, W, R, S, P, Q, *_ = _geom2(spec)
     cgp = padded_channels(spec)
     if R * S * cgp > INT32_MAX or P * Q > INT32_MAX or H * W > INT32_MAX:
         return False, "GEMM K (R*S*Cg) or a plane exceeds 2^31 elements"
@@ -104,17 +94,16 @@ def launch_implicit_gemm(backend, x, w, b, y, spec, act, config):
 def _launch(backend, x, w, b, y, spec, act, ct: str, store_dtype):
     """The three launches for element type `ct` ("__half" or "__nv_bfloat16"), with staging
     buffers of `store_dtype` (NumPy has no bfloat16: the tests pass its bits as uint16)."""
-    for name, v in (("N", spec.n), ("C", spec.c), ("K", spec.k)):
-        if v > INT32_MAX:
-            raise ValueError(f"{name}={v} exceeds the kernels' 32-bit dimension limit")
-    facts = getattr(backend, "device_facts", None)
-    if callable(facts):
-        cc = facts().cc
+    _check_dims(spec)
+    # the cached compute capability, not device_facts(): that reads free memory per call
+    cc_of = getattr(backend, "compute_capability", None)
+    if callable(cc_of):
+        cc = cc_of()
         if tuple(cc) < MIN_CC:
             raise ValueError(f"implicit_gemm needs compute capability >= 8.0 (cp.async, mma.sync "
                              f"m16n8k16); this device is {cc[0]}.{cc[1]}")
     xp = backend.xp
-    H, W, R, S, P, Q, sh, sw, ph, pw, dh, dw = _geom(spec)
+    H, W, R, S, P, Q, sh, sw, ph, pw, dh, dw = _geom2(spec)
     G, cgp = spec.groups, padded_channels(spec)
     module, names = ((IGEMM_BF16_MODULE, IGEMM_BF16_INSTANTIATIONS) if ct == "__nv_bfloat16"
                      else (IGEMM_MODULE, IGEMM_INSTANTIATIONS))
@@ -127,9 +116,9 @@ def _launch(backend, x, w, b, y, spec, act, ct: str, store_dtype):
     get(expr("igemm_stage_input", ct))((tiles * spec.n, -(-(G * cgp) // 32), 1), (32, 8, 1),
                                        (x, xs, I32(spec.n), I32(spec.c), I32(HW), I32(G), I32(cgp)))
     total = ws.size
-    get(expr("igemm_stage_weight", ct))((max(1, min(1 << 20, -(-total // STAGE_THREADS))),), (STAGE_THREADS,),
+    get(expr("igemm_stage_weight", ct))((_blocks(total, STAGE_THREADS),), (STAGE_THREADS,),
                                         (w, ws, I32(spec.k), I32(spec.c_per_group), I32(R * S), I32(cgp)))
-    bias, has_bias = (w, I32(0)) if b is None else (b, I32(1))
+    bias, has_bias = _bias_args(b, w)
     grid, block = igemm_grid(spec)
     get(igemm_name(ct, act))(grid, block,
                              (xs, ws, bias, y, I32(spec.n), I32(H), I32(W), I32(spec.k), I32(R), I32(S),
