@@ -20,12 +20,11 @@ import numpy as np
 
 from ._types import ctype, expr
 from .backend import default_backend
+from .launchers import INT32_MAX, SMEM_LIMIT, _blocks
 from .variants import SIGNAL_BOUNDARIES, SIGNAL_DTYPES, SIGNAL_INSTANTIATIONS, SIGNAL_MODULE
 
 TILE_X, TILE_Y, ROWS = 32, 8, 4          # kernels_cu/signal2d.cu SIG_TX, SIG_TY, SIG_ROWS
 TILE_H = TILE_Y * ROWS
-SMEM_LIMIT = 48 * 1024
-INT32_MAX = 2**31 - 1
 POISON_OUTPUT = False                    # tests: allocate the output NaN-filled (see conv.POISON_OUTPUT)
 
 
@@ -79,7 +78,7 @@ def correlate_core(a, k, out_shape, origin, boundary, fillvalue, backend=None):
 
     a = xp.ascontiguousarray(a)
     k = xp.ascontiguousarray(k)
-    fill = xp.asarray(np.array([fillvalue], dtype=dt)) if xp is not np else np.array([fillvalue], dtype=dt)
+    fill = xp.asarray(np.array([fillvalue], dtype=dt))
     kernel = choose_kernel(kh, kw, dt)
     fn = backend.get_function(SIGNAL_MODULE, SIGNAL_INSTANTIATIONS,
                               expr(kernel, ctype(dt), SIGNAL_BOUNDARIES[boundary]))
@@ -91,7 +90,5 @@ def correlate_core(a, k, out_shape, origin, boundary, fillvalue, backend=None):
             raise ValueError(f"output {OM}x{ON} needs {blocks} blocks (> 2^31-1)")
         fn((blocks,), (TILE_X, TILE_Y), args, shared_mem=tiled_smem_bytes(kh, kw, dt.itemsize))
     else:
-        threads = TILE_X * TILE_Y
-        blocks = max(1, min(1 << 20, -(-(OM * ON) // threads)))
-        fn((blocks,), (TILE_X, TILE_Y), args)
+        fn((_blocks(OM * ON, TILE_X * TILE_Y),), (TILE_X, TILE_Y), args)
     return out
