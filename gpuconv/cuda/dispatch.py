@@ -34,6 +34,7 @@ import numpy as np
 
 from . import variants
 from .facts import DeviceFacts
+from .launchers import TILES, is_pointwise
 from ..spec import ConvSpec
 
 # MEASURE. Below this many FLOPs a layer is launch-latency bound (~3-5 us per
@@ -99,8 +100,7 @@ def choose(spec: ConvSpec, facts: DeviceFacts | None = None) -> tuple[str, dict,
     if spec.dtype.kind == "c":
         return pick("im2col", "complex dtype: only im2col (cuBLAS complex GEMM) handles complex")
     big_gemm = inner >= MIN_GEMM_INNER and kg >= 16 and flops >= TINY_FLOPS
-    if ok["im2col"][0] and big_gemm and all(k == 1 for k in spec.kernel) and \
-            all(s == 1 for s in spec.stride) and not any(lo or hi for lo, hi in spec.pad):
+    if ok["im2col"][0] and big_gemm and is_pointwise(spec):
         return pick("im2col", "pointwise 1x1/stride 1/unpadded: x is the GEMM operand, no lowering")
     if spec.c_per_group == 1 and spec.nd == DEPTHWISE_ND and ok["depthwise"][0]:
         # MEASURE. Taken for every such layer, down to the tiny ones: one launch either
@@ -128,7 +128,6 @@ def choose(spec: ConvSpec, facts: DeviceFacts | None = None) -> tuple[str, dict,
                                                             else "GEMM too small for im2col"))
     tiled = [n for n in variants.conv_variant_names() if n.startswith("tiled_") and ok[n][0]]
     if tiled:
-        from .launchers import TILES
         utils = {n: _tile_util(TILES[n], spec) for n in tiled}
         best = "tiled_smem" if utils.get("tiled_smem", 0) >= TILE_UTIL_MIN else max(utils, key=utils.get)
         reasons.append("tile utilisation " + ", ".join(f"{n}={u:.2f}" for n, u in utils.items()))
