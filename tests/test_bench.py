@@ -308,7 +308,6 @@ def test_update_readme_rejects_a_non_bench_json(tmp_path):
 
 def test_committed_results_regenerate_the_readme():
     """bench/README.md's tables are what bench/update_readme.py makes of the committed JSONs."""
-    readme = (ROOT / "bench" / "README.md").read_text()
     results = sorted((ROOT / "bench" / "results").glob("*.json"))
     assert results, "no committed results"
     for mode in ("cpu", "gpu"):
