@@ -16,7 +16,7 @@ uses (gpuconv.api.conv_forward with a forced variant, the transposed / gradient 
 separable bodies, the signal core) on any backend, so `--target NAME --backend
 sim` exercises it without a GPU (tests/test_gpu_record.py does, in CI).
 
-The device machine gets a copy of the working tree without .git: pass the commit
+Run from a copy of the tree without .git, pass the commit
 (`--commit $(git rev-parse HEAD)`) from the checkout.
 """
 from __future__ import annotations

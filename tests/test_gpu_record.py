@@ -1,4 +1,4 @@
-"""bench/gpu_record.py, the GPU session's correctness record: every target it runs
+"""bench/gpu_record.py, the GPU correctness record: every target it runs
 under compute-sanitizer and compares between GPU and simulator works, here in the
 simulator, and matches the float64 reference to its dtype's tolerance."""
 from __future__ import annotations
