@@ -219,6 +219,8 @@ def cmd_info(args) -> int:
     else:
         print("torch: not installed")
     print(f"CPU: {E.cpu_model()}, {E.cpu_cores()} cores")
+    from . import _native
+    print(f"CPU compiled kernels: {_native.status()}")
     print(f"kernel cache: {cache_dir()}")
     try:
         from ._paths import kernels_dir

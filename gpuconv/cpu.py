@@ -9,9 +9,10 @@ pixels:
     GEMM over the groups per chunk of images through BLAS, output positions
     copied from the GEMM's runs through a strided view;
   * 1x1, stride 1, no padding: the input already is the column matrix;
-  * one input channel per group (depthwise, any multiplier): a multiply-add per
-    kernel tap over slabs of channels on a thread pool, since per-group GEMMs of
-    inner size R*S would leave BLAS idle.
+  * one input channel per group (depthwise, any multiplier): per-group GEMMs of
+    inner size R*S would leave BLAS idle, so the compiled kernel of
+    gpuconv._native runs slabs of planes on the thread pool; without it, a
+    NumPy multiply-add per kernel tap over slabs of channels.
 
 `accumulate` as in reference.compute_dtype (float16 computes in float32,
 integers in int64, "float64" for reference use).
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _native
 from ._cpu import n_threads, run_jobs, scratch
 from .reference import compute_dtype, pad_input
 from .spec import ConvSpec
@@ -56,6 +58,9 @@ def conv(x: np.ndarray, w: np.ndarray, bias, spec: ConvSpec, accumulate=None) ->
 
     if n == 0 or npos == 0 or spec.k == 0:
         out = np.zeros(spec.output_shape, dtype=dt)
+    elif cg == 1 and g > 1 and _native.depthwise_fn(dt) is not None:
+        out = depthwise_native(x, w, bias, spec, dt)
+        bias = None                                           # added by the kernel
     elif cg == 1 and g > 1:
         out = _conv_one_channel_per_group(x, w, spec, dt)
     elif (ntap == 1 and all(s == 1 for s in spec.stride)
@@ -194,6 +199,48 @@ def _conv_im2col(x: np.ndarray, w: np.ndarray, spec: ConvSpec, dt) -> np.ndarray
 # the CPU thread pool (NumPy releases the GIL).  See _depthwise_flat for the
 # measurements.
 _DEPTHWISE_SLAB_ELEMS = 1 << 17
+
+
+def depthwise_native(x, w, bias, spec: ConvSpec, dt, out=None) -> np.ndarray:
+    """One input channel per group (any multiplier, stride, dilation, zero
+    padding, 1-D to 3-D), float32 or float64, through gpuconv/csrc/depthwise.c
+    with the bias fused; `out` (C-contiguous, spec.output_shape) is written in
+    full.  Needs _native.depthwise_fn(dt)."""
+    fn = _native.depthwise_fn(dt)
+    if fn is None:
+        raise RuntimeError(f"the compiled depthwise kernel is not available: {_native.status()}")
+    n, g, kg, nd = spec.n, spec.groups, spec.k_per_group, spec.nd
+    x = np.ascontiguousarray(x, dtype=dt)
+    w = np.ascontiguousarray(w, dtype=dt)
+    b = None if bias is None else np.ascontiguousarray(bias, dtype=dt)
+    if out is None:
+        out = np.empty(spec.output_shape, dtype=dt)
+    if out.shape != spec.output_shape or out.dtype != dt or not out.flags.c_contiguous:
+        raise ValueError(f"out must be C-contiguous {dt} of shape {spec.output_shape}, "
+                         f"got {out.dtype} {out.shape}")
+
+    def three(vals, fill):
+        return (fill,) * (3 - nd) + tuple(int(v) for v in vals)
+
+    geometry = (three(spec.in_size, 1) + three(spec.kernel, 1) + three(spec.out_size, 1)
+                + three(spec.stride, 1) + three((lo for lo, _ in spec.pad), 0)
+                + three((hi for _, hi in spec.pad), 0) + three(spec.dilation, 1))
+    planes = n * g
+    work = out.size * int(np.prod(spec.kernel))
+    nj = max(1, min(planes, 4 * n_threads()))
+    bounds = [planes * j // nj for j in range(nj + 1)]
+    ptrs = (x.ctypes.data, w.ctypes.data, None if b is None else b.ctypes.data, out.ctypes.data)
+    # ctypes passes surplus arguments unchecked: hold the count to the C signature.
+    assert len(ptrs) + 4 + len(geometry) == len(fn.argtypes)
+
+    def job(i0, i1):
+        if fn(*ptrs, i0, i1, g, kg, *geometry) != 0:
+            raise MemoryError("depthwise: could not allocate the padded-plane buffer")
+
+    if planes and out.size:
+        run_jobs(job, [(bounds[j], bounds[j + 1]) for j in range(nj) if bounds[j] < bounds[j + 1]],
+                 work)
+    return out
 
 
 def _conv_one_channel_per_group(x, w, spec: ConvSpec, dt) -> np.ndarray:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpuconv import _cpu, cpu, reference, winograd
+from gpuconv import _cpu, _native, cpu, reference, winograd
 from gpuconv.spec import make_spec
 from util import assert_close, randn
 
@@ -104,27 +104,45 @@ def test_winograd_float32_accuracy_on_layer_shapes(rng, shape):
     assert_close(cpu.conv(x, w, None, spec), want.astype(np.float32), np.float32)
 
 
+@pytest.fixture(params=["native", "numpy"])
+def depthwise_impl(request, monkeypatch):
+    """The compiled depthwise kernel (gpuconv._native), or the NumPy passes it replaces."""
+    if request.param == "native":
+        if _native.depthwise_fn(np.float32) is None:
+            pytest.fail(f"compiled CPU kernels: {_native.status()}")
+    else:
+        monkeypatch.setattr(_native, "depthwise_fn", lambda dt: None)
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128, np.int32])
-def test_depthwise_flat_matches_definition(rng, chunking, dtype):
-    """groups == C, stride 1: one image (broadcast weights) and several (weight
-    tiles), multipliers Kg > 1, 1-D to 3-D, dilation, asymmetric padding."""
+def test_depthwise_matches_definition(rng, chunking, depthwise_impl, dtype):
+    """groups == C: one image (broadcast weights) and several (weight tiles),
+    multipliers Kg > 1, 1-D to 3-D, strides (3x3 unit-stride rows take the
+    kernel's one-expression path), dilation, asymmetric padding, bias."""
     for nd in (1, 2, 3):
-        for _ in range(20):
+        for i in range(24):
             n = int(rng.choice([0, 1, 1, 2, 3]))
-            g, kg = int(rng.integers(1, 6)), int(rng.choice([1, 1, 2, 3]))
-            kernel = tuple(int(v) for v in rng.integers(1, 4, nd))
+            g, kg = int(rng.integers(2, 6)), int(rng.choice([1, 1, 2, 3]))
+            kernel = (3,) * nd if i % 3 == 0 else tuple(int(v) for v in rng.integers(1, 5, nd))
             dil = tuple(int(v) for v in rng.integers(1, 3, nd))
+            stride = 1 if i % 2 else tuple(int(v) for v in rng.integers(1, 4, nd))
             pad = tuple((int(a), int(b)) for a, b in rng.integers(0, 3, (nd, 2)))
-            size = tuple(max(int(s), d * (k - 1) + 1) for s, k, d in zip(rng.integers(1, 9, nd), kernel, dil))
+            size = tuple(max(int(s), d * (k - 1) + 1) for s, k, d in zip(rng.integers(1, 12, nd), kernel, dil))
             if np.dtype(dtype).kind == "i":
                 x = rng.integers(-100, 100, (n, g) + size).astype(dtype)
                 w = rng.integers(-100, 100, (g * kg, 1) + kernel).astype(dtype)
             else:
                 x = randn(rng, (n, g) + size, dtype)
                 w = randn(rng, (g * kg, 1) + kernel, dtype)
-            spec, _ = make_spec(x.shape, w.shape, None, 1, pad, dil, g, dtype, nd)
-            got = cpu.conv(x, w, None, spec)
-            want = reference.conv(x, w, None, spec)
+            b = None
+            if i % 4 == 1:
+                b = (rng.integers(-9, 9, g * kg) if np.dtype(dtype).kind == "i"
+                     else randn(rng, (g * kg,), dtype)).astype(dtype)
+            spec, _ = make_spec(x.shape, w.shape, None if b is None else b.shape, stride, pad, dil, g,
+                                dtype, nd)
+            got = cpu.conv(x, w, b, spec)
+            want = reference.conv(x, w, b, spec)
             if np.dtype(dtype).kind == "i":
                 np.testing.assert_array_equal(got, want)
             else:
@@ -181,3 +199,76 @@ def test_phase_geometry():
     assert geo.taps[48] == (geo.phases.index((0, 0)), 3 * 115 + 3)  # tap (6, 6)
     geo = cpu._PhaseGeometry(make_spec((1, 3, 9, 7), (4, 3, 3, 3), None, 1, 1, 1, 1, f32, 2)[0])
     assert geo.phases == [(0, 0)] and geo.grid == (11, 9)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_depthwise_native_stays_inside_its_arrays(rng, dtype):
+    """The compiled kernel reads only its input and weights and writes every
+    output element and nothing else: the arrays sit inside NaN-filled buffers
+    (an out-of-bounds read turns a result into NaN) and the output starts as
+    NaN with sentinels on both sides (an unwritten element stays NaN, a stray
+    write changes a sentinel)."""
+    if _native.depthwise_fn(dtype) is None:
+        pytest.fail(f"compiled CPU kernels: {_native.status()}")
+
+    def inside(shape, guard=257):
+        buf = np.full(int(np.prod(shape)) + 2 * guard, np.nan, dtype=dtype)
+        return buf, buf[guard:guard + int(np.prod(shape))].reshape(shape)
+
+    for nd, kernel, stride, dil, pad in [(2, (3, 3), 1, 1, 1), (2, (3, 3), 2, 2, ((0, 2), (2, 1))),
+                                         (2, (5, 2), 1, (1, 3), "same"), (1, (4,), 2, 3, 4),
+                                         (3, (3, 3, 3), 1, (1, 2, 1), 1), (3, (2, 1, 3), 2, 1, 0)]:
+        g, kg, n = 3, 2, 2
+        size = (7, 9, 8)[-nd:]
+        xbuf, x = inside((n, g) + size)
+        wbuf, w = inside((g * kg, 1) + kernel)
+        bbuf, b = inside((g * kg,))
+        x[...] = randn(rng, x.shape, dtype)
+        w[...] = randn(rng, w.shape, dtype)
+        b[...] = randn(rng, b.shape, dtype)
+        spec, _ = make_spec(x.shape, w.shape, b.shape, stride, pad, dil, g, dtype, nd)
+        obuf, out = inside(spec.output_shape)
+        obuf[:257] = obuf[-257:] = 12345.0
+        cpu.depthwise_native(x, w, b, spec, dtype, out=out)
+        assert (obuf[:257] == 12345.0).all() and (obuf[-257:] == 12345.0).all(), spec
+        assert_close(out, reference.conv(x, w, b, spec), dtype, what=f"depthwise native {spec}")
+
+
+def test_native_switch_and_fallback(rng, monkeypatch, tmp_path):
+    """GPUCONV_CPU_NATIVE=0 turns the compiled kernels off and a source that does
+    not compile leaves them unavailable; either way the status says why and the
+    NumPy path gives the same answer."""
+    x = randn(rng, (2, 4, 9, 9), np.float32)
+    w = randn(rng, (8, 1, 3, 3), np.float32)
+    spec, _ = make_spec(x.shape, w.shape, None, 1, 1, 1, 4, np.float32, 2)
+    want = reference.conv(x, w, None, spec, accumulate="float64").astype(np.float32)
+    try:
+        monkeypatch.setenv("GPUCONV_CPU_NATIVE", "0")
+        _native.reset()
+        assert _native.status().startswith("off") and _native.depthwise_fn(np.float32) is None
+        assert_close(cpu.conv(x, w, None, spec), want, np.float32)
+
+        monkeypatch.delenv("GPUCONV_CPU_NATIVE")
+        monkeypatch.setenv("GPUCONV_CACHE_DIR", str(tmp_path))
+        bad = tmp_path / "bad.c"
+        bad.write_text("int gpuconv_depthwise_f32(void) { return syntax error; }\n")
+        monkeypatch.setattr(_native, "SOURCE", bad)
+        _native.reset()
+        assert _native.status().startswith("unavailable: build or load failed"), _native.status()
+        assert "error" in _native.status()
+        assert_close(cpu.conv(x, w, None, spec), want, np.float32)
+    finally:
+        monkeypatch.undo()
+        _native.reset()
+    assert _native.status().startswith("on"), _native.status()
+
+
+def test_native_builds_where_a_compiler_exists():
+    """A machine with a C compiler (CI's has gcc) must get the compiled kernels,
+    not a silent fallback."""
+    import shutil
+    if not any(shutil.which(c) for c in ("cc", "gcc", "clang")):
+        pytest.skip("no C compiler on this machine")
+    assert _native.status().startswith("on"), _native.status()
+    assert _native.depthwise_fn(np.float64) is not None
+    assert _native.depthwise_fn(np.complex64) is None

@@ -120,6 +120,11 @@ def torch_facts() -> dict:
     return facts
 
 
+def _native_status() -> str:
+    from .. import _native
+    return _native.status()
+
+
 def collect(mode: str) -> dict:
     import numpy as np
     import gpuconv
@@ -134,6 +139,8 @@ def collect(mode: str) -> dict:
         "scipy": _version("scipy"),
         "cpu_model": cpu_model(),
         "cpu_cores": cpu_cores(),
+        # the CPU path's compiled depthwise kernel (gpuconv._native): on, off or unavailable
+        "cpu_native": _native_status(),
         # other processes competing for the cores distort CPU timings (a BLAS
         # thread descheduled mid-GEMM stalls the others); the run records it
         "loadavg_start": loadavg(),
