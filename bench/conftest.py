@@ -38,3 +38,12 @@ def pytest_generate_tests(metafunc):
         ["resnet50_b32", "mobilenetv2_dw", "signal"] if gpu else ["cpu"])
     cases = suites.get(names)
     metafunc.parametrize("bench_case", cases, ids=[c.id for c in cases])
+
+
+def pytest_configure(config):
+    # CPU timings: the same fixed malloc thresholds as `gpuconv bench` (see
+    # gpuconv.bench.timing.steady_malloc), so times compare across commits.
+    if not _on_gpu():
+        from gpuconv.bench.timing import steady_malloc
+        steady_malloc()
+

@@ -224,11 +224,17 @@ def test_repeat_count_is_bounded():
 def test_geomean_and_summary():
     assert runner.geomean([2.0, 8.0]) == pytest.approx(4.0)
     assert runner.geomean([]) is None
-    recs = [{"suite": "s", "results": [{"status": "ok"}], "ratios": {"torch-cpu": 2.0}},
-            {"suite": "s", "results": [{"status": "FAIL"}], "ratios": {"torch-cpu": 0.5, "scipy.signal": 3}}]
+    recs = [{"suite": "s", "op": "conv2d", "results": [{"status": "ok"}], "ratios": {"torch-cpu": 2.0}},
+            {"suite": "s", "op": "conv2d", "results": [{"status": "FAIL"}],
+             "ratios": {"torch-cpu": 0.5, "scipy.signal": 3}},
+            {"suite": "s", "op": "conv2d_input", "results": [{"status": "ok"}], "ratios": {"torch-cpu": 8.0}}]
     s = runner.summarize(recs)["s"]
-    assert s["geomean"]["torch-cpu"] == pytest.approx(1.0) and s["n"]["torch-cpu"] == 2
-    assert s["fail"] == 1 and s["cases"] == 2
+    assert s["geomean"]["torch-cpu"] == pytest.approx(2.0) and s["n"]["torch-cpu"] == 3
+    assert s["fail"] == 1 and s["cases"] == 3
+    by_op = s["geomean_by_op"]
+    assert by_op["conv2d"]["torch-cpu"] == {"geomean": pytest.approx(1.0), "n": 2}
+    assert by_op["conv2d"]["scipy.signal"] == {"geomean": pytest.approx(3.0), "n": 1}
+    assert by_op["conv2d_input"]["torch-cpu"] == {"geomean": pytest.approx(8.0), "n": 1}
 
 
 def test_bfloat16_gate_names_the_reason():
@@ -258,6 +264,9 @@ def test_run_result_has_the_schema(quick_result):
 def test_markdown_and_text_tables(quick_result):
     md = report.markdown(quick_result, source="x.json")
     assert md.count("| quick |") == 3 and "geomean" in md and "anchor time / gpuconv time" in md
+    # the quick cases mix conv2d and correlate2d: one geomean per operation too
+    line = next(ln for ln in md.splitlines() if ln.startswith("Geomean per operation:"))
+    assert "quick conv2d " in line and "quick correlate2d " in line and "cases)" in line
     txt = report.plain_text(quick_result)
     assert "suite quick" in txt and "ratio = anchor time / gpuconv time" in txt
 

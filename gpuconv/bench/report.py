@@ -215,6 +215,13 @@ def markdown(result: dict, source: str = "") -> str:
             out.append("| " + " | ".join(cells) + " |")
         out.append("| " + " | ".join([f"**{suite}**", "**geomean**", "", "", "", "", "", ""]
                                      + [f"**{gm[a]}**" if gm[a] != "-" else "" for a in anchors]) + " |")
+    by_op = [(suite, op, a, v) for suite, s in result["summary"].items()
+             for op, per in s.get("geomean_by_op", {}).items() for a, v in per.items()
+             if v.get("geomean") and len(s.get("geomean_by_op", {})) > 1]
+    if by_op:
+        out += ["", "Geomean per operation: " + "; ".join(
+            f"{suite} {op} {v['geomean']:.2f}x vs {ANCHOR_LABELS.get(a, a)} ({v['n']} cases)"
+            for suite, op, a, v in by_op) + "."]
     return "\n".join(out) + "\n"
 
 

@@ -14,7 +14,7 @@ from . import cases as C
 from . import ceilings as CE
 from . import env as E
 from .suites import Case
-from .timing import CupyTimer, TorchTimer, time_cpu
+from .timing import CupyTimer, TorchTimer, steady_malloc, time_cpu
 
 DTYPES_GPU = ("float32", "tf32", "float16", "bfloat16")
 DTYPES_CPU = ("float32", "float64")
@@ -139,16 +139,20 @@ def summarize(case_records: list[dict]) -> dict:
     cases it covers."""
     out: dict = {}
     for rec in case_records:
-        s = out.setdefault(rec["suite"], {"cases": 0, "fail": 0, "error": 0, "ratios": {}})
+        s = out.setdefault(rec["suite"], {"cases": 0, "fail": 0, "error": 0, "ratios": {}, "by_op": {}})
         s["cases"] += 1
         s["fail"] += sum(r["status"] == "FAIL" for r in rec["results"])
         s["error"] += sum(r["status"] == "ERROR" for r in rec["results"]) + (rec.get("error") is not None)
         for anchor, ratio in rec.get("ratios", {}).items():
             s["ratios"].setdefault(anchor, []).append(ratio)
+            s["by_op"].setdefault(rec["op"], {}).setdefault(anchor, []).append(ratio)
     for s in out.values():
         s["geomean"] = {a: geomean(v) for a, v in s["ratios"].items()}
         s["n"] = {a: len(v) for a, v in s["ratios"].items()}
-        del s["ratios"]
+        # per operation (a suite mixing conv2d with gradients or signal cases)
+        s["geomean_by_op"] = {op: {a: {"geomean": geomean(v), "n": len(v)} for a, v in per.items()}
+                              for op, per in s["by_op"].items()}
+        del s["ratios"], s["by_op"]
     return out
 
 
@@ -170,6 +174,10 @@ def run(cases: list[Case], opts: Options, progress=None) -> dict:
         if torch_ok:
             timers["torch"] = TorchTimer()
     else:
+        malloc_note = steady_malloc()
+        env["malloc"] = malloc_note
+        if malloc_note:
+            notes.append(malloc_note)
         ceilings = CE.cpu_ceilings(opts.quick)
         timers = {}
     if progress:

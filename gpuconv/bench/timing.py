@@ -12,6 +12,7 @@ events are read after one synchronisation at the end.
 """
 from __future__ import annotations
 
+import ctypes
 import math
 import statistics
 import time
@@ -37,13 +38,39 @@ def _count(estimate_s: float, min_repeats: int, max_repeats: int, min_time_s: fl
     return int(min(max_repeats, max(min_repeats, math.ceil(min_time_s / estimate_s))))
 
 
-# Pause before each CPU implementation is timed.  OpenBLAS's worker threads
+# Pause before each CPU implementation is timed: OpenBLAS's worker threads
 # spin for a while after a GEMM returns, and so do torch's OpenMP threads after
-# a parallel region; the next implementation timed right after them shares the
-# cores with spinning threads.  Seen here (2 cores): torch's depthwise 3x3 on
-# 8x128x56x56 measured 14.5 ms right after a BLAS-bound case, 1.5 ms after a
-# pause.  0.3 s outlasts both spin phases.
+# a parallel region; the next implementation timed right after them would share
+# the cores with spinning threads.  0.3 s outlasts both spin phases.
 SETTLE_S = 0.3
+
+
+# glibc's malloc serves a block above its mmap threshold with a fresh mmap, so
+# a call that allocates its output page-faults it in, 4 KiB at a time unless
+# the library asks for huge pages (NumPy does, torch does not).  The threshold
+# moves with what the process freed earlier (up to 32 MiB), so whether an
+# output buffer is fresh depends on history: torch's CPU depthwise 3x3 on
+# 8x128x56x56 measured 10-15 ms or 1.7 ms here, in the same script, depending on
+# how the inputs had been allocated (a fixed threshold: 1.7 ms every time).
+MMAP_THRESHOLD = 32 << 20           # glibc's largest allowed value on 64-bit
+TRIM_THRESHOLD = 1 << 30
+
+
+def steady_malloc() -> str | None:
+    """Fix glibc's mmap and trim thresholds for this process, so that per-call
+    buffers below 32 MiB, of every library alike, are reused heap memory as in a
+    long-running process instead of fresh pages; returns a note for the report,
+    or None where malloc is not glibc's."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return None
+    m_trim_threshold, m_mmap_threshold = -1, -3               # <malloc.h>
+    if not (mallopt(m_mmap_threshold, MMAP_THRESHOLD) and mallopt(m_trim_threshold, TRIM_THRESHOLD)):
+        return None
+    return (f"glibc malloc: mmap threshold {MMAP_THRESHOLD >> 20} MiB, trim threshold "
+            f"{TRIM_THRESHOLD >> 30} GiB (mallopt), so no library pays page faults for a fresh "
+            f"output buffer on every call")
 
 
 def time_cpu(fn, *, min_repeats=10, max_repeats=200, min_time_s=0.5, warmup=1,
