@@ -391,7 +391,7 @@ def test_cpu_path_matches_reference_definition(rng, monkeypatch, chunking):
         monkeypatch.setattr(cpu, "_DEPTHWISE_SLAB_ELEMS", 20)
         monkeypatch.setattr(_cpu, "n_threads", lambda: 2)
         run = _cpu.run_jobs
-        monkeypatch.setattr(cpu, "run_jobs", lambda fn, jobs, n: run(fn, jobs, n, min_elements=0))
+        monkeypatch.setattr(cpu, "run_jobs", lambda fn, jobs, n, **kw: run(fn, jobs, n, min_elements=0))
     for nd in (1, 2, 3):
         for _ in range(40):
             g = int(rng.choice([1, 2, 4]))

@@ -23,7 +23,7 @@ def chunking(request, monkeypatch):
         monkeypatch.setattr(_cpu, "n_threads", lambda: 2)
         monkeypatch.setattr(cpu, "n_threads", lambda: 2)
         run = _cpu.run_jobs
-        monkeypatch.setattr(cpu, "run_jobs", lambda fn, jobs, n: run(fn, jobs, n, min_elements=0))
+        monkeypatch.setattr(cpu, "run_jobs", lambda fn, jobs, n, **kw: run(fn, jobs, n, min_elements=0))
         monkeypatch.setattr(winograd, "run_jobs", lambda fn, jobs, n: run(fn, jobs, n, min_elements=0))
     return request.param
 
