@@ -142,11 +142,16 @@ def device_scope(obj):
 def on_device_of(param: str):
     """Decorator: run the function inside device_scope(<its argument `param`>)."""
     def deco(fn):
-        sig = inspect.signature(fn)
+        params = list(inspect.signature(fn).parameters.values())
+        pos = next(i for i, p in enumerate(params) if p.name == param)
+        assert params[pos].kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                    inspect.Parameter.POSITIONAL_ONLY), param
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            obj = sig.bind_partial(*args, **kwargs).arguments.get(param)
+            obj = args[pos] if len(args) > pos else kwargs.get(param)
+            if type(obj) is np.ndarray:              # the CPU path: no scope to enter
+                return fn(*args, **kwargs)
             with device_scope(obj):
                 return fn(*args, **kwargs)
         return wrapper

@@ -19,6 +19,9 @@ integers in int64, "float64" for reference use).
 """
 from __future__ import annotations
 
+import functools
+import math
+
 import numpy as np
 
 from . import _native
@@ -53,8 +56,8 @@ def conv(x: np.ndarray, w: np.ndarray, bias, spec: ConvSpec, accumulate=None) ->
     n, g, nd = spec.n, spec.groups, spec.nd
     cg, kg = spec.c_per_group, spec.k_per_group
     out_size = spec.out_size
-    npos = int(np.prod(out_size))
-    ntap = int(np.prod(spec.kernel))
+    npos = math.prod(out_size)
+    ntap = math.prod(spec.kernel)
 
     if n == 0 or npos == 0 or spec.k == 0:
         out = np.zeros(spec.output_shape, dtype=dt)
@@ -108,8 +111,8 @@ class _PhaseGeometry:
         nd = spec.nd
         self.grid = tuple(o + ((k - 1) * d) // s for o, k, d, s in
                           zip(spec.out_size, spec.kernel, spec.dilation, spec.stride))
-        self.size = int(np.prod(self.grid))
-        ps = [int(np.prod(self.grid[i + 1:])) for i in range(nd)]
+        self.size = math.prod(self.grid)
+        ps = [math.prod(self.grid[i + 1:]) for i in range(nd)]
         self.pstride = ps
         self.length = sum((o - 1) * p for o, p in zip(spec.out_size, ps)) + 1
         self.phases = []                     # phase tuples a, in first-use order
@@ -143,6 +146,13 @@ class _PhaseGeometry:
             (res.strides[0], res.strides[1]) + tuple(p * it for p in self.pstride), writeable=False)
 
 
+@functools.lru_cache(maxsize=128)
+def _phase_geometry(spec: ConvSpec) -> _PhaseGeometry:
+    """_PhaseGeometry per spec, kept: a network calls the same layers again and
+    again, and building one costs ~100 us of Python (read-only once built)."""
+    return _PhaseGeometry(spec)
+
+
 def _conv_im2col(x: np.ndarray, w: np.ndarray, spec: ConvSpec, dt) -> np.ndarray:
     """im2col on polyphase shifted runs (_PhaseGeometry), one chunk of images at a
     time: the padding and the phase split fused into one strided copy per phase,
@@ -166,9 +176,9 @@ def _conv_im2col(x: np.ndarray, w: np.ndarray, spec: ConvSpec, dt) -> np.ndarray
     n, g = spec.n, spec.groups
     c, k = spec.c, spec.k
     cg, kg = spec.c_per_group, spec.k_per_group
-    geo = _PhaseGeometry(spec)
+    geo = _phase_geometry(spec)
     ntap, length, nph = len(geo.taps), geo.length, len(geo.phases)
-    npos = int(np.prod(spec.out_size))
+    npos = math.prod(spec.out_size)
     nb = max(1, min(n, _COLS_TARGET_ELEMS // max(c * ntap * length, 1)))
     out = np.empty((n, k, npos), dtype=dt)
     wmat = w.reshape(g, kg, cg * ntap)
@@ -229,7 +239,7 @@ def depthwise_native(x, w, bias, spec: ConvSpec, dt, out=None) -> np.ndarray:
                 + three(spec.stride, 1) + three((lo for lo, _ in spec.pad), 0)
                 + three((hi for _, hi in spec.pad), 0) + three(spec.dilation, 1))
     planes = n * g
-    work = out.size * int(np.prod(spec.kernel))
+    work = out.size * math.prod(spec.kernel)
     # Planes cost the same, so one equal share per thread; below
     # _NATIVE_THREAD_MIN_WORK multiply-adds (~0.4 ms on one core) the call runs
     # inline, since waking the pool costs ~50 us a job here (2x32x32x32 3x3:
@@ -281,8 +291,8 @@ def _depthwise_flat(x, w, spec: ConvSpec, dt) -> np.ndarray:
     the nine weight tiles spill the 1 MiB L2."""
     n, g, kg, nd = spec.n, spec.groups, spec.k_per_group, spec.nd
     padded = tuple(i + lo + hi for i, (lo, hi) in zip(spec.in_size, spec.pad))
-    gsize = int(np.prod(padded))
-    pstride = [int(np.prod(padded[i + 1:])) for i in range(nd)]
+    gsize = math.prod(padded)
+    pstride = [math.prod(padded[i + 1:]) for i in range(nd)]
     offsets = [sum(t * d * ps for t, d, ps in zip(tap, spec.dilation, pstride))
                for tap in np.ndindex(*spec.kernel)]
     tail = max(offsets)

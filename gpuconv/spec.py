@@ -12,6 +12,8 @@ kernels use (H, W, R, S, P, Q, ...) are properties.
 """
 from __future__ import annotations
 
+import functools
+import math
 import numbers
 from dataclasses import dataclass
 
@@ -111,7 +113,7 @@ class ConvSpec:
     def nd(self) -> int:
         return len(self.in_size)
 
-    @property
+    @functools.cached_property
     def out_size(self) -> tuple[int, ...]:
         return tuple(output_length(i, k, s, lo, hi, d) for i, k, s, (lo, hi), d in
                      zip(self.in_size, self.kernel, self.stride, self.pad, self.dilation))
@@ -156,14 +158,14 @@ class ConvSpec:
     @property
     def flops(self) -> int:
         """2 * N * K * prod(out) * (C/groups) * prod(kernel) (a multiply-add is two)."""
-        return 2 * self.n * self.k * int(np.prod(self.out_size)) * self.c_per_group * int(np.prod(self.kernel))
+        return 2 * self.n * self.k * math.prod(self.out_size) * self.c_per_group * math.prod(self.kernel)
 
     @property
     def min_bytes(self) -> int:
         """Compulsory traffic: read input and weight once, write output once."""
-        elems = (self.n * self.c * int(np.prod(self.in_size))
-                 + self.k * self.c_per_group * int(np.prod(self.kernel))
-                 + self.n * self.k * int(np.prod(self.out_size)))
+        elems = (self.n * self.c * math.prod(self.in_size)
+                 + self.k * self.c_per_group * math.prod(self.kernel)
+                 + self.n * self.k * math.prod(self.out_size))
         return self.dtype.itemsize * elems
 
     def key(self) -> tuple:
