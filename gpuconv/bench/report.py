@@ -10,7 +10,7 @@ from pathlib import Path
 SCHEMA_KEYS = ("schema", "env", "mode", "dtype", "suites", "options", "ratio_definition",
                "ceilings", "notes", "cases", "summary")
 ENV_KEYS = ("timestamp", "mode", "gpuconv", "git_commit", "python", "platform", "numpy", "scipy",
-            "cpu_model", "cpu_cores", "cuda", "torch")
+            "cpu_model", "cpu_cores", "cpu_native", "cuda", "torch")
 CASE_KEYS = ("suite", "name", "op", "shape", "dtype", "flops", "min_bytes", "results", "ratios",
              "skipped")
 RESULT_KEYS = ("impl", "role", "status")
