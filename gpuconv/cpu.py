@@ -61,7 +61,7 @@ def conv(x: np.ndarray, w: np.ndarray, bias, spec: ConvSpec, accumulate=None) ->
 
     if n == 0 or npos == 0 or spec.k == 0:
         out = np.zeros(spec.output_shape, dtype=dt)
-    elif cg == 1 and g > 1 and _native.depthwise_fn(dt) is not None:
+    elif cg == 1 and g > 1 and native_depthwise_ok(spec, dt):
         out = depthwise_native(x, w, bias, spec, dt)
         bias = None                                           # added by the kernel
     elif cg == 1 and g > 1:
@@ -214,49 +214,102 @@ _DEPTHWISE_SLAB_ELEMS = 1 << 17
 _NATIVE_THREAD_MIN_WORK = 1 << 20
 
 
+def native_depthwise_ok(spec: ConvSpec, dt, kernel: str = "depthwise") -> bool:
+    """The compiled depthwise kernels take one input channel per group, up to 3
+    spatial dims, no cropping (low padding >= 0; a negative high padding only
+    leaves input unread), float32/float64, and must be built."""
+    return (spec.c_per_group == 1 and spec.nd <= 3 and all(lo >= 0 for lo, _ in spec.pad)
+            and _native.kernel(kernel, dt) is not None)
+
+
+def _native_geometry(spec: ConvSpec) -> tuple[int, ...]:
+    """depthwise.c's 21 geometry arguments, padded to 3-D; the padded buffer's
+    high padding is clamped at 0 (the output size stays the spec's)."""
+    def three(vals, fill):
+        return (fill,) * (3 - spec.nd) + tuple(int(v) for v in vals)
+
+    return (three(spec.in_size, 1) + three(spec.kernel, 1) + three(spec.out_size, 1)
+            + three(spec.stride, 1) + three((lo for lo, _ in spec.pad), 0)
+            + three((max(hi, 0) for _, hi in spec.pad), 0) + three(spec.dilation, 1))
+
+
+def _run_native(kernel: str, spec: ConvSpec, dt, arrays, head, count: int, work: int) -> None:
+    """Call compiled `kernel` on `arrays` (None passes NULL) for [0, count) split
+    into one equal share per thread: kernel(*arrays, *head(lo, hi), *geometry).
+    Below _NATIVE_THREAD_MIN_WORK multiply-adds (~0.3 ms on one core) the call
+    runs inline, since waking the pool costs ~50 us a job here (2x32x32x32 3x3:
+    64 us inline, 261 us as 8 jobs on 2 threads)."""
+    if not native_depthwise_ok(spec, dt, kernel):
+        raise ValueError(f"the compiled {kernel} kernel does not take {spec} in {np.dtype(dt)} "
+                         f"(kernels: {_native.status()})")
+    fn = _native.kernel(kernel, dt)
+    geometry = _native_geometry(spec)
+    ptrs = tuple(None if a is None else a.ctypes.data for a in arrays)
+    # ctypes passes surplus arguments unchecked: hold the count to the C signature.
+    assert len(ptrs) + len(head(0, 0)) + len(geometry) == len(fn.argtypes), kernel
+
+    def job(lo, hi):
+        if fn(*ptrs, *head(lo, hi), *geometry) != 0:
+            raise MemoryError(f"{kernel}: could not allocate its plane buffer")
+
+    nj = max(1, min(count, n_threads()))
+    bounds = [count * j // nj for j in range(nj + 1)]
+    run_jobs(job, [(bounds[j], bounds[j + 1]) for j in range(nj) if bounds[j] < bounds[j + 1]],
+             work, min_elements=_NATIVE_THREAD_MIN_WORK)
+
+
+def _out_array(out, shape, dt) -> np.ndarray:
+    if out is None:
+        return np.empty(shape, dtype=dt)
+    if out.shape != shape or out.dtype != dt or not out.flags.c_contiguous:
+        raise ValueError(f"out must be C-contiguous {np.dtype(dt)} of shape {shape}, "
+                         f"got {out.dtype} {out.shape}")
+    return out
+
+
 def depthwise_native(x, w, bias, spec: ConvSpec, dt, out=None) -> np.ndarray:
     """One input channel per group (any multiplier, stride, dilation, zero
     padding, 1-D to 3-D), float32 or float64, through gpuconv/csrc/depthwise.c
     with the bias fused; `out` (C-contiguous, spec.output_shape) is written in
-    full.  Needs _native.depthwise_fn(dt)."""
-    fn = _native.depthwise_fn(dt)
-    if fn is None:
-        raise RuntimeError(f"the compiled depthwise kernel is not available: {_native.status()}")
-    n, g, kg, nd = spec.n, spec.groups, spec.k_per_group, spec.nd
+    full.  Needs native_depthwise_ok(spec, dt)."""
     x = np.ascontiguousarray(x, dtype=dt)
     w = np.ascontiguousarray(w, dtype=dt)
     b = None if bias is None else np.ascontiguousarray(bias, dtype=dt)
-    if out is None:
-        out = np.empty(spec.output_shape, dtype=dt)
-    if out.shape != spec.output_shape or out.dtype != dt or not out.flags.c_contiguous:
-        raise ValueError(f"out must be C-contiguous {dt} of shape {spec.output_shape}, "
-                         f"got {out.dtype} {out.shape}")
+    out = _out_array(out, spec.output_shape, dt)
+    if out.size:
+        _run_native("depthwise", spec, dt, (x, w, b, out),
+                    lambda lo, hi: (lo, hi, spec.groups, spec.k_per_group),
+                    spec.n * spec.groups, out.size * math.prod(spec.kernel))
+    return out
 
-    def three(vals, fill):
-        return (fill,) * (3 - nd) + tuple(int(v) for v in vals)
 
-    geometry = (three(spec.in_size, 1) + three(spec.kernel, 1) + three(spec.out_size, 1)
-                + three(spec.stride, 1) + three((lo for lo, _ in spec.pad), 0)
-                + three((hi for _, hi in spec.pad), 0) + three(spec.dilation, 1))
-    planes = n * g
-    work = out.size * math.prod(spec.kernel)
-    # Planes cost the same, so one equal share per thread; below
-    # _NATIVE_THREAD_MIN_WORK multiply-adds (~0.3 ms on one core) the call runs
-    # inline, since waking the pool costs ~50 us a job here (2x32x32x32 3x3:
-    # 64 us inline, 261 us as 8 jobs on 2 threads).
-    nj = max(1, min(planes, n_threads()))
-    bounds = [planes * j // nj for j in range(nj + 1)]
-    ptrs = (x.ctypes.data, w.ctypes.data, None if b is None else b.ctypes.data, out.ctypes.data)
-    # ctypes passes surplus arguments unchecked: hold the count to the C signature.
-    assert len(ptrs) + 4 + len(geometry) == len(fn.argtypes)
+def depthwise_wgrad_native(x, grad_output, spec: ConvSpec, dt, out=None) -> np.ndarray:
+    """dL/dw (spec.weight_shape) of a depthwise `spec` from its input and
+    grad_output, through the compiled kernel: deterministic (a fixed summation
+    order, row sums accumulated in double).  Needs native_depthwise_ok(spec, dt,
+    'depthwise_wgrad')."""
+    x = np.ascontiguousarray(x, dtype=dt)
+    go = np.ascontiguousarray(grad_output, dtype=dt)
+    out = _out_array(out, spec.weight_shape, dt)
+    if out.size:
+        _run_native("depthwise_wgrad", spec, dt, (x, go, out),
+                    lambda lo, hi: (spec.n, lo, hi, spec.groups, spec.k_per_group),
+                    spec.groups, go.size * math.prod(spec.kernel))
+    return out
 
-    def job(i0, i1):
-        if fn(*ptrs, i0, i1, g, kg, *geometry) != 0:
-            raise MemoryError("depthwise: could not allocate the padded-plane buffer")
 
-    if planes and out.size:
-        run_jobs(job, [(bounds[j], bounds[j + 1]) for j in range(nj) if bounds[j] < bounds[j + 1]],
-                 work, min_elements=_NATIVE_THREAD_MIN_WORK)
+def depthwise_dgrad_native(grad_output, w, spec: ConvSpec, dt, out=None) -> np.ndarray:
+    """dL/dx (spec.input_shape) of a depthwise `spec` from grad_output and the
+    weight, through the compiled kernel: the adjoint of depthwise_native, so also
+    the transposed convolution.  Needs native_depthwise_ok(spec, dt,
+    'depthwise_dgrad')."""
+    go = np.ascontiguousarray(grad_output, dtype=dt)
+    w = np.ascontiguousarray(w, dtype=dt)
+    out = _out_array(out, spec.input_shape, dt)
+    if out.size:
+        _run_native("depthwise_dgrad", spec, dt, (go, w, out),
+                    lambda lo, hi: (lo, hi, spec.groups, spec.k_per_group),
+                    spec.n * spec.groups, go.size * math.prod(spec.kernel))
     return out
 
 

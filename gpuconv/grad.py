@@ -35,6 +35,7 @@ import numbers
 
 import numpy as np
 
+from . import cpu
 from ._array import common_kind, convert, on_device_of, wrap, xp_of
 from .reference import compute_dtype, pad_input
 from .spec import FLOAT_DTYPES, ConvSpec, _fmt_shape, check_dtypes, check_groups, make_spec
@@ -158,6 +159,8 @@ def weight_grad_numpy(x: np.ndarray, go: np.ndarray, spec: ConvSpec) -> np.ndarr
     gw = np.zeros((g, kg, cg * ntap), dtype=dt)
     if n == 0 or npos == 0 or gw.size == 0:
         return gw.reshape(spec.weight_shape)
+    if g > 1 and cpu.native_depthwise_ok(spec, dt, "depthwise_wgrad"):
+        return cpu.depthwise_wgrad_native(x, go, spec, dt)
     xpad = pad_input(np.asarray(x, dtype=dt), spec.pad)
     go = np.asarray(go, dtype=dt).reshape(n, spec.k, npos)
     taps = [(tap, tuple(slice(t * d, t * d + s * (o - 1) + 1, s) for t, d, s, o in

@@ -76,6 +76,17 @@ class TransposeGeometry:
     def output_shape(self) -> tuple[int, ...]:
         return (self.n, self.c_out) + self.out_size
 
+    def forward_spec(self) -> ConvSpec:
+        """The forward convolution whose input gradient this is: input (N, C_out,
+        *out_size), weight (C_in, C_out/groups, *kernel), output (N, C_in, *in_size).
+        Its low padding is the crop; its high padding, which may be negative, makes
+        its output size equal in_size."""
+        pad = tuple((lo, (i - 1) * s + d * (k - 1) + 1 - o - lo) for lo, i, s, d, k, o in
+                    zip(self.crop, self.in_size, self.stride, self.dilation, self.kernel, self.out_size))
+        return ConvSpec(n=self.n, c=self.c_out, k=self.c_in, in_size=tuple(self.out_size),
+                        kernel=tuple(self.kernel), stride=tuple(self.stride), pad=pad,
+                        dilation=tuple(self.dilation), groups=self.groups, dtype=np.dtype(self.dtype))
+
     @property
     def flops(self) -> int:
         """2 * N * C_in * prod(in) * (C_out/groups) * prod(kernel)."""
@@ -261,6 +272,10 @@ def transpose_numpy(x: np.ndarray, w: np.ndarray, bias, geom: TransposeGeometry)
         out = np.zeros(geom.output_shape, dtype=dt)
     elif all(s == 1 for s in geom.stride):
         out = _transpose_stride1(x, w, geom, dt)
+    elif geom.c_out == geom.groups > 1 and cpu.native_depthwise_ok(geom.forward_spec(), dt,
+                                                                    "depthwise_dgrad"):
+        # the input gradient of a depthwise conv: its compiled adjoint
+        out = cpu.depthwise_dgrad_native(x, w, geom.forward_spec(), dt)
     elif geom.c_in == geom.groups:
         out = _transpose_one_channel_per_group(x, w, geom, dt)
     else:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpuconv import _cpu, _native, cpu, reference, winograd
+from gpuconv import _cpu, _native, cpu, reference, transpose, winograd
+from gpuconv import grad as grad_mod
 from gpuconv.spec import make_spec
 from util import assert_close, randn
 
@@ -108,10 +109,10 @@ def test_winograd_float32_accuracy_on_layer_shapes(rng, shape):
 def depthwise_impl(request, monkeypatch):
     """The compiled depthwise kernel (gpuconv._native), or the NumPy passes it replaces."""
     if request.param == "native":
-        if _native.depthwise_fn(np.float32) is None:
+        if _native.kernel("depthwise", np.float32) is None:
             pytest.fail(f"compiled CPU kernels: {_native.status()}")
     else:
-        monkeypatch.setattr(_native, "depthwise_fn", lambda dt: None)
+        monkeypatch.setattr(_native, "kernel", lambda name, dt: None)
     return request.param
 
 
@@ -208,7 +209,7 @@ def test_depthwise_native_stays_inside_its_arrays(rng, dtype):
     (an out-of-bounds read turns a result into NaN) and the output starts as
     NaN with sentinels on both sides (an unwritten element stays NaN, a stray
     write changes a sentinel)."""
-    if _native.depthwise_fn(dtype) is None:
+    if _native.kernel("depthwise", dtype) is None:
         pytest.fail(f"compiled CPU kernels: {_native.status()}")
 
     def inside(shape, guard=257):
@@ -247,7 +248,7 @@ def test_native_switch_and_fallback(rng, monkeypatch, tmp_path):
     try:
         monkeypatch.setenv("GPUCONV_CPU_NATIVE", "0")
         _native.reset()
-        assert _native.status().startswith("off") and _native.depthwise_fn(np.float32) is None
+        assert _native.status().startswith("off") and _native.kernel("depthwise", np.float32) is None
         assert_close(cpu.conv(x, w, None, spec), want, np.float32)
 
         monkeypatch.delenv("GPUCONV_CPU_NATIVE")
@@ -272,5 +273,96 @@ def test_native_builds_where_a_compiler_exists():
     if not any(shutil.which(c) for c in ("cc", "gcc", "clang")):
         pytest.skip("no C compiler on this machine")
     assert _native.status().startswith("on"), _native.status()
-    assert _native.depthwise_fn(np.float64) is not None
-    assert _native.depthwise_fn(np.complex64) is None
+    for name in ("depthwise", "depthwise_wgrad", "depthwise_dgrad"):
+        assert _native.kernel(name, np.float64) is not None and _native.kernel(name, np.float32) is not None
+        assert _native.kernel(name, np.complex64) is None
+
+
+def _depthwise_case(rng, nd, dtype):
+    n, g, kg = int(rng.choice([1, 2, 3])), int(rng.integers(2, 5)), int(rng.choice([1, 1, 2, 3]))
+    kernel = tuple(int(v) for v in rng.integers(1, 5, nd))
+    dil = tuple(int(v) for v in rng.integers(1, 3, nd))
+    stride = tuple(int(v) for v in rng.integers(1, 4, nd))
+    pad = tuple((int(a), int(b)) for a, b in rng.integers(0, 4, (nd, 2)))
+    size = tuple(max(int(s), d * (k - 1) + 1) for s, k, d in zip(rng.integers(1, 12, nd), kernel, dil))
+    x = randn(rng, (n, g) + size, dtype)
+    w = randn(rng, (g * kg, 1) + kernel, dtype)
+    spec, _ = make_spec(x.shape, w.shape, None, stride, pad, dil, g, dtype, nd)
+    return x, w, randn(rng, spec.output_shape, dtype), spec
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_depthwise_adjoints_match_definition(rng, dtype):
+    """The compiled weight and input gradients are the adjoints of the forward
+    definition: <conv(x, w), dy> = <x, dgrad(dy, w)> = <w, wgrad(x, dy)> in
+    float64 (1-D to 3-D, multipliers, strides, dilation, asymmetric padding);
+    and they equal the NumPy paths they replace."""
+    for _ in range(60):
+        nd = int(rng.integers(1, 4))
+        x, w, dy, spec = _depthwise_case(rng, nd, dtype)
+        gw = cpu.depthwise_wgrad_native(x, dy, spec, dtype)
+        gx = cpu.depthwise_dgrad_native(dy, w, spec, dtype)
+        assert gw.shape == spec.weight_shape and gx.shape == spec.input_shape
+        x64, w64, dy64 = (a.astype(np.float64) for a in (x, w, dy))
+        y = reference.conv(x64, w64, None, spec, accumulate="float64")
+        lhs = float(np.vdot(y, dy64))
+        scale = float(np.abs(y).ravel() @ np.abs(dy64).ravel()) + 1.0
+        tol = 1e-5 if dtype == np.float32 else 1e-12
+        assert abs(lhs - np.vdot(x64, gx)) <= tol * scale, f"input gradient {spec}"
+        assert abs(lhs - np.vdot(w64, gw)) <= tol * scale, f"weight gradient {spec}"
+    # against the NumPy paths, on the last cases' kind of shapes
+    for _ in range(12):
+        x, w, dy, spec = _depthwise_case(rng, 2, dtype)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(_native, "kernel", lambda name, dt: None)
+            want_w = grad_mod.weight_grad_numpy(x, dy, spec)
+            want_x = transpose.transpose_numpy(dy, w, None, grad_mod.input_geometry(spec))
+        assert_close(cpu.depthwise_wgrad_native(x, dy, spec, dtype), want_w, dtype, what=f"wgrad {spec}")
+        assert_close(cpu.depthwise_dgrad_native(dy, w, spec, dtype), want_x, dtype, what=f"dgrad {spec}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_depthwise_adjoints_stay_inside_their_arrays(rng, dtype):
+    """As for the forward kernel: operands inside NaN buffers, results start as
+    NaN between sentinels."""
+    def inside(shape, guard=129):
+        buf = np.full(int(np.prod(shape)) + 2 * guard, np.nan, dtype=dtype)
+        return buf, buf[guard:guard + int(np.prod(shape))].reshape(shape)
+
+    for nd in (1, 2, 3, 2, 2):
+        x0, w0, dy0, spec = _depthwise_case(rng, nd, dtype)
+        (_, x), (_, w), (_, dy) = inside(x0.shape), inside(w0.shape), inside(dy0.shape)
+        x[...], w[...], dy[...] = x0, w0, dy0
+        for fn, args, shape in [(cpu.depthwise_wgrad_native, (x, dy), spec.weight_shape),
+                                (cpu.depthwise_dgrad_native, (dy, w), spec.input_shape)]:
+            obuf, out = inside(shape)
+            obuf[:129] = obuf[-129:] = 777.0
+            fn(*args, spec, dtype, out=out)
+            assert (obuf[:129] == 777.0).all() and (obuf[-129:] == 777.0).all(), (fn.__name__, spec)
+            assert np.isfinite(out).all(), (fn.__name__, spec)
+
+
+def test_depthwise_gradients_through_the_api_match_torch(rng):
+    """conv2d_input / conv2d_weight / conv_transpose2d of depthwise layers (which
+    take the compiled adjoints: strides > 1 for the input side, any stride for
+    the weight side) against torch, float64; output_padding beyond the padding
+    makes the forward spec's high padding negative."""
+    torch = pytest.importorskip("torch")
+    import gpuconv
+    for stride, pad, dil, kg in [(2, 1, 1, 1), (3, 0, 2, 2), ((2, 1), (1, 2), 1, 1), (1, 1, 1, 3)]:
+        x = randn(rng, (2, 4, 13, 11), np.float64)
+        w = randn(rng, (4 * kg, 1, 3, 3), np.float64)
+        xt, wt = torch.from_numpy(x), torch.from_numpy(w)
+        y = torch.nn.functional.conv2d(xt, wt, None, stride, pad, dil, 4)
+        dy = randn(rng, tuple(y.shape), np.float64)
+        dyt = torch.from_numpy(dy)
+        assert_close(gpuconv.conv2d_input(x.shape, w, dy, stride, pad, dil, 4),
+                     torch.nn.grad.conv2d_input(x.shape, wt, dyt, stride, pad, dil, 4).numpy(), np.float64)
+        assert_close(gpuconv.conv2d_weight(x, w.shape, dy, stride, pad, dil, 4),
+                     torch.nn.grad.conv2d_weight(xt, w.shape, dyt, stride, pad, dil, 4).numpy(), np.float64)
+    xt = randn(rng, (2, 6, 5, 7), np.float64)
+    wt = randn(rng, (6, 1, 3, 3), np.float64)
+    for stride, pad, opad in [(2, 0, 1), (3, 1, 2), (2, 1, 0)]:
+        want = torch.nn.functional.conv_transpose2d(torch.from_numpy(xt), torch.from_numpy(wt), None,
+                                                    stride, pad, opad, 6).numpy()
+        assert_close(gpuconv.conv_transpose2d(xt, wt, None, stride, pad, opad, 6), want, np.float64)

@@ -1,31 +1,40 @@
 /* Depthwise convolution (one input channel per group, any multiplier) for the
- * CPU path, compiled at first use by gpuconv._native with the machine's C
- * compiler (-O3 -march=native) and called through ctypes, which releases the
- * GIL: the caller splits the planes over its thread pool.
+ * CPU path: the forward pass and its two adjoints (the weight gradient and the
+ * input gradient, which is also the transposed convolution).  Compiled at
+ * first use by gpuconv._native with the machine's C compiler
+ * (-O3 -march=native) and called through ctypes, which releases the GIL: the
+ * caller splits the planes (or groups) over its thread pool.
  *
  * Layouts (C order, contiguous):
- *   x    (N, G, D, H, W)            the input, unpadded
+ *   x    (N, G, D, H, W)            the forward input, unpadded
  *   w    (G, KG, KD, KH, KW)        KG outputs per input channel
  *   bias (G * KG) or NULL
- *   y    (N, G, KG, OD, OH, OW)
- * 1-D and 2-D convolutions pass D = KD = 1 (and H = KH = 1).
+ *   y    (N, G, KG, OD, OH, OW)     the forward output (dy: its gradient)
+ * 1-D and 2-D convolutions pass D = KD = 1 (and H = KH = 1).  The geometry is
+ * that of the forward convolution in every kernel.
  *
- * A call computes the planes i in [i0, i1), plane i being (n, g) = (i / G, i % G).
- * Each plane is first copied into a zero-bordered buffer (the padding; the
- * border is zeroed once per call, every plane then writes only the interior)
- * whose rows hold the sw column phases of the padded row one after another,
- * Wq = ceil(Wp / sw) each: padded column k*sw + f sits at f*Wq + k.  Tap
- * (t, r, s) of output row (od, oh) then reads row (od*sd + t*dd, oh*sh + r*dh)
- * from phase (s*dw) % sw, column (s*dw) / sw on, contiguously in ow, whatever
- * the stride, so the compiler vectorises every tap loop (8x144x56x56 3x3
- * stride 2, one core: strided reads 3.8 ms, phases 2.3 ms).  Every output row
- * is accumulated in place (it stays in L1) over the kernel taps; width-3
- * kernel rows are unrolled (one load and store of the output row per kernel
- * row instead of per tap), and a 2-D 3x3 kernel computes each output row in
- * one expression (8x128x56x56 float32, 2 cores: 1.95 -> 1.73 ms).
- * The accumulation order is always bias, then taps in (t, r, s) order.
+ * The padded input plane lives in a buffer whose rows hold the sw column
+ * phases of the padded row one after another, Wq = ceil(Wp / sw) each: padded
+ * column k*sw + f sits at f*Wq + k.  Tap (t, r, s) of output row (od, oh) then
+ * touches row (od*sd + t*dd, oh*sh + r*dh) from phase (s*dw) % sw, column
+ * (s*dw) / sw on, contiguously in ow, whatever the stride, so the compiler
+ * vectorises every tap loop (8x144x56x56 3x3 stride 2, one core: strided reads
+ * 3.8 ms, phases 2.3 ms).  The border is zeroed once per call; a plane then
+ * rewrites only the interior.
  *
- * Returns 0, or -1 when the padded-plane buffer cannot be allocated.
+ * forward: every output row is accumulated in place (it stays in L1) over the
+ *   taps; width-3 kernel rows are unrolled (one load and store of the output
+ *   row per kernel row instead of per tap), and a 2-D 3x3 kernel computes each
+ *   output row in one expression (8x128x56x56 float32, 2 cores: 1.95 ->
+ *   1.73 ms).  Order: bias, then taps in (t, r, s) order.
+ * weight gradient: per group, over images, output rows and taps, the dot
+ *   product of a dy row with the input row the tap read, in 8 lanes of T, each
+ *   row's sum added to a double accumulator: a fixed order, so deterministic.
+ * input gradient: the forward's scatter: each dy row times the tap weight is
+ *   added into the padded buffer where the forward read, then the interior is
+ *   read back out of the phases.  Order per element: k, od, oh, t, r, s.
+ *
+ * Each returns 0, or -1 when a buffer cannot be allocated.
  */
 #include <stddef.h>
 #include <stdlib.h>
@@ -33,85 +42,162 @@
 
 typedef ptrdiff_t idx;
 
-#define DEFINE_DEPTHWISE(NAME, T)                                                      \
-int NAME(const T *restrict x, const T *restrict w, const T *restrict bias,            \
-         T *restrict y, idx i0, idx i1, idx G, idx KG,                                 \
-         idx D, idx H, idx W, idx KD, idx KH, idx KW, idx OD, idx OH, idx OW,          \
-         idx sd, idx sh, idx sw, idx pd, idx ph, idx pw,                               \
-         idx pd_hi, idx ph_hi, idx pw_hi, idx dd, idx dh, idx dw)                      \
+typedef struct {
+    idx D, H, W, KD, KH, KW, OD, OH, OW, sd, sh, sw, pd, ph, pw, dd, dh, dw;
+    idx Hp, Wq, Wr, buf_len, plane_in, plane_out, taps;
+} geom;
+
+#define GEOM_PARAMS idx D, idx H, idx W, idx KD, idx KH, idx KW, idx OD, idx OH, idx OW,       \
+                    idx sd, idx sh, idx sw, idx pd, idx ph, idx pw,                           \
+                    idx pd_hi, idx ph_hi, idx pw_hi, idx dd, idx dh, idx dw
+#define GEOM_ARGS D, H, W, KD, KH, KW, OD, OH, OW, sd, sh, sw, pd, ph, pw, pd_hi, ph_hi, pw_hi, dd, dh, dw
+
+static geom make_geom(GEOM_PARAMS)
+{
+    geom g = {D, H, W, KD, KH, KW, OD, OH, OW, sd, sh, sw, pd, ph, pw, dd, dh, dw, 0, 0, 0, 0, 0, 0, 0};
+    const idx Dp = D + pd + pd_hi, Wp = W + pw + pw_hi;
+    g.Hp = H + ph + ph_hi;
+    g.Wq = (Wp + sw - 1) / sw;
+    g.Wr = sw * g.Wq;
+    g.buf_len = Dp * g.Hp * g.Wr;
+    g.plane_in = D * H * W;
+    g.plane_out = OD * OH * OW;
+    g.taps = KD * KH * KW;
+    return g;
+}
+
+/* Row of padded depth od*sd + t*dd and padded height oh*sh + r*dh. */
+static inline idx row_at(const geom *g, idx od, idx t, idx oh, idx r)
+{
+    return ((od * g->sd + t * g->dd) * g->Hp + oh * g->sh + r * g->dh) * g->Wr;
+}
+
+/* Offset, within a row, of tap column s: phase (s*dw) % sw, column (s*dw) / sw. */
+static inline idx col_at(const geom *g, idx s)
+{
+    return (s * g->dw % g->sw) * g->Wq + s * g->dw / g->sw;
+}
+
+/* Columns k of phase f hold input column k*sw + f - pw: [lo, hi) of them exist. */
+static inline void phase_range(const geom *g, idx f, idx *lo, idx *hi)
+{
+    const idx off = f - g->pw;
+    idx a = off >= 0 ? 0 : (-off + g->sw - 1) / g->sw;
+    idx b = g->W - 1 - off >= 0 ? (g->W - 1 - off) / g->sw + 1 : 0;
+    if (b > g->Wq) b = g->Wq;
+    if (a > b) a = b;
+    *lo = a;
+    *hi = b;
+}
+
+#define DEFINE_HELPERS(SUF, T)                                                         \
+/* Copy plane src (D, H, W) into the interior of buf, split into column phases. */    \
+static void to_phases_##SUF(T *restrict buf, const T *restrict src, const geom *g)    \
 {                                                                                      \
-    const idx Dp = D + pd + pd_hi, Hp = H + ph + ph_hi, Wp = W + pw + pw_hi;           \
-    const idx Wq = (Wp + sw - 1) / sw, Wr = sw * Wq;   /* phase width, row length */  \
-    const idx plane_in = D * H * W, plane_out = OD * OH * OW;                          \
-    const idx taps = KD * KH * KW;                                                     \
-    T *buf = (T *)malloc((size_t)(Dp * Hp * Wr) * sizeof(T));                          \
-    if (buf == NULL) return -1;                                                        \
-    memset(buf, 0, (size_t)(Dp * Hp * Wr) * sizeof(T));                                \
-    for (idx i = i0; i < i1; ++i) {                                                    \
-        const idx g = i % G;                                                           \
-        const T *src = x + i * plane_in;                                               \
-        /* the interior only: the border stays zero from the first memset */          \
-        for (idx d = 0; d < D; ++d)                                                    \
-            for (idx h = 0; h < H; ++h) {                                              \
-                T *row = buf + ((d + pd) * Hp + h + ph) * Wr;                          \
-                const T *in = src + (d * H + h) * W;                                   \
-                if (sw == 1) {                                                         \
-                    memcpy(row + pw, in, (size_t)W * sizeof(T));                       \
-                    continue;                                                          \
-                }                                                                      \
-                for (idx f = 0; f < sw; ++f) {   /* phase f: padded columns k*sw + f */ \
-                    T *dstp = row + f * Wq;                                            \
-                    const idx off = f - pw;            /* input column k*sw + off */   \
-                    idx lo = off >= 0 ? 0 : (-off + sw - 1) / sw;                      \
-                    idx hi = W - 1 - off >= 0 ? (W - 1 - off) / sw + 1 : 0;            \
-                    if (hi > Wq) hi = Wq;                                              \
-                    if (lo > hi) lo = hi;                                              \
-                    for (idx k = 0; k < lo; ++k) dstp[k] = (T)0;                       \
-                    if (sw == 2)                       /* a constant stride vectorises */ \
-                        for (idx k = lo; k < hi; ++k) dstp[k] = in[2 * k + off];       \
-                    else                                                               \
-                        for (idx k = lo; k < hi; ++k) dstp[k] = in[k * sw + off];      \
-                    for (idx k = hi; k < Wq; ++k) dstp[k] = (T)0;                      \
-                }                                                                      \
+    for (idx d = 0; d < g->D; ++d)                                                     \
+        for (idx h = 0; h < g->H; ++h) {                                               \
+            T *row = buf + ((d + g->pd) * g->Hp + h + g->ph) * g->Wr;                  \
+            const T *in = src + (d * g->H + h) * g->W;                                 \
+            if (g->sw == 1) {                                                          \
+                memcpy(row + g->pw, in, (size_t)g->W * sizeof(T));                     \
+                continue;                                                              \
             }                                                                          \
+            for (idx f = 0; f < g->sw; ++f) {                                          \
+                T *ph = row + f * g->Wq;                                               \
+                const idx off = f - g->pw;                                             \
+                idx lo, hi;                                                            \
+                phase_range(g, f, &lo, &hi);                                           \
+                for (idx k = 0; k < lo; ++k) ph[k] = (T)0;                             \
+                if (g->sw == 2)                    /* a constant stride vectorises */  \
+                    for (idx k = lo; k < hi; ++k) ph[k] = in[2 * k + off];             \
+                else                                                                   \
+                    for (idx k = lo; k < hi; ++k) ph[k] = in[k * g->sw + off];         \
+                for (idx k = hi; k < g->Wq; ++k) ph[k] = (T)0;                         \
+            }                                                                          \
+        }                                                                              \
+}                                                                                      \
+                                                                                       \
+/* The inverse: the interior of buf back into plane dst (D, H, W). */                 \
+static void from_phases_##SUF(T *restrict dst, const T *restrict buf, const geom *g)  \
+{                                                                                      \
+    for (idx d = 0; d < g->D; ++d)                                                     \
+        for (idx h = 0; h < g->H; ++h) {                                               \
+            const T *row = buf + ((d + g->pd) * g->Hp + h + g->ph) * g->Wr;            \
+            T *out = dst + (d * g->H + h) * g->W;                                      \
+            if (g->sw == 1) {                                                          \
+                memcpy(out, row + g->pw, (size_t)g->W * sizeof(T));                    \
+                continue;                                                              \
+            }                                                                          \
+            for (idx f = 0; f < g->sw; ++f) {                                          \
+                const T *ph = row + f * g->Wq;                                         \
+                const idx off = f - g->pw;                                             \
+                idx lo, hi;                                                            \
+                phase_range(g, f, &lo, &hi);                                           \
+                if (g->sw == 2)                                                        \
+                    for (idx k = lo; k < hi; ++k) out[2 * k + off] = ph[k];            \
+                else                                                                   \
+                    for (idx k = lo; k < hi; ++k) out[k * g->sw + off] = ph[k];        \
+            }                                                                          \
+        }                                                                              \
+}                                                                                      \
+                                                                                       \
+/* sum a[q] b[q]: 8 lanes of T, then the lanes and the tail in double. */             \
+static inline double dot_##SUF(const T *restrict a, const T *restrict b, idx n)        \
+{                                                                                      \
+    T lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                              \
+    idx q = 0;                                                                         \
+    for (; q + 8 <= n; q += 8)                                                         \
+        for (int j = 0; j < 8; ++j) lane[j] += a[q + j] * b[q + j];                    \
+    double s = 0.0;                                                                    \
+    for (int j = 0; j < 8; ++j) s += (double)lane[j];                                  \
+    for (; q < n; ++q) s += (double)a[q] * (double)b[q];                               \
+    return s;                                                                          \
+}
+
+#define DEFINE_FORWARD(NAME, SUF, T)                                                   \
+int NAME(const T *restrict x, const T *restrict w, const T *restrict bias,            \
+         T *restrict y, idx i0, idx i1, idx G, idx KG, GEOM_PARAMS)                    \
+{                                                                                      \
+    const geom gm = make_geom(GEOM_ARGS);                                              \
+    const geom *g = &gm;                                                               \
+    T *buf = (T *)calloc((size_t)gm.buf_len, sizeof(T));                               \
+    if (buf == NULL) return -1;                                                        \
+    for (idx i = i0; i < i1; ++i) {                                                    \
+        const idx grp = i % G;                                                         \
+        to_phases_##SUF(buf, x + i * gm.plane_in, g);                                  \
         for (idx k = 0; k < KG; ++k) {                                                 \
-            const T *wk = w + (g * KG + k) * taps;                                     \
-            const T b = bias ? bias[g * KG + k] : (T)0;                                \
-            T *dst = y + (i * KG + k) * plane_out;                                     \
+            const T *wk = w + (grp * KG + k) * gm.taps;                                \
+            const T b = bias ? bias[grp * KG + k] : (T)0;                              \
+            T *dst = y + (i * KG + k) * gm.plane_out;                                  \
             for (idx od = 0; od < OD; ++od)                                            \
             for (idx oh = 0; oh < OH; ++oh) {                                          \
                 T *restrict row = dst + (od * OH + oh) * OW;                           \
-                /* tap (t, r, s) reads row od*sd + t*dd, oh*sh + r*dh, phase         \
-                   (s*dw) % sw from column (s*dw) / sw on: contiguous in ow */         \
                 if (KD == 1 && KH == 3 && KW == 3) {                                   \
-                    const T *r0 = buf + (od * sd * Hp + oh * sh) * Wr;                 \
-                    const T *r1 = r0 + dh * Wr, *r2 = r1 + dh * Wr;                    \
-                    const idx o1 = (dw % sw) * Wq + dw / sw;                           \
-                    const idx o2 = (2 * dw % sw) * Wq + 2 * dw / sw;                   \
-                    const T *wr = wk;                                                  \
+                    const T *r0 = buf + row_at(g, od, 0, oh, 0);                       \
+                    const T *r1 = buf + row_at(g, od, 0, oh, 1);                       \
+                    const T *r2 = buf + row_at(g, od, 0, oh, 2);                       \
+                    const idx o1 = col_at(g, 1), o2 = col_at(g, 2);                    \
                     for (idx q = 0; q < OW; ++q)                                       \
-                        row[q] = b + wr[0] * r0[q] + wr[1] * r0[q + o1]                \
-                                   + wr[2] * r0[q + o2] + wr[3] * r1[q]                \
-                                   + wr[4] * r1[q + o1] + wr[5] * r1[q + o2]           \
-                                   + wr[6] * r2[q] + wr[7] * r2[q + o1]                \
-                                   + wr[8] * r2[q + o2];                               \
+                        row[q] = b + wk[0] * r0[q] + wk[1] * r0[q + o1]                \
+                                   + wk[2] * r0[q + o2] + wk[3] * r1[q]                \
+                                   + wk[4] * r1[q + o1] + wk[5] * r1[q + o2]           \
+                                   + wk[6] * r2[q] + wk[7] * r2[q + o1]                \
+                                   + wk[8] * r2[q + o2];                               \
                     continue;                                                          \
                 }                                                                      \
                 for (idx q = 0; q < OW; ++q) row[q] = b;                               \
                 for (idx t = 0; t < KD; ++t)                                           \
                 for (idx r = 0; r < KH; ++r) {                                         \
-                    const T *in = buf + ((od * sd + t * dd) * Hp + oh * sh + r * dh) * Wr; \
+                    const T *in = buf + row_at(g, od, t, oh, r);                       \
                     const T *wr = wk + (t * KH + r) * KW;                              \
                     if (KW == 3) {                                                     \
-                        const T w0 = wr[0], w1 = wr[1], w2 = wr[2];                    \
-                        const T *a = in, *bb = in + (dw % sw) * Wq + dw / sw;          \
-                        const T *c = in + (2 * dw % sw) * Wq + 2 * dw / sw;            \
+                        const T *a = in, *bb = in + col_at(g, 1), *c = in + col_at(g, 2); \
                         for (idx q = 0; q < OW; ++q)                                   \
-                            row[q] = ((row[q] + w0 * a[q]) + w1 * bb[q]) + w2 * c[q];  \
+                            row[q] = ((row[q] + wr[0] * a[q]) + wr[1] * bb[q]) + wr[2] * c[q]; \
                     } else {                                                           \
                         for (idx s = 0; s < KW; ++s) {                                 \
                             const T ws = wr[s];                                        \
-                            const T *a = in + (s * dw % sw) * Wq + s * dw / sw;        \
+                            const T *a = in + col_at(g, s);                            \
                             for (idx q = 0; q < OW; ++q) row[q] += ws * a[q];          \
                         }                                                              \
                     }                                                                  \
@@ -123,5 +209,83 @@ int NAME(const T *restrict x, const T *restrict w, const T *restrict bias,      
     return 0;                                                                          \
 }
 
-DEFINE_DEPTHWISE(gpuconv_depthwise_f32, float)
-DEFINE_DEPTHWISE(gpuconv_depthwise_f64, double)
+/* gw (G, KG, taps) for the groups [g0, g1), over all N images. */
+#define DEFINE_WGRAD(NAME, SUF, T)                                                     \
+int NAME(const T *restrict x, const T *restrict dy, T *restrict gw,                   \
+         idx N, idx g0, idx g1, idx G, idx KG, GEOM_PARAMS)                            \
+{                                                                                      \
+    const geom gm = make_geom(GEOM_ARGS);                                              \
+    const geom *g = &gm;                                                               \
+    T *buf = (T *)calloc((size_t)gm.buf_len, sizeof(T));                               \
+    double *acc = (double *)malloc((size_t)(KG * gm.taps) * sizeof(double));           \
+    if (buf == NULL || acc == NULL) { free(buf); free(acc); return -1; }               \
+    for (idx grp = g0; grp < g1; ++grp) {                                              \
+        for (idx j = 0; j < KG * gm.taps; ++j) acc[j] = 0.0;                           \
+        for (idx n = 0; n < N; ++n) {                                                  \
+            const idx i = n * G + grp;                                                 \
+            to_phases_##SUF(buf, x + i * gm.plane_in, g);                              \
+            for (idx k = 0; k < KG; ++k) {                                             \
+                const T *dyp = dy + (i * KG + k) * gm.plane_out;                       \
+                double *a = acc + k * gm.taps;                                         \
+                for (idx od = 0; od < OD; ++od)                                        \
+                for (idx oh = 0; oh < OH; ++oh) {                                      \
+                    const T *drow = dyp + (od * OH + oh) * OW;                         \
+                    for (idx t = 0; t < KD; ++t)                                       \
+                    for (idx r = 0; r < KH; ++r) {                                     \
+                        const T *in = buf + row_at(g, od, t, oh, r);                   \
+                        for (idx s = 0; s < KW; ++s)                                   \
+                            a[(t * KH + r) * KW + s] += dot_##SUF(drow, in + col_at(g, s), OW); \
+                    }                                                                  \
+                }                                                                      \
+            }                                                                          \
+        }                                                                              \
+        for (idx j = 0; j < KG * gm.taps; ++j) gw[grp * KG * gm.taps + j] = (T)acc[j];  \
+    }                                                                                  \
+    free(buf);                                                                         \
+    free(acc);                                                                         \
+    return 0;                                                                          \
+}
+
+/* dx (N, G, D, H, W) for the planes [i0, i1) from dy and w. */
+#define DEFINE_DGRAD(NAME, SUF, T)                                                     \
+int NAME(const T *restrict dy, const T *restrict w, T *restrict dx,                   \
+         idx i0, idx i1, idx G, idx KG, GEOM_PARAMS)                                   \
+{                                                                                      \
+    const geom gm = make_geom(GEOM_ARGS);                                              \
+    const geom *g = &gm;                                                               \
+    T *buf = (T *)malloc((size_t)gm.buf_len * sizeof(T));                              \
+    if (buf == NULL) return -1;                                                        \
+    for (idx i = i0; i < i1; ++i) {                                                    \
+        const idx grp = i % G;                                                         \
+        memset(buf, 0, (size_t)gm.buf_len * sizeof(T));                               \
+        for (idx k = 0; k < KG; ++k) {                                                 \
+            const T *wk = w + (grp * KG + k) * gm.taps;                                \
+            const T *dyp = dy + (i * KG + k) * gm.plane_out;                           \
+            for (idx od = 0; od < OD; ++od)                                            \
+            for (idx oh = 0; oh < OH; ++oh) {                                          \
+                const T *restrict drow = dyp + (od * OH + oh) * OW;                    \
+                for (idx t = 0; t < KD; ++t)                                           \
+                for (idx r = 0; r < KH; ++r) {                                         \
+                    T *brow = buf + row_at(g, od, t, oh, r);                           \
+                    for (idx s = 0; s < KW; ++s) {                                     \
+                        const T ws = wk[(t * KH + r) * KW + s];                        \
+                        T *restrict b = brow + col_at(g, s);                           \
+                        for (idx q = 0; q < OW; ++q) b[q] += ws * drow[q];             \
+                    }                                                                  \
+                }                                                                      \
+            }                                                                          \
+        }                                                                              \
+        from_phases_##SUF(dx + i * gm.plane_in, buf, g);                               \
+    }                                                                                  \
+    free(buf);                                                                         \
+    return 0;                                                                          \
+}
+
+DEFINE_HELPERS(f32, float)
+DEFINE_HELPERS(f64, double)
+DEFINE_FORWARD(gpuconv_depthwise_f32, f32, float)
+DEFINE_FORWARD(gpuconv_depthwise_f64, f64, double)
+DEFINE_WGRAD(gpuconv_depthwise_wgrad_f32, f32, float)
+DEFINE_WGRAD(gpuconv_depthwise_wgrad_f64, f64, double)
+DEFINE_DGRAD(gpuconv_depthwise_dgrad_f32, f32, float)
+DEFINE_DGRAD(gpuconv_depthwise_dgrad_f64, f64, double)

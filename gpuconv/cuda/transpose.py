@@ -56,12 +56,8 @@ def spec_for_transpose(x_shape, w_shape, stride, padding, output_padding, dilati
 
 def spec_from_geometry(geom) -> ConvSpec:
     """The forward spec of a gpuconv.transpose.TransposeGeometry (crop = padding, explicit
-    output size)."""
-    pad = tuple((lo, (i - 1) * s + d * (k - 1) + 1 - o - lo) for lo, i, s, d, k, o in
-                zip(geom.crop, geom.in_size, geom.stride, geom.dilation, geom.kernel, geom.out_size))
-    return ConvSpec(n=geom.n, c=geom.c_out, k=geom.c_in, in_size=tuple(geom.out_size),
-                    kernel=tuple(geom.kernel), stride=tuple(geom.stride), pad=pad,
-                    dilation=tuple(geom.dilation), groups=geom.groups, dtype=np.dtype(geom.dtype))
+    output size): geom.forward_spec()."""
+    return geom.forward_spec()
 
 
 def _cpt(spec: ConvSpec) -> int:
