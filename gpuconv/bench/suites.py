@@ -156,7 +156,8 @@ def _build() -> dict[str, list[Case]]:
             for op in SIGNAL_OPS for mode in ("full", "same", "valid")]
     cpu += [Case("cpu", f"{op}_{name}", op, shp, dtype="float32")
             for op in ("conv2d_input", "conv2d_weight")
-            for name, shp in (cpu_convs[0], cpu_convs[2], cpu_convs[3])]
+            for name, shp in (cpu_convs[0], cpu_convs[2], cpu_convs[3],
+                              ("dw3x3s2_144_56", conv(8, 144, 56, 56, 144, 3, 3, 2, 1, 1, 144)))]
     cpu += [Case("cpu", "separable_dw3x3_64_56_pw64-128", "separable_conv2d",
                  conv(8, 64, 56, 56, 128, 3, 3, 1, 1, 1, 64), dtype="float32")]
     suites["cpu"] = cpu
