@@ -233,18 +233,27 @@ def _native_geometry(spec: ConvSpec) -> tuple[int, ...]:
             + three((max(hi, 0) for _, hi in spec.pad), 0) + three(spec.dilation, 1))
 
 
-def _run_native(kernel: str, spec: ConvSpec, dt, arrays, head, count: int, work: int) -> None:
-    """Call compiled `kernel` on `arrays` (None passes NULL) for [0, count) split
-    into one equal share per thread: kernel(*arrays, *head(lo, hi), *geometry).
+def _run_native(kernel: str, spec: ConvSpec, dt, inputs, out, out_shape, head, count: int):
+    """Call compiled `kernel` on the C-contiguous `inputs` (None passes NULL)
+    and `out` (allocated when None), for [0, count) split into one equal share
+    per thread: kernel(*inputs, out, *head(lo, hi), *geometry); returns out.
     Below _NATIVE_THREAD_MIN_WORK multiply-adds (~0.3 ms on one core) the call
     runs inline, since waking the pool costs ~50 us a job here (2x32x32x32 3x3:
     64 us inline, 261 us as 8 jobs on 2 threads)."""
     if not native_depthwise_ok(spec, dt, kernel):
         raise ValueError(f"the compiled {kernel} kernel does not take {spec} in {np.dtype(dt)} "
                          f"(kernels: {_native.status()})")
+    arrays = [None if a is None else np.ascontiguousarray(a, dtype=dt) for a in inputs]
+    if out is None:
+        out = np.empty(out_shape, dtype=dt)
+    elif out.shape != out_shape or out.dtype != dt or not out.flags.c_contiguous:
+        raise ValueError(f"out must be C-contiguous {np.dtype(dt)} of shape {out_shape}, "
+                         f"got {out.dtype} {out.shape}")
+    if out.size == 0:
+        return out
     fn = _native.kernel(kernel, dt)
     geometry = _native_geometry(spec)
-    ptrs = tuple(None if a is None else a.ctypes.data for a in arrays)
+    ptrs = tuple(None if a is None else a.ctypes.data for a in arrays + [out])
     # ctypes passes surplus arguments unchecked: hold the count to the C signature.
     assert len(ptrs) + len(head(0, 0)) + len(geometry) == len(fn.argtypes), kernel
 
@@ -252,18 +261,11 @@ def _run_native(kernel: str, spec: ConvSpec, dt, arrays, head, count: int, work:
         if fn(*ptrs, *head(lo, hi), *geometry) != 0:
             raise MemoryError(f"{kernel}: could not allocate its plane buffer")
 
+    work = spec.n * spec.k * math.prod(spec.out_size) * math.prod(spec.kernel)
     nj = max(1, min(count, n_threads()))
     bounds = [count * j // nj for j in range(nj + 1)]
     run_jobs(job, [(bounds[j], bounds[j + 1]) for j in range(nj) if bounds[j] < bounds[j + 1]],
              work, min_elements=_NATIVE_THREAD_MIN_WORK)
-
-
-def _out_array(out, shape, dt) -> np.ndarray:
-    if out is None:
-        return np.empty(shape, dtype=dt)
-    if out.shape != shape or out.dtype != dt or not out.flags.c_contiguous:
-        raise ValueError(f"out must be C-contiguous {np.dtype(dt)} of shape {shape}, "
-                         f"got {out.dtype} {out.shape}")
     return out
 
 
@@ -272,15 +274,8 @@ def depthwise_native(x, w, bias, spec: ConvSpec, dt, out=None) -> np.ndarray:
     padding, 1-D to 3-D), float32 or float64, through gpuconv/csrc/depthwise.c
     with the bias fused; `out` (C-contiguous, spec.output_shape) is written in
     full.  Needs native_depthwise_ok(spec, dt)."""
-    x = np.ascontiguousarray(x, dtype=dt)
-    w = np.ascontiguousarray(w, dtype=dt)
-    b = None if bias is None else np.ascontiguousarray(bias, dtype=dt)
-    out = _out_array(out, spec.output_shape, dt)
-    if out.size:
-        _run_native("depthwise", spec, dt, (x, w, b, out),
-                    lambda lo, hi: (lo, hi, spec.groups, spec.k_per_group),
-                    spec.n * spec.groups, out.size * math.prod(spec.kernel))
-    return out
+    return _run_native("depthwise", spec, dt, (x, w, bias), out, spec.output_shape,
+                       lambda lo, hi: (lo, hi, spec.groups, spec.k_per_group), spec.n * spec.groups)
 
 
 def depthwise_wgrad_native(x, grad_output, spec: ConvSpec, dt, out=None) -> np.ndarray:
@@ -288,14 +283,8 @@ def depthwise_wgrad_native(x, grad_output, spec: ConvSpec, dt, out=None) -> np.n
     grad_output, through the compiled kernel: deterministic (a fixed summation
     order, row sums accumulated in double).  Needs native_depthwise_ok(spec, dt,
     'depthwise_wgrad')."""
-    x = np.ascontiguousarray(x, dtype=dt)
-    go = np.ascontiguousarray(grad_output, dtype=dt)
-    out = _out_array(out, spec.weight_shape, dt)
-    if out.size:
-        _run_native("depthwise_wgrad", spec, dt, (x, go, out),
-                    lambda lo, hi: (spec.n, lo, hi, spec.groups, spec.k_per_group),
-                    spec.groups, go.size * math.prod(spec.kernel))
-    return out
+    return _run_native("depthwise_wgrad", spec, dt, (x, grad_output), out, spec.weight_shape,
+                       lambda lo, hi: (spec.n, lo, hi, spec.groups, spec.k_per_group), spec.groups)
 
 
 def depthwise_dgrad_native(grad_output, w, spec: ConvSpec, dt, out=None) -> np.ndarray:
@@ -303,14 +292,8 @@ def depthwise_dgrad_native(grad_output, w, spec: ConvSpec, dt, out=None) -> np.n
     weight, through the compiled kernel: the adjoint of depthwise_native, so also
     the transposed convolution.  Needs native_depthwise_ok(spec, dt,
     'depthwise_dgrad')."""
-    go = np.ascontiguousarray(grad_output, dtype=dt)
-    w = np.ascontiguousarray(w, dtype=dt)
-    out = _out_array(out, spec.input_shape, dt)
-    if out.size:
-        _run_native("depthwise_dgrad", spec, dt, (go, w, out),
-                    lambda lo, hi: (lo, hi, spec.groups, spec.k_per_group),
-                    spec.n * spec.groups, go.size * math.prod(spec.kernel))
-    return out
+    return _run_native("depthwise_dgrad", spec, dt, (grad_output, w), out, spec.input_shape,
+                       lambda lo, hi: (lo, hi, spec.groups, spec.k_per_group), spec.n * spec.groups)
 
 
 def _conv_one_channel_per_group(x, w, spec: ConvSpec, dt) -> np.ndarray:
