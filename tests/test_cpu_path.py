@@ -105,14 +105,17 @@ def test_winograd_float32_accuracy_on_layer_shapes(rng, shape):
     assert_close(cpu.conv(x, w, None, spec), want.astype(np.float32), np.float32)
 
 
-@pytest.fixture(params=["native", "numpy"])
+@pytest.fixture(params=["native_rows", "native_lanes", "numpy"])
 def depthwise_impl(request, monkeypatch):
-    """The compiled depthwise kernel (gpuconv._native), or the NumPy passes it replaces."""
-    if request.param == "native":
-        if _native.kernel("depthwise", np.float32) is None:
-            pytest.fail(f"compiled CPU kernels: {_native.status()}")
-    else:
+    """Each compiled depthwise forward kernel (gpuconv._native) for every shape
+    (lanes: fewer than 8 groups leave lanes idle), or the NumPy passes they replace."""
+    if request.param == "numpy":
         monkeypatch.setattr(_native, "kernel", lambda name, dt: None)
+        return request.param
+    if _native.kernel("depthwise", np.float32) is None:
+        pytest.fail(f"compiled CPU kernels: {_native.status()}")
+    name = {"native_rows": "depthwise", "native_lanes": "depthwise_lanes"}[request.param]
+    monkeypatch.setattr(cpu, "depthwise_kernel", lambda spec: name)
     return request.param
 
 
@@ -202,8 +205,9 @@ def test_phase_geometry():
     assert geo.phases == [(0, 0)] and geo.grid == (11, 9)
 
 
+@pytest.mark.parametrize("impl", ["depthwise", "depthwise_lanes"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_depthwise_native_stays_inside_its_arrays(rng, dtype):
+def test_depthwise_native_stays_inside_its_arrays(rng, dtype, impl):
     """The compiled kernel reads only its input and weights and writes every
     output element and nothing else: the arrays sit inside NaN-filled buffers
     (an out-of-bounds read turns a result into NaN) and the output starts as
@@ -221,7 +225,7 @@ def test_depthwise_native_stays_inside_its_arrays(rng, dtype):
                                          (3, (3, 3, 3), 1, (1, 2, 1), 1), (3, (2, 1, 3), 2, 1, 0),
                                          (2, (3, 3), (2, 3), 1, ((4, 0), (5, 2))),
                                          (2, (3, 4), (3, 2), (1, 2), ((1, 3), (0, 5)))]:
-        g, kg, n = 3, 2, 2
+        g, kg, n = (3, 2, 2) if nd != 2 else (11, 2, 2)       # lanes: a full and a partial block
         size = (7, 9, 8)[-nd:]
         xbuf, x = inside((n, g) + size)
         wbuf, w = inside((g * kg, 1) + kernel)
@@ -232,7 +236,7 @@ def test_depthwise_native_stays_inside_its_arrays(rng, dtype):
         spec, _ = make_spec(x.shape, w.shape, b.shape, stride, pad, dil, g, dtype, nd)
         obuf, out = inside(spec.output_shape)
         obuf[:257] = obuf[-257:] = 12345.0
-        cpu.depthwise_native(x, w, b, spec, dtype, out=out)
+        cpu.depthwise_native(x, w, b, spec, dtype, out=out, kernel=impl)
         assert (obuf[:257] == 12345.0).all() and (obuf[-257:] == 12345.0).all(), spec
         assert_close(out, reference.conv(x, w, b, spec), dtype, what=f"depthwise native {spec}")
 
@@ -273,7 +277,7 @@ def test_native_builds_where_a_compiler_exists():
     if not any(shutil.which(c) for c in ("cc", "gcc", "clang")):
         pytest.skip("no C compiler on this machine")
     assert _native.status().startswith("on"), _native.status()
-    for name in ("depthwise", "depthwise_wgrad", "depthwise_dgrad"):
+    for name in ("depthwise", "depthwise_lanes", "depthwise_wgrad", "depthwise_dgrad"):
         assert _native.kernel(name, np.float64) is not None and _native.kernel(name, np.float32) is not None
         assert _native.kernel(name, np.complex64) is None
 
@@ -366,3 +370,15 @@ def test_depthwise_gradients_through_the_api_match_torch(rng):
         want = torch.nn.functional.conv_transpose2d(torch.from_numpy(xt), torch.from_numpy(wt), None,
                                                     stride, pad, opad, 6).numpy()
         assert_close(gpuconv.conv_transpose2d(xt, wt, None, stride, pad, opad, 6), want, np.float64)
+
+
+def test_depthwise_kernel_choice():
+    """Lanes for strided layers and short rows with at least 8 groups, rows otherwise."""
+    f32 = np.float32
+
+    def pick(c, h, stride):
+        return cpu.depthwise_kernel(make_spec((2, c, h, h), (c, 1, 3, 3), None, stride, 1, 1, c, f32, 2)[0])
+
+    assert pick(960, 7, 1) == "depthwise_lanes" and pick(144, 56, 2) == "depthwise_lanes"
+    assert pick(128, 56, 1) == "depthwise" and pick(192, 28, 1) == "depthwise"
+    assert pick(4, 7, 1) == "depthwise" and pick(4, 56, 2) == "depthwise"
