@@ -119,7 +119,7 @@ def depthwise_impl(request, monkeypatch):
     return request.param
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128, np.int32])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.complex128, np.int32])
 def test_depthwise_matches_definition(rng, chunking, depthwise_impl, dtype):
     """groups == C: one image (broadcast weights) and several (weight tiles),
     multipliers Kg > 1, 1-D to 3-D, strides (3x3 unit-stride rows take the
