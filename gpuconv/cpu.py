@@ -25,7 +25,7 @@ import math
 import numpy as np
 
 from . import _native
-from ._cpu import n_threads, run_jobs, scratch
+from ._cpu import n_threads, run_jobs, scratch, shares
 from .reference import compute_dtype, pad_input
 from .spec import ConvSpec
 from .winograd import conv_winograd, usable as winograd_usable
@@ -262,10 +262,7 @@ def _run_native(kernel: str, spec: ConvSpec, dt, inputs, out, out_shape, head, c
             raise MemoryError(f"{kernel}: could not allocate its plane buffer")
 
     work = spec.n * spec.k * math.prod(spec.out_size) * math.prod(spec.kernel)
-    nj = max(1, min(count, n_threads()))
-    bounds = [count * j // nj for j in range(nj + 1)]
-    run_jobs(job, [(bounds[j], bounds[j + 1]) for j in range(nj) if bounds[j] < bounds[j + 1]],
-             work, min_elements=_NATIVE_THREAD_MIN_WORK)
+    run_jobs(job, shares(count), work, min_elements=_NATIVE_THREAD_MIN_WORK)
     return out
 
 
