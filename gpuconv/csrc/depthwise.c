@@ -29,9 +29,11 @@
  *   1.73 ms).  Order: bias, then taps in (t, r, s) order.
  * forward, 8 lanes (DEFINE_FORWARD_LANES): 8 groups side by side in the vector
  *   lanes, for strided layers and rows too short to vectorise along.
- * weight gradient: per group, over images, output rows and taps, the dot
- *   product of a dy row with the input row the tap read, in 8 lanes of T, each
- *   row's sum added to a double accumulator: a fixed order, so deterministic.
+ * weight gradient: per group, over images, output rows and taps, dy rows
+ *   times the input rows the tap read, in 8 lanes of T per tap kept over a
+ *   whole plane (the lanes live in registers along a row), the lanes and the
+ *   row tails summed in double per plane: a fixed order, so deterministic
+ *   (8x128x56x56 3x3, 2 cores: a double sum per row 2.9 ms, per plane 2.1).
  * input gradient: the forward's scatter: each dy row times the tap weight is
  *   added into the padded buffer where the forward read, then the interior is
  *   read back out of the phases.  Order per element: k, od, oh, t, r, s.
@@ -141,19 +143,6 @@ static void from_phases_##SUF(T *restrict dst, const T *restrict buf, const geom
                     for (idx k = lo; k < hi; ++k) out[k * g->sw + off] = ph[k];        \
             }                                                                          \
         }                                                                              \
-}                                                                                      \
-                                                                                       \
-/* sum a[q] b[q]: 8 lanes of T, then the lanes and the tail in double. */             \
-static inline double dot_##SUF(const T *restrict a, const T *restrict b, idx n)        \
-{                                                                                      \
-    T lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                              \
-    idx q = 0;                                                                         \
-    for (; q + 8 <= n; q += 8)                                                         \
-        for (int j = 0; j < 8; ++j) lane[j] += a[q + j] * b[q + j];                    \
-    double s = 0.0;                                                                    \
-    for (int j = 0; j < 8; ++j) s += (double)lane[j];                                  \
-    for (; q < n; ++q) s += (double)a[q] * (double)b[q];                               \
-    return s;                                                                          \
 }
 
 #define DEFINE_FORWARD(NAME, SUF, T)                                                   \
@@ -218,9 +207,13 @@ int NAME(const T *restrict x, const T *restrict dy, T *restrict gw,             
 {                                                                                      \
     const geom gm = make_geom(GEOM_ARGS);                                              \
     const geom *g = &gm;                                                               \
+    const idx OW8 = OW - OW % 8;                                                       \
     T *buf = (T *)calloc((size_t)gm.buf_len, sizeof(T));                               \
     double *acc = (double *)malloc((size_t)(KG * gm.taps) * sizeof(double));           \
-    if (buf == NULL || acc == NULL) { free(buf); free(acc); return -1; }               \
+    T *lane = (T *)malloc((size_t)(gm.taps * 8) * sizeof(T));                          \
+    if (buf == NULL || acc == NULL || lane == NULL) {                                  \
+        free(buf); free(acc); free(lane); return -1;                                   \
+    }                                                                                  \
     for (idx grp = g0; grp < g1; ++grp) {                                              \
         for (idx j = 0; j < KG * gm.taps; ++j) acc[j] = 0.0;                           \
         for (idx n = 0; n < N; ++n) {                                                  \
@@ -229,22 +222,35 @@ int NAME(const T *restrict x, const T *restrict dy, T *restrict gw,             
             for (idx k = 0; k < KG; ++k) {                                             \
                 const T *dyp = dy + (i * KG + k) * gm.plane_out;                       \
                 double *a = acc + k * gm.taps;                                         \
+                for (idx j = 0; j < gm.taps * 8; ++j) lane[j] = (T)0;                  \
                 for (idx od = 0; od < OD; ++od)                                        \
                 for (idx oh = 0; oh < OH; ++oh) {                                      \
                     const T *drow = dyp + (od * OH + oh) * OW;                         \
                     for (idx t = 0; t < KD; ++t)                                       \
                     for (idx r = 0; r < KH; ++r) {                                     \
                         const T *in = buf + row_at(g, od, t, oh, r);                   \
-                        for (idx s = 0; s < KW; ++s)                                   \
-                            a[(t * KH + r) * KW + s] += dot_##SUF(drow, in + col_at(g, s), OW); \
+                        for (idx s = 0; s < KW; ++s) {                                 \
+                            const idx tap = (t * KH + r) * KW + s;                     \
+                            const T *b = in + col_at(g, s);                            \
+                            T *L = lane + tap * 8, l[8];     /* in registers */       \
+                            for (int j = 0; j < 8; ++j) l[j] = L[j];                   \
+                            for (idx q = 0; q < OW8; q += 8)                           \
+                                for (int j = 0; j < 8; ++j) l[j] += drow[q + j] * b[q + j]; \
+                            for (int j = 0; j < 8; ++j) L[j] = l[j];                   \
+                            for (idx q = OW8; q < OW; ++q)                             \
+                                a[tap] += (double)drow[q] * (double)b[q];              \
+                        }                                                              \
                     }                                                                  \
                 }                                                                      \
+                for (idx tap = 0; tap < gm.taps; ++tap)                                \
+                    for (int j = 0; j < 8; ++j) a[tap] += (double)lane[tap * 8 + j];   \
             }                                                                          \
         }                                                                              \
         for (idx j = 0; j < KG * gm.taps; ++j) gw[grp * KG * gm.taps + j] = (T)acc[j];  \
     }                                                                                  \
     free(buf);                                                                         \
     free(acc);                                                                         \
+    free(lane);                                                                        \
     return 0;                                                                          \
 }
 
