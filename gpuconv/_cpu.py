@@ -24,6 +24,17 @@ def n_threads() -> int:
     return max(1, min(n, 8))
 
 
+def _forget_pool_after_fork() -> None:
+    # A forked child inherits the executor object but none of its threads:
+    # work submitted to it would wait forever.  The child starts a pool of its own.
+    global _pool
+    _pool = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
 def run_jobs(fn, jobs, n_elements: int, min_elements: int = 1 << 16) -> None:
     """Call fn(*job) for every job, on the pool when the work is big enough."""
     global _pool

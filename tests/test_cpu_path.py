@@ -382,3 +382,27 @@ def test_depthwise_kernel_choice():
     assert pick(960, 7, 1) == "depthwise_lanes" and pick(144, 56, 2) == "depthwise_lanes"
     assert pick(128, 56, 1) == "depthwise" and pick(192, 28, 1) == "depthwise"
     assert pick(4, 7, 1) == "depthwise" and pick(4, 56, 2) == "depthwise"
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_thread_pool_survives_fork(rng):
+    """A process forked after the pool started (a DataLoader worker, say) runs
+    threaded CPU work in a pool of its own instead of waiting on threads it did
+    not inherit."""
+    import os
+    import signal
+    x = randn(rng, (4, 64, 40, 40), np.float32)
+    w = randn(rng, (64, 1, 3, 3), np.float32)
+    spec, _ = make_spec(x.shape, w.shape, None, 1, 1, 1, 64, np.float32, 2)
+    want = cpu.conv(x, w, None, spec)                 # starts the pool in this process
+    pid = os.fork()
+    if pid == 0:                                      # the child: exit code says it all
+        signal.alarm(60)
+        try:
+            ok = np.array_equal(cpu.conv(x, w, None, spec), want)
+            ok = ok and (_cpu.n_threads() == 1 or _cpu._pool is not None)   # threaded, new pool
+        except BaseException:                         # noqa: BLE001
+            ok = False
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
