@@ -48,6 +48,16 @@ _lock = threading.Lock()
 _state: dict = {}                         # "lib": CDLL | None, "status": str
 
 
+def _new_lock_after_fork() -> None:
+    # a thread of the parent may have held the lock (mid-build) when it forked
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_after_fork)
+
+
 def _compiler() -> str | None:
     for cand in (os.environ.get("CC"), "cc", "gcc", "clang"):
         if cand and shutil.which(cand):
