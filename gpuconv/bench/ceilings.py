@@ -51,7 +51,7 @@ def gpu_ceilings(quick: bool = False, notes: list | None = None) -> dict:
                   flush_l2=False)
     out = {"copy_GBps": 2 * nbytes / t.min_s / 1e9, "copy_bytes": nbytes, "gemm_TFLOPs": {},
            "gemm_n": {}}
-    del src, dst
+    src = dst = None                      # free the buffers before the GEMMs
     n = 4096 if quick else 8192
     for key, dt in (("fp32", cupy.float32), ("fp16", cupy.float16)):
         a = cupy.random.standard_normal((n, n), dtype=cupy.float32).astype(dt)
@@ -60,7 +60,7 @@ def gpu_ceilings(quick: bool = False, notes: list | None = None) -> dict:
                       flush_l2=False)
         out["gemm_TFLOPs"][key] = 2 * n**3 / t.min_s / 1e12
         out["gemm_n"][key] = n
-        del a, b
+        a = b = None
     try:
         import torch
         if not torch.cuda.is_available():
@@ -79,7 +79,7 @@ def gpu_ceilings(quick: bool = False, notes: list | None = None) -> dict:
                            min_time_s=0.2, flush_l2=False)
             out["gemm_TFLOPs"][key] = 2 * n**3 / t.min_s / 1e12
             out["gemm_n"][key] = n
-            del a, b
+            a = b = None
     finally:
         torch.backends.cuda.matmul.allow_tf32 = saved
     return out
