@@ -3,12 +3,14 @@
 Depthwise convolution has no GEMM to hand to BLAS: in NumPy it is two
 element-wise passes per kernel tap, and NumPy's passes cannot go faster than
 about 4 G elements/s here, so 8x128x56x56 3x3 takes ~7.5 ms against torch's
-1.7 ms.  gpuconv/csrc/depthwise.c does it, and its weight and input gradients,
-in vectorised loops over whole rows.  Like the CUDA kernels (compiled at run time through CuPy), it is
+1.7 ms.  gpuconv/csrc/depthwise.c does it, and its weight and input
+gradients, in vectorised loops over whole rows (or over 8 groups at once).
+
+Like the CUDA kernels (compiled at run time through CuPy), the source is
 compiled on the machine that runs it, here with `-O3 -march=native`, and the
 shared library is cached under gpuconv._paths.cache_dir()/"cpu", keyed on the
 source, the compiler, the flags and the processor.  ctypes releases the GIL
-for the call, so the caller's thread pool runs slabs of planes in parallel.
+for a call, so the caller's thread pool runs shares of the planes in parallel.
 
 Everything here is optional: with no C compiler, a failed build, or
 GPUCONV_CPU_NATIVE=0, `kernel` returns None and the CPU path stays in
