@@ -267,12 +267,15 @@ def _run_native(kernel: str, spec: ConvSpec, dt, inputs, out, out_shape, head, c
 
 
 def depthwise_kernel(spec: ConvSpec) -> str:
-    """Which compiled forward kernel: 'depthwise_lanes' (8 groups in the vector
-    lanes) for strided layers and rows of 16 or fewer outputs, 'depthwise'
-    (vectorised along the rows) otherwise.  Measured, float32, 8 images, 3x3,
-    2 cores, rows vs lanes (ms): 7x7 0.65 / 0.43, 14x14 0.79 / 0.79, 28x28
-    0.69 / 0.95, 56x56 1.72 / 2.69; stride 2 from 14x14 0.91 / 0.38, from 28x28
-    0.72 / 0.43, from 56x56 1.25 / 1.03.  Fewer than 8 groups leave lanes idle."""
+    """Which form of the compiled kernels: 'depthwise_lanes' (8 groups in the
+    vector lanes) for strided layers and rows of 16 or fewer outputs,
+    'depthwise' (vectorised along the rows) otherwise; the weight gradient
+    follows the same choice.  Measured, float32, 8 images, 3x3, 2 cores, rows
+    vs lanes (ms), forward: 7x7 0.65 / 0.43, 14x14 0.79 / 0.79, 28x28 0.69 /
+    0.95, 56x56 1.72 / 2.69; stride 2 from 14x14 0.91 / 0.38, from 28x28 0.72 /
+    0.43, from 56x56 1.25 / 1.03.  Weight gradient: 7x7 2.0 / 0.73, 14x14 2.2 /
+    1.4, 28x28 1.6 / 1.7, 56x56 2.4 / 4.6; stride 2 from 14x14 1.7 / 0.52, from
+    56x56 3.3 / 1.6.  Fewer than 8 groups leave lanes idle."""
     if spec.groups >= 8 and (max(spec.stride) > 1 or spec.out_size[-1] <= 16):
         return "depthwise_lanes"
     return "depthwise"
@@ -295,13 +298,23 @@ def depthwise_native(x, w, bias, spec: ConvSpec, dt, out=None, kernel=None) -> n
                        lambda lo, hi: (lo, hi, spec.groups, spec.k_per_group), count)
 
 
-def depthwise_wgrad_native(x, grad_output, spec: ConvSpec, dt, out=None) -> np.ndarray:
+def depthwise_wgrad_native(x, grad_output, spec: ConvSpec, dt, out=None, kernel=None) -> np.ndarray:
     """dL/dw (spec.weight_shape) of a depthwise `spec` from its input and
     grad_output, through the compiled kernel: deterministic (a fixed summation
-    order, row sums accumulated in double).  Needs native_depthwise_ok(spec, dt,
-    'depthwise_wgrad')."""
-    return _run_native("depthwise_wgrad", spec, dt, (x, grad_output), out, spec.weight_shape,
-                       lambda lo, hi: (spec.n, lo, hi, spec.groups, spec.k_per_group), spec.groups)
+    order, each plane's lanes summed in double).  `kernel`: 'depthwise_wgrad'
+    or 'depthwise_wgrad_lanes' (default: as depthwise_kernel(spec) chooses).
+    Needs native_depthwise_ok(spec, dt, 'depthwise_wgrad')."""
+    if kernel is None:
+        lanes = depthwise_kernel(spec) == "depthwise_lanes"
+        kernel = "depthwise_wgrad_lanes" if lanes else "depthwise_wgrad"
+    if kernel == "depthwise_wgrad_lanes":               # blocks of 8 groups
+        count = -(-spec.groups // 8)
+    elif kernel == "depthwise_wgrad":                   # groups
+        count = spec.groups
+    else:
+        raise ValueError(f"kernel must be 'depthwise_wgrad' or 'depthwise_wgrad_lanes', got {kernel!r}")
+    return _run_native(kernel, spec, dt, (x, grad_output), out, spec.weight_shape,
+                       lambda lo, hi: (spec.n, lo, hi, spec.groups, spec.k_per_group), count)
 
 
 def depthwise_dgrad_native(grad_output, w, spec: ConvSpec, dt, out=None) -> np.ndarray:

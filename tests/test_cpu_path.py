@@ -277,13 +277,14 @@ def test_native_builds_where_a_compiler_exists():
     if not any(shutil.which(c) for c in ("cc", "gcc", "clang")):
         pytest.skip("no C compiler on this machine")
     assert _native.status().startswith("on"), _native.status()
-    for name in ("depthwise", "depthwise_lanes", "depthwise_wgrad", "depthwise_dgrad"):
+    for name in ("depthwise", "depthwise_lanes", "depthwise_wgrad", "depthwise_wgrad_lanes",
+                 "depthwise_dgrad"):
         assert _native.kernel(name, np.float64) is not None and _native.kernel(name, np.float32) is not None
         assert _native.kernel(name, np.complex64) is None
 
 
 def _depthwise_case(rng, nd, dtype):
-    n, g, kg = int(rng.choice([1, 2, 3])), int(rng.integers(2, 5)), int(rng.choice([1, 1, 2, 3]))
+    n, g, kg = int(rng.choice([1, 2, 3])), int(rng.choice([2, 3, 4, 8, 11])), int(rng.choice([1, 1, 2, 3]))
     kernel = tuple(int(v) for v in rng.integers(1, 5, nd))
     dil = tuple(int(v) for v in rng.integers(1, 3, nd))
     stride = tuple(int(v) for v in rng.integers(1, 4, nd))
@@ -295,8 +296,9 @@ def _depthwise_case(rng, nd, dtype):
     return x, w, randn(rng, spec.output_shape, dtype), spec
 
 
+@pytest.mark.parametrize("wgrad", ["depthwise_wgrad", "depthwise_wgrad_lanes"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_depthwise_adjoints_match_definition(rng, dtype):
+def test_depthwise_adjoints_match_definition(rng, dtype, wgrad):
     """The compiled weight and input gradients are the adjoints of the forward
     definition: <conv(x, w), dy> = <x, dgrad(dy, w)> = <w, wgrad(x, dy)> in
     float64 (1-D to 3-D, multipliers, strides, dilation, asymmetric padding);
@@ -304,7 +306,7 @@ def test_depthwise_adjoints_match_definition(rng, dtype):
     for _ in range(60):
         nd = int(rng.integers(1, 4))
         x, w, dy, spec = _depthwise_case(rng, nd, dtype)
-        gw = cpu.depthwise_wgrad_native(x, dy, spec, dtype)
+        gw = cpu.depthwise_wgrad_native(x, dy, spec, dtype, kernel=wgrad)
         gx = cpu.depthwise_dgrad_native(dy, w, spec, dtype)
         assert gw.shape == spec.weight_shape and gx.shape == spec.input_shape
         x64, w64, dy64 = (a.astype(np.float64) for a in (x, w, dy))
@@ -321,12 +323,14 @@ def test_depthwise_adjoints_match_definition(rng, dtype):
             mp.setattr(_native, "kernel", lambda name, dt: None)
             want_w = grad_mod.weight_grad_numpy(x, dy, spec)
             want_x = transpose.transpose_numpy(dy, w, None, grad_mod.input_geometry(spec))
-        assert_close(cpu.depthwise_wgrad_native(x, dy, spec, dtype), want_w, dtype, what=f"wgrad {spec}")
+        assert_close(cpu.depthwise_wgrad_native(x, dy, spec, dtype, kernel=wgrad), want_w, dtype,
+                     what=f"wgrad {spec}")
         assert_close(cpu.depthwise_dgrad_native(dy, w, spec, dtype), want_x, dtype, what=f"dgrad {spec}")
 
 
+@pytest.mark.parametrize("wgrad", ["depthwise_wgrad", "depthwise_wgrad_lanes"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_depthwise_adjoints_stay_inside_their_arrays(rng, dtype):
+def test_depthwise_adjoints_stay_inside_their_arrays(rng, dtype, wgrad):
     """As for the forward kernel: operands inside NaN buffers, results start as
     NaN between sentinels."""
     def inside(shape, guard=129):
@@ -337,11 +341,12 @@ def test_depthwise_adjoints_stay_inside_their_arrays(rng, dtype):
         x0, w0, dy0, spec = _depthwise_case(rng, nd, dtype)
         (_, x), (_, w), (_, dy) = inside(x0.shape), inside(w0.shape), inside(dy0.shape)
         x[...], w[...], dy[...] = x0, w0, dy0
-        for fn, args, shape in [(cpu.depthwise_wgrad_native, (x, dy), spec.weight_shape),
-                                (cpu.depthwise_dgrad_native, (dy, w), spec.input_shape)]:
+        for fn, args, shape, kw in [(cpu.depthwise_wgrad_native, (x, dy), spec.weight_shape,
+                                     {"kernel": wgrad}),
+                                    (cpu.depthwise_dgrad_native, (dy, w), spec.input_shape, {})]:
             obuf, out = inside(shape)
             obuf[:129] = obuf[-129:] = 777.0
-            fn(*args, spec, dtype, out=out)
+            fn(*args, spec, dtype, out=out, **kw)
             assert (obuf[:129] == 777.0).all() and (obuf[-129:] == 777.0).all(), (fn.__name__, spec)
             assert np.isfinite(out).all(), (fn.__name__, spec)
 

@@ -34,6 +34,8 @@
  *   whole plane (the lanes live in registers along a row), the lanes and the
  *   row tails summed in double per plane: a fixed order, so deterministic
  *   (8x128x56x56 3x3, 2 cores: a double sum per row 2.9 ms, per plane 2.1).
+ * weight gradient, 8 lanes (DEFINE_WGRAD_LANES): the same with 8 groups in
+ *   the vector lanes, chosen as for the forward.
  * input gradient: the forward's scatter: each dy row times the tap weight is
  *   added into the padded buffer where the forward read, then the interior is
  *   read back out of the phases.  Order per element: k, od, oh, t, r, s.
@@ -321,10 +323,10 @@ int NAME(const T *restrict x, const T *restrict w, const T *restrict bias,      
                 if (lanes == V) {                                                      \
                     for (idx c = 0; c < W; ++c)                                        \
                         for (idx j = 0; j < V; ++j) dst[c * V + j] = src[j][o + c];    \
-                } else {                                                               \
-                    for (idx c = 0; c < W; ++c)                                        \
-                        for (idx j = 0; j < V; ++j)                                    \
-                            dst[c * V + j] = j < lanes ? src[j][o + c] : (T)0;         \
+                } else {                          /* no load from past the array */    \
+                    for (idx c = 0; c < W * V; ++c) dst[c] = (T)0;                     \
+                    for (idx j = 0; j < lanes; ++j)                                    \
+                        for (idx c = 0; c < W; ++c) dst[c * V + j] = src[j][o + c];    \
                 }                                                                      \
             }                                                                          \
         for (idx k = 0; k < KG; ++k) {                                                 \
@@ -374,6 +376,79 @@ int NAME(const T *restrict x, const T *restrict w, const T *restrict bias,      
     return 0;                                                                          \
 }
 
+/* The weight gradient with 8 groups in the vector lanes (for strided layers
+ * and short rows, as the forward): input planes and dy planes of 8 groups
+ * interleaved, per output position 8 lanes of products per tap, the lanes of
+ * a plane summed in double.  Blocks [b0, b1) of 8 groups, over all N images. */
+#define DEFINE_WGRAD_LANES(NAME, SUF, T)                                               \
+int NAME(const T *restrict x, const T *restrict dy, T *restrict gw,                   \
+         idx N, idx b0, idx b1, idx G, idx KG, GEOM_PARAMS)                            \
+{                                                                                      \
+    enum { V = 8 };                                                                    \
+    const geom gm = make_geom(GEOM_ARGS);                                              \
+    const idx Dp = D + pd + pd_hi, Wp = W + pw + pw_hi, Hp = gm.Hp;                    \
+    T *in = (T *)calloc((size_t)(Dp * Hp * Wp * V), sizeof(T));                        \
+    T *dv = (T *)malloc((size_t)(gm.plane_out * V) * sizeof(T));                       \
+    T *lane = (T *)malloc((size_t)(gm.taps * V) * sizeof(T));                          \
+    double *acc = (double *)malloc((size_t)(KG * gm.taps * V) * sizeof(double));       \
+    if (in == NULL || dv == NULL || lane == NULL || acc == NULL) {                     \
+        free(in); free(dv); free(lane); free(acc); return -1;                          \
+    }                                                                                  \
+    for (idx blk = b0; blk < b1; ++blk) {                                              \
+        const idx g0 = blk * V, lanes = G - g0 < V ? G - g0 : V;                       \
+        for (idx j = 0; j < KG * gm.taps * V; ++j) acc[j] = 0.0;                       \
+        for (idx n = 0; n < N; ++n) {                                                  \
+            const T *src[V];                          /* lanes past G read zeros */    \
+            for (idx j = 0; j < V; ++j)                                                \
+                src[j] = j < lanes ? x + (n * G + g0 + j) * gm.plane_in : NULL;        \
+            for (idx d = 0; d < D; ++d)                                                \
+                for (idx h = 0; h < H; ++h) {                                          \
+                    T *dst = in + (((d + pd) * Hp + h + ph) * Wp + pw) * V;            \
+                    const idx o = (d * H + h) * W;                                     \
+                    if (lanes == V) {                                                  \
+                        for (idx c = 0; c < W; ++c)                                    \
+                            for (idx j = 0; j < V; ++j) dst[c * V + j] = src[j][o + c]; \
+                    } else {                                                           \
+                        for (idx c = 0; c < W * V; ++c) dst[c] = (T)0;                 \
+                        for (idx j = 0; j < lanes; ++j)                                \
+                            for (idx c = 0; c < W; ++c) dst[c * V + j] = src[j][o + c]; \
+                    }                                                                  \
+                }                                                                      \
+            for (idx k = 0; k < KG; ++k) {                                             \
+                if (lanes < V)                                                         \
+                    for (idx q = 0; q < gm.plane_out * V; ++q) dv[q] = (T)0;           \
+                for (idx j = 0; j < lanes; ++j) {                                      \
+                    const T *e = dy + ((n * G + g0 + j) * KG + k) * gm.plane_out;      \
+                    for (idx q = 0; q < gm.plane_out; ++q) dv[q * V + j] = e[q];       \
+                }                                                                      \
+                for (idx j = 0; j < gm.taps * V; ++j) lane[j] = (T)0;                  \
+                for (idx od = 0; od < OD; ++od)                                        \
+                for (idx oh = 0; oh < OH; ++oh)                                        \
+                for (idx ow = 0; ow < OW; ++ow) {                                      \
+                    const T *e = dv + ((od * OH + oh) * OW + ow) * V;                  \
+                    for (idx t = 0; t < KD; ++t)                                       \
+                    for (idx r = 0; r < KH; ++r) {                                     \
+                        const T *p = in + (((od * sd + t * dd) * Hp + oh * sh + r * dh) * Wp \
+                                           + ow * sw) * V;                             \
+                        T *L = lane + (t * KH + r) * KW * V;                           \
+                        for (idx s = 0; s < KW; ++s)                                   \
+                            for (idx j = 0; j < V; ++j)                                \
+                                L[s * V + j] += e[j] * p[s * dw * V + j];              \
+                    }                                                                  \
+                }                                                                      \
+                double *a = acc + k * gm.taps * V;                                     \
+                for (idx j = 0; j < gm.taps * V; ++j) a[j] += (double)lane[j];         \
+            }                                                                          \
+        }                                                                              \
+        for (idx j = 0; j < lanes; ++j)                                                \
+            for (idx k = 0; k < KG; ++k)                                               \
+                for (idx t = 0; t < gm.taps; ++t)                                      \
+                    gw[((g0 + j) * KG + k) * gm.taps + t] = (T)acc[(k * gm.taps + t) * V + j]; \
+    }                                                                                  \
+    free(in); free(dv); free(lane); free(acc);                                         \
+    return 0;                                                                          \
+}
+
 DEFINE_HELPERS(f32, float)
 DEFINE_HELPERS(f64, double)
 DEFINE_FORWARD(gpuconv_depthwise_f32, f32, float)
@@ -384,3 +459,5 @@ DEFINE_DGRAD(gpuconv_depthwise_dgrad_f32, f32, float)
 DEFINE_DGRAD(gpuconv_depthwise_dgrad_f64, f64, double)
 DEFINE_FORWARD_LANES(gpuconv_depthwise_lanes_f32, f32, float)
 DEFINE_FORWARD_LANES(gpuconv_depthwise_lanes_f64, f64, double)
+DEFINE_WGRAD_LANES(gpuconv_depthwise_wgrad_lanes_f32, f32, float)
+DEFINE_WGRAD_LANES(gpuconv_depthwise_wgrad_lanes_f64, f64, double)
