@@ -44,7 +44,8 @@ ENV_SWITCH = "GPUCONV_CPU_NATIVE"
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 # kernel -> (pointer arguments, idx arguments), as declared in depthwise.c
 _SIGNATURES = {"depthwise": (4, 25), "depthwise_lanes": (4, 25), "depthwise_wgrad": (3, 26),
-               "depthwise_wgrad_lanes": (3, 26), "depthwise_dgrad": (3, 25)}
+               "depthwise_wgrad_lanes": (3, 26), "depthwise_dgrad": (3, 25),
+               "depthwise_dgrad_lanes": (3, 25)}
 
 _lock = threading.Lock()
 _state: dict = {}                         # "lib": CDLL | None, "status": str
@@ -156,8 +157,8 @@ def reset() -> None:
 
 def kernel(name: str, dtype):
     """The compiled kernel `name` (a key of _SIGNATURES: 'depthwise',
-    'depthwise_lanes', 'depthwise_wgrad', 'depthwise_wgrad_lanes', 'depthwise_dgrad') for `dtype`
-    (float32 or float64), or None."""
+    'depthwise_lanes', 'depthwise_wgrad', 'depthwise_wgrad_lanes', 'depthwise_dgrad',
+    'depthwise_dgrad_lanes') for `dtype` (float32 or float64), or None."""
     if name not in _SIGNATURES:
         raise ValueError(f"unknown compiled kernel {name!r}; there are {sorted(_SIGNATURES)}")
     suffix = _SUFFIX.get(np.dtype(dtype))

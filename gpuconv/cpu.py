@@ -268,15 +268,20 @@ def _run_native(kernel: str, spec: ConvSpec, dt, inputs, out, out_shape, head, c
 
 def depthwise_kernel(spec: ConvSpec) -> str:
     """Which form of the compiled kernels: 'depthwise_lanes' (8 groups in the
-    vector lanes) for strided layers and rows of 16 or fewer outputs,
-    'depthwise' (vectorised along the rows) otherwise; the weight gradient
-    follows the same choice.  Measured, float32, 8 images, 3x3, 2 cores, rows
-    vs lanes (ms), forward: 7x7 0.65 / 0.43, 14x14 0.79 / 0.79, 28x28 0.69 /
-    0.95, 56x56 1.72 / 2.69; stride 2 from 14x14 0.91 / 0.38, from 28x28 0.72 /
-    0.43, from 56x56 1.25 / 1.03.  Weight gradient: 7x7 2.0 / 0.73, 14x14 2.2 /
-    1.4, 28x28 1.6 / 1.7, 56x56 2.4 / 4.6; stride 2 from 14x14 1.7 / 0.52, from
-    56x56 3.3 / 1.6.  Fewer than 8 groups leave lanes idle."""
-    if spec.groups >= 8 and (max(spec.stride) > 1 or spec.out_size[-1] <= 16):
+    vector lanes) for rows of 16 or fewer outputs, and of 32 or fewer when
+    strided; 'depthwise' (vectorised along the rows) otherwise.  The weight and
+    input gradients follow the same choice.  Fewer than 8 groups leave lanes
+    idle.  Measured, float32, 8 images, 3x3, 2 cores, rows / lanes (ms):
+      forward: 7x7 0.65 / 0.43, 14x14 0.79 / 0.79, 28x28 0.69 / 0.95, 56x56
+        1.72 / 2.69; stride 2 from 14x14 0.91 / 0.38, from 28x28 0.72 / 0.43,
+        from 56x56 1.24 / 0.98, from 112x112 2.59 / 2.49;
+      weight gradient: 7x7 2.0 / 0.73, 14x14 2.2 / 1.4, 28x28 1.6 / 1.7, 56x56
+        2.4 / 4.6; stride 2 from 14x14 1.7 / 0.52, from 56x56 1.6 / 1.0, from
+        112x112 2.9 / 2.8;
+      input gradient, stride 2: from 14x14 2.0 / 0.58, from 28x28 1.5 / 0.75,
+        from 56x56 2.5 / 2.1, from 112x112 4.4 / 5.8."""
+    short = 32 if max(spec.stride) > 1 else 16
+    if spec.groups >= 8 and spec.out_size[-1] <= short:
         return "depthwise_lanes"
     return "depthwise"
 
@@ -317,13 +322,23 @@ def depthwise_wgrad_native(x, grad_output, spec: ConvSpec, dt, out=None, kernel=
                        lambda lo, hi: (spec.n, lo, hi, spec.groups, spec.k_per_group), count)
 
 
-def depthwise_dgrad_native(grad_output, w, spec: ConvSpec, dt, out=None) -> np.ndarray:
+def depthwise_dgrad_native(grad_output, w, spec: ConvSpec, dt, out=None, kernel=None) -> np.ndarray:
     """dL/dx (spec.input_shape) of a depthwise `spec` from grad_output and the
     weight, through the compiled kernel: the adjoint of depthwise_native, so also
-    the transposed convolution.  Needs native_depthwise_ok(spec, dt,
-    'depthwise_dgrad')."""
-    return _run_native("depthwise_dgrad", spec, dt, (grad_output, w), out, spec.input_shape,
-                       lambda lo, hi: (lo, hi, spec.groups, spec.k_per_group), spec.n * spec.groups)
+    the transposed convolution.  `kernel`: 'depthwise_dgrad' or
+    'depthwise_dgrad_lanes' (default: as depthwise_kernel(spec) chooses).
+    Needs native_depthwise_ok(spec, dt, 'depthwise_dgrad')."""
+    if kernel is None:
+        lanes = depthwise_kernel(spec) == "depthwise_lanes"
+        kernel = "depthwise_dgrad_lanes" if lanes else "depthwise_dgrad"
+    if kernel == "depthwise_dgrad_lanes":               # blocks of (image, 8 groups)
+        count = spec.n * -(-spec.groups // 8)
+    elif kernel == "depthwise_dgrad":                   # planes (image, group)
+        count = spec.n * spec.groups
+    else:
+        raise ValueError(f"kernel must be 'depthwise_dgrad' or 'depthwise_dgrad_lanes', got {kernel!r}")
+    return _run_native(kernel, spec, dt, (grad_output, w), out, spec.input_shape,
+                       lambda lo, hi: (lo, hi, spec.groups, spec.k_per_group), count)
 
 
 def _conv_one_channel_per_group(x, w, spec: ConvSpec, dt) -> np.ndarray:

@@ -278,9 +278,13 @@ def test_native_builds_where_a_compiler_exists():
         pytest.skip("no C compiler on this machine")
     assert _native.status().startswith("on"), _native.status()
     for name in ("depthwise", "depthwise_lanes", "depthwise_wgrad", "depthwise_wgrad_lanes",
-                 "depthwise_dgrad"):
+                 "depthwise_dgrad", "depthwise_dgrad_lanes"):
         assert _native.kernel(name, np.float64) is not None and _native.kernel(name, np.float32) is not None
         assert _native.kernel(name, np.complex64) is None
+
+
+WGRAD = {"rows": "depthwise_wgrad", "lanes": "depthwise_wgrad_lanes"}
+DGRAD = {"rows": "depthwise_dgrad", "lanes": "depthwise_dgrad_lanes"}
 
 
 def _depthwise_case(rng, nd, dtype):
@@ -296,9 +300,9 @@ def _depthwise_case(rng, nd, dtype):
     return x, w, randn(rng, spec.output_shape, dtype), spec
 
 
-@pytest.mark.parametrize("wgrad", ["depthwise_wgrad", "depthwise_wgrad_lanes"])
+@pytest.mark.parametrize("form", ["rows", "lanes"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_depthwise_adjoints_match_definition(rng, dtype, wgrad):
+def test_depthwise_adjoints_match_definition(rng, dtype, form):
     """The compiled weight and input gradients are the adjoints of the forward
     definition: <conv(x, w), dy> = <x, dgrad(dy, w)> = <w, wgrad(x, dy)> in
     float64 (1-D to 3-D, multipliers, strides, dilation, asymmetric padding);
@@ -306,8 +310,8 @@ def test_depthwise_adjoints_match_definition(rng, dtype, wgrad):
     for _ in range(60):
         nd = int(rng.integers(1, 4))
         x, w, dy, spec = _depthwise_case(rng, nd, dtype)
-        gw = cpu.depthwise_wgrad_native(x, dy, spec, dtype, kernel=wgrad)
-        gx = cpu.depthwise_dgrad_native(dy, w, spec, dtype)
+        gw = cpu.depthwise_wgrad_native(x, dy, spec, dtype, kernel=WGRAD[form])
+        gx = cpu.depthwise_dgrad_native(dy, w, spec, dtype, kernel=DGRAD[form])
         assert gw.shape == spec.weight_shape and gx.shape == spec.input_shape
         x64, w64, dy64 = (a.astype(np.float64) for a in (x, w, dy))
         y = reference.conv(x64, w64, None, spec, accumulate="float64")
@@ -323,14 +327,15 @@ def test_depthwise_adjoints_match_definition(rng, dtype, wgrad):
             mp.setattr(_native, "kernel", lambda name, dt: None)
             want_w = grad_mod.weight_grad_numpy(x, dy, spec)
             want_x = transpose.transpose_numpy(dy, w, None, grad_mod.input_geometry(spec))
-        assert_close(cpu.depthwise_wgrad_native(x, dy, spec, dtype, kernel=wgrad), want_w, dtype,
+        assert_close(cpu.depthwise_wgrad_native(x, dy, spec, dtype, kernel=WGRAD[form]), want_w, dtype,
                      what=f"wgrad {spec}")
-        assert_close(cpu.depthwise_dgrad_native(dy, w, spec, dtype), want_x, dtype, what=f"dgrad {spec}")
+        assert_close(cpu.depthwise_dgrad_native(dy, w, spec, dtype, kernel=DGRAD[form]), want_x, dtype,
+                     what=f"dgrad {spec}")
 
 
-@pytest.mark.parametrize("wgrad", ["depthwise_wgrad", "depthwise_wgrad_lanes"])
+@pytest.mark.parametrize("form", ["rows", "lanes"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_depthwise_adjoints_stay_inside_their_arrays(rng, dtype, wgrad):
+def test_depthwise_adjoints_stay_inside_their_arrays(rng, dtype, form):
     """As for the forward kernel: operands inside NaN buffers, results start as
     NaN between sentinels."""
     def inside(shape, guard=129):
@@ -342,8 +347,9 @@ def test_depthwise_adjoints_stay_inside_their_arrays(rng, dtype, wgrad):
         (_, x), (_, w), (_, dy) = inside(x0.shape), inside(w0.shape), inside(dy0.shape)
         x[...], w[...], dy[...] = x0, w0, dy0
         for fn, args, shape, kw in [(cpu.depthwise_wgrad_native, (x, dy), spec.weight_shape,
-                                     {"kernel": wgrad}),
-                                    (cpu.depthwise_dgrad_native, (dy, w), spec.input_shape, {})]:
+                                     {"kernel": WGRAD[form]}),
+                                    (cpu.depthwise_dgrad_native, (dy, w), spec.input_shape,
+                                     {"kernel": DGRAD[form]})]:
             obuf, out = inside(shape)
             obuf[:129] = obuf[-129:] = 777.0
             fn(*args, spec, dtype, out=out, **kw)
@@ -386,6 +392,7 @@ def test_depthwise_kernel_choice():
 
     assert pick(960, 7, 1) == "depthwise_lanes" and pick(144, 56, 2) == "depthwise_lanes"
     assert pick(128, 56, 1) == "depthwise" and pick(192, 28, 1) == "depthwise"
+    assert pick(96, 112, 2) == "depthwise"
     assert pick(4, 7, 1) == "depthwise" and pick(4, 56, 2) == "depthwise"
 
 

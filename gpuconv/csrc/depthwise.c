@@ -28,17 +28,19 @@
  *   output row in one expression (8x128x56x56 float32, 2 cores: 1.95 ->
  *   1.73 ms).  Order: bias, then taps in (t, r, s) order.
  * forward, 8 lanes (DEFINE_FORWARD_LANES): 8 groups side by side in the vector
- *   lanes, for strided layers and rows too short to vectorise along.
+ *   lanes, for rows too short to vectorise along.
  * weight gradient: per group, over images, output rows and taps, dy rows
  *   times the input rows the tap read, in 8 lanes of T per tap kept over a
  *   whole plane (the lanes live in registers along a row), the lanes and the
  *   row tails summed in double per plane: a fixed order, so deterministic
  *   (8x128x56x56 3x3, 2 cores: a double sum per row 2.9 ms, per plane 2.1).
  * weight gradient, 8 lanes (DEFINE_WGRAD_LANES): the same with 8 groups in
- *   the vector lanes, chosen as for the forward.
+ *   the vector lanes.
  * input gradient: the forward's scatter: each dy row times the tap weight is
  *   added into the padded buffer where the forward read, then the interior is
  *   read back out of the phases.  Order per element: k, od, oh, t, r, s.
+ *   DEFINE_DGRAD_LANES: the same with 8 groups in the vector lanes.
+ * The lanes forms are chosen by gpuconv.cpu.depthwise_kernel.
  *
  * Each returns 0, or -1 when a buffer cannot be allocated.
  */
@@ -376,8 +378,8 @@ int NAME(const T *restrict x, const T *restrict w, const T *restrict bias,      
     return 0;                                                                          \
 }
 
-/* The weight gradient with 8 groups in the vector lanes (for strided layers
- * and short rows, as the forward): input planes and dy planes of 8 groups
+/* The weight gradient with 8 groups in the vector lanes (for short rows, as
+ * the forward): input planes and dy planes of 8 groups
  * interleaved, per output position 8 lanes of products per tap, the lanes of
  * a plane summed in double.  Blocks [b0, b1) of 8 groups, over all N images. */
 #define DEFINE_WGRAD_LANES(NAME, SUF, T)                                               \
@@ -449,6 +451,66 @@ int NAME(const T *restrict x, const T *restrict dy, T *restrict gw,             
     return 0;                                                                          \
 }
 
+/* The input gradient with 8 groups in the vector lanes: dy planes of 8 groups
+ * interleaved, each output position's 8 lanes times the tap weights added into
+ * an interleaved padded buffer, whose interior then goes back to the 8 planes.
+ * Blocks [b0, b1) of (image, 8 groups). */
+#define DEFINE_DGRAD_LANES(NAME, SUF, T)                                               \
+int NAME(const T *restrict dy, const T *restrict w, T *restrict dx,                   \
+         idx b0, idx b1, idx G, idx KG, GEOM_PARAMS)                                   \
+{                                                                                      \
+    enum { V = 8 };                                                                    \
+    const geom gm = make_geom(GEOM_ARGS);                                              \
+    const idx Dp = D + pd + pd_hi, Wp = W + pw + pw_hi, Hp = gm.Hp;                    \
+    const idx gblocks = (G + V - 1) / V, blen = Dp * Hp * Wp * V;                      \
+    T *buf = (T *)malloc((size_t)blen * sizeof(T));                                    \
+    T *dv = (T *)malloc((size_t)(gm.plane_out * V) * sizeof(T));                       \
+    T *wv = (T *)malloc((size_t)(gm.taps * V) * sizeof(T));                            \
+    if (buf == NULL || dv == NULL || wv == NULL) { free(buf); free(dv); free(wv); return -1; } \
+    for (idx blk = b0; blk < b1; ++blk) {                                              \
+        const idx n = blk / gblocks, g0 = (blk % gblocks) * V;                         \
+        const idx lanes = G - g0 < V ? G - g0 : V;                                     \
+        for (idx q = 0; q < blen; ++q) buf[q] = (T)0;                                  \
+        for (idx k = 0; k < KG; ++k) {                                                 \
+            if (lanes < V) {                                                           \
+                for (idx q = 0; q < gm.plane_out * V; ++q) dv[q] = (T)0;               \
+                for (idx q = 0; q < gm.taps * V; ++q) wv[q] = (T)0;                    \
+            }                                                                          \
+            for (idx j = 0; j < lanes; ++j) {                                          \
+                const T *e = dy + ((n * G + g0 + j) * KG + k) * gm.plane_out;          \
+                for (idx q = 0; q < gm.plane_out; ++q) dv[q * V + j] = e[q];           \
+                for (idx t = 0; t < gm.taps; ++t)                                      \
+                    wv[t * V + j] = w[((g0 + j) * KG + k) * gm.taps + t];              \
+            }                                                                          \
+            for (idx od = 0; od < OD; ++od)                                            \
+            for (idx oh = 0; oh < OH; ++oh)                                            \
+            for (idx ow = 0; ow < OW; ++ow) {                                          \
+                const T *e = dv + ((od * OH + oh) * OW + ow) * V;                      \
+                for (idx t = 0; t < KD; ++t)                                           \
+                for (idx r = 0; r < KH; ++r) {                                         \
+                    T *p = buf + (((od * sd + t * dd) * Hp + oh * sh + r * dh) * Wp    \
+                                  + ow * sw) * V;                                      \
+                    const T *wr = wv + (t * KH + r) * KW * V;                          \
+                    for (idx s = 0; s < KW; ++s)                                       \
+                        for (idx j = 0; j < V; ++j)                                    \
+                            p[s * dw * V + j] += wr[s * V + j] * e[j];                 \
+                }                                                                      \
+            }                                                                          \
+        }                                                                              \
+        for (idx j = 0; j < lanes; ++j) {                                              \
+            T *out = dx + (n * G + g0 + j) * gm.plane_in;                              \
+            for (idx d = 0; d < D; ++d)                                                \
+                for (idx h = 0; h < H; ++h) {                                          \
+                    const T *src = buf + (((d + pd) * Hp + h + ph) * Wp + pw) * V + j; \
+                    T *o = out + (d * H + h) * W;                                      \
+                    for (idx c = 0; c < W; ++c) o[c] = src[c * V];                     \
+                }                                                                      \
+        }                                                                              \
+    }                                                                                  \
+    free(buf); free(dv); free(wv);                                                     \
+    return 0;                                                                          \
+}
+
 DEFINE_HELPERS(f32, float)
 DEFINE_HELPERS(f64, double)
 DEFINE_FORWARD(gpuconv_depthwise_f32, f32, float)
@@ -461,3 +523,5 @@ DEFINE_FORWARD_LANES(gpuconv_depthwise_lanes_f32, f32, float)
 DEFINE_FORWARD_LANES(gpuconv_depthwise_lanes_f64, f64, double)
 DEFINE_WGRAD_LANES(gpuconv_depthwise_wgrad_lanes_f32, f32, float)
 DEFINE_WGRAD_LANES(gpuconv_depthwise_wgrad_lanes_f64, f64, double)
+DEFINE_DGRAD_LANES(gpuconv_depthwise_dgrad_lanes_f32, f32, float)
+DEFINE_DGRAD_LANES(gpuconv_depthwise_dgrad_lanes_f64, f64, double)
