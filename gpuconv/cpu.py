@@ -286,19 +286,26 @@ def depthwise_kernel(spec: ConvSpec) -> str:
     return "depthwise"
 
 
+def _form(spec: ConvSpec, kernel, rows: str, per_image: bool) -> tuple[str, int]:
+    """(kernel name, job count) for the rows form `rows` or its '_lanes' form;
+    kernel=None chooses as depthwise_kernel(spec) does.  Jobs are groups (lanes:
+    blocks of 8 groups), per image when `per_image`."""
+    lanes = rows + "_lanes"
+    if kernel is None:
+        kernel = lanes if depthwise_kernel(spec) == "depthwise_lanes" else rows
+    if kernel not in (rows, lanes):
+        raise ValueError(f"kernel must be {rows!r} or {lanes!r}, got {kernel!r}")
+    count = -(-spec.groups // 8) if kernel == lanes else spec.groups
+    return kernel, spec.n * count if per_image else count
+
+
 def depthwise_native(x, w, bias, spec: ConvSpec, dt, out=None, kernel=None) -> np.ndarray:
     """One input channel per group (any multiplier, stride, dilation, zero
     padding, 1-D to 3-D), float32 or float64, through gpuconv/csrc/depthwise.c
     with the bias fused; `out` (C-contiguous, spec.output_shape) is written in
     full.  `kernel`: 'depthwise' or 'depthwise_lanes' (default:
     depthwise_kernel(spec)).  Needs native_depthwise_ok(spec, dt)."""
-    kernel = depthwise_kernel(spec) if kernel is None else kernel
-    if kernel == "depthwise_lanes":                     # blocks of (image, 8 groups)
-        count = spec.n * -(-spec.groups // 8)
-    elif kernel == "depthwise":                         # planes (image, group)
-        count = spec.n * spec.groups
-    else:
-        raise ValueError(f"kernel must be 'depthwise' or 'depthwise_lanes', got {kernel!r}")
+    kernel, count = _form(spec, kernel, "depthwise", per_image=True)
     return _run_native(kernel, spec, dt, (x, w, bias), out, spec.output_shape,
                        lambda lo, hi: (lo, hi, spec.groups, spec.k_per_group), count)
 
@@ -309,15 +316,7 @@ def depthwise_wgrad_native(x, grad_output, spec: ConvSpec, dt, out=None, kernel=
     order, each plane's lanes summed in double).  `kernel`: 'depthwise_wgrad'
     or 'depthwise_wgrad_lanes' (default: as depthwise_kernel(spec) chooses).
     Needs native_depthwise_ok(spec, dt, 'depthwise_wgrad')."""
-    if kernel is None:
-        lanes = depthwise_kernel(spec) == "depthwise_lanes"
-        kernel = "depthwise_wgrad_lanes" if lanes else "depthwise_wgrad"
-    if kernel == "depthwise_wgrad_lanes":               # blocks of 8 groups
-        count = -(-spec.groups // 8)
-    elif kernel == "depthwise_wgrad":                   # groups
-        count = spec.groups
-    else:
-        raise ValueError(f"kernel must be 'depthwise_wgrad' or 'depthwise_wgrad_lanes', got {kernel!r}")
+    kernel, count = _form(spec, kernel, "depthwise_wgrad", per_image=False)
     return _run_native(kernel, spec, dt, (x, grad_output), out, spec.weight_shape,
                        lambda lo, hi: (spec.n, lo, hi, spec.groups, spec.k_per_group), count)
 
@@ -328,15 +327,7 @@ def depthwise_dgrad_native(grad_output, w, spec: ConvSpec, dt, out=None, kernel=
     the transposed convolution.  `kernel`: 'depthwise_dgrad' or
     'depthwise_dgrad_lanes' (default: as depthwise_kernel(spec) chooses).
     Needs native_depthwise_ok(spec, dt, 'depthwise_dgrad')."""
-    if kernel is None:
-        lanes = depthwise_kernel(spec) == "depthwise_lanes"
-        kernel = "depthwise_dgrad_lanes" if lanes else "depthwise_dgrad"
-    if kernel == "depthwise_dgrad_lanes":               # blocks of (image, 8 groups)
-        count = spec.n * -(-spec.groups // 8)
-    elif kernel == "depthwise_dgrad":                   # planes (image, group)
-        count = spec.n * spec.groups
-    else:
-        raise ValueError(f"kernel must be 'depthwise_dgrad' or 'depthwise_dgrad_lanes', got {kernel!r}")
+    kernel, count = _form(spec, kernel, "depthwise_dgrad", per_image=True)
     return _run_native(kernel, spec, dt, (grad_output, w), out, spec.input_shape,
                        lambda lo, hi: (lo, hi, spec.groups, spec.k_per_group), count)
 

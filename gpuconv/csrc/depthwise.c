@@ -52,7 +52,7 @@ typedef ptrdiff_t idx;
 
 typedef struct {
     idx D, H, W, KD, KH, KW, OD, OH, OW, sd, sh, sw, pd, ph, pw, dd, dh, dw;
-    idx Hp, Wq, Wr, buf_len, plane_in, plane_out, taps;
+    idx Dp, Hp, Wp, Wq, Wr, buf_len, plane_in, plane_out, taps;
 } geom;
 
 #define GEOM_PARAMS idx D, idx H, idx W, idx KD, idx KH, idx KW, idx OD, idx OH, idx OW,       \
@@ -62,12 +62,14 @@ typedef struct {
 
 static geom make_geom(GEOM_PARAMS)
 {
-    geom g = {D, H, W, KD, KH, KW, OD, OH, OW, sd, sh, sw, pd, ph, pw, dd, dh, dw, 0, 0, 0, 0, 0, 0, 0};
-    const idx Dp = D + pd + pd_hi, Wp = W + pw + pw_hi;
+    geom g = {D, H, W, KD, KH, KW, OD, OH, OW, sd, sh, sw, pd, ph, pw, dd, dh, dw,
+              0, 0, 0, 0, 0, 0, 0, 0, 0};
+    g.Dp = D + pd + pd_hi;
     g.Hp = H + ph + ph_hi;
-    g.Wq = (Wp + sw - 1) / sw;
+    g.Wp = W + pw + pw_hi;
+    g.Wq = (g.Wp + sw - 1) / sw;
     g.Wr = sw * g.Wq;
-    g.buf_len = Dp * g.Hp * g.Wr;
+    g.buf_len = g.Dp * g.Hp * g.Wr;
     g.plane_in = D * H * W;
     g.plane_out = OD * OH * OW;
     g.taps = KD * KH * KW;
@@ -121,6 +123,27 @@ static void to_phases_##SUF(T *restrict buf, const T *restrict src, const geom *
                 else                                                                   \
                     for (idx k = lo; k < hi; ++k) ph[k] = in[k * g->sw + off];         \
                 for (idx k = hi; k < g->Wq; ++k) ph[k] = (T)0;                         \
+            }                                                                          \
+        }                                                                              \
+}                                                                                      \
+                                                                                       \
+/* Planes first .. first + lanes - 1 of x (each D, H, W) into the interior of  \
+   the interleaved buffer in (Dp, Hp, Wp, 8); lanes past `lanes` hold zeros. */     \
+static void to_lanes_##SUF(T *restrict in, const T *restrict x, idx first, idx lanes, \
+                           const geom *g)                                              \
+{                                                                                      \
+    enum { V = 8 };                                                                    \
+    for (idx d = 0; d < g->D; ++d)                                                     \
+        for (idx h = 0; h < g->H; ++h) {                                               \
+            T *dst = in + (((d + g->pd) * g->Hp + h + g->ph) * g->Wp + g->pw) * V;     \
+            const T *src = x + first * g->plane_in + (d * g->H + h) * g->W;            \
+            if (lanes == V) {                                                          \
+                for (idx c = 0; c < g->W; ++c)                                         \
+                    for (idx j = 0; j < V; ++j) dst[c * V + j] = src[j * g->plane_in + c]; \
+            } else {                              /* no load from past the array */    \
+                for (idx c = 0; c < g->W * V; ++c) dst[c] = (T)0;                      \
+                for (idx j = 0; j < lanes; ++j)                                        \
+                    for (idx c = 0; c < g->W; ++c) dst[c * V + j] = src[j * g->plane_in + c]; \
             }                                                                          \
         }                                                                              \
 }                                                                                      \
@@ -306,7 +329,7 @@ int NAME(const T *restrict x, const T *restrict w, const T *restrict bias,      
 {                                                                                      \
     enum { V = 8 };                                                                    \
     const geom gm = make_geom(GEOM_ARGS);                                              \
-    const idx Dp = D + pd + pd_hi, Wp = W + pw + pw_hi, Hp = gm.Hp;                    \
+    const idx Dp = gm.Dp, Hp = gm.Hp, Wp = gm.Wp;                                      \
     const idx gblocks = (G + V - 1) / V;                                               \
     T *in = (T *)calloc((size_t)(Dp * Hp * Wp * V), sizeof(T));                        \
     T *out = (T *)malloc((size_t)(gm.plane_out * V) * sizeof(T));                      \
@@ -315,22 +338,7 @@ int NAME(const T *restrict x, const T *restrict w, const T *restrict bias,      
     for (idx blk = b0; blk < b1; ++blk) {                                              \
         const idx n = blk / gblocks, g0 = (blk % gblocks) * V;                         \
         const idx lanes = G - g0 < V ? G - g0 : V;                                     \
-        const T *src[V];                            /* lanes past G read zeros */      \
-        for (idx j = 0; j < V; ++j)                                                    \
-            src[j] = j < lanes ? x + (n * G + g0 + j) * gm.plane_in : NULL;            \
-        for (idx d = 0; d < D; ++d)                                                    \
-            for (idx h = 0; h < H; ++h) {                                              \
-                T *dst = in + (((d + pd) * Hp + h + ph) * Wp + pw) * V;                \
-                const idx o = (d * H + h) * W;                                         \
-                if (lanes == V) {                                                      \
-                    for (idx c = 0; c < W; ++c)                                        \
-                        for (idx j = 0; j < V; ++j) dst[c * V + j] = src[j][o + c];    \
-                } else {                          /* no load from past the array */    \
-                    for (idx c = 0; c < W * V; ++c) dst[c] = (T)0;                     \
-                    for (idx j = 0; j < lanes; ++j)                                    \
-                        for (idx c = 0; c < W; ++c) dst[c * V + j] = src[j][o + c];    \
-                }                                                                      \
-            }                                                                          \
+        to_lanes_##SUF(in, x, n * G + g0, lanes, &gm);                                 \
         for (idx k = 0; k < KG; ++k) {                                                 \
             T *bv = wv + gm.taps * V;                                                  \
             for (idx j = 0; j < V; ++j) {                                              \
@@ -379,16 +387,16 @@ int NAME(const T *restrict x, const T *restrict w, const T *restrict bias,      
 }
 
 /* The weight gradient with 8 groups in the vector lanes (for short rows, as
- * the forward): input planes and dy planes of 8 groups
- * interleaved, per output position 8 lanes of products per tap, the lanes of
- * a plane summed in double.  Blocks [b0, b1) of 8 groups, over all N images. */
+ * the forward): input planes and dy planes of 8 groups interleaved, per output
+ * position 8 lanes of products per tap, the lanes of a plane summed in double.
+ * Blocks [b0, b1) of 8 groups, over all N images. */
 #define DEFINE_WGRAD_LANES(NAME, SUF, T)                                               \
 int NAME(const T *restrict x, const T *restrict dy, T *restrict gw,                   \
          idx N, idx b0, idx b1, idx G, idx KG, GEOM_PARAMS)                            \
 {                                                                                      \
     enum { V = 8 };                                                                    \
     const geom gm = make_geom(GEOM_ARGS);                                              \
-    const idx Dp = D + pd + pd_hi, Wp = W + pw + pw_hi, Hp = gm.Hp;                    \
+    const idx Dp = gm.Dp, Hp = gm.Hp, Wp = gm.Wp;                                      \
     T *in = (T *)calloc((size_t)(Dp * Hp * Wp * V), sizeof(T));                        \
     T *dv = (T *)malloc((size_t)(gm.plane_out * V) * sizeof(T));                       \
     T *lane = (T *)malloc((size_t)(gm.taps * V) * sizeof(T));                          \
@@ -400,22 +408,7 @@ int NAME(const T *restrict x, const T *restrict dy, T *restrict gw,             
         const idx g0 = blk * V, lanes = G - g0 < V ? G - g0 : V;                       \
         for (idx j = 0; j < KG * gm.taps * V; ++j) acc[j] = 0.0;                       \
         for (idx n = 0; n < N; ++n) {                                                  \
-            const T *src[V];                          /* lanes past G read zeros */    \
-            for (idx j = 0; j < V; ++j)                                                \
-                src[j] = j < lanes ? x + (n * G + g0 + j) * gm.plane_in : NULL;        \
-            for (idx d = 0; d < D; ++d)                                                \
-                for (idx h = 0; h < H; ++h) {                                          \
-                    T *dst = in + (((d + pd) * Hp + h + ph) * Wp + pw) * V;            \
-                    const idx o = (d * H + h) * W;                                     \
-                    if (lanes == V) {                                                  \
-                        for (idx c = 0; c < W; ++c)                                    \
-                            for (idx j = 0; j < V; ++j) dst[c * V + j] = src[j][o + c]; \
-                    } else {                                                           \
-                        for (idx c = 0; c < W * V; ++c) dst[c] = (T)0;                 \
-                        for (idx j = 0; j < lanes; ++j)                                \
-                            for (idx c = 0; c < W; ++c) dst[c * V + j] = src[j][o + c]; \
-                    }                                                                  \
-                }                                                                      \
+            to_lanes_##SUF(in, x, n * G + g0, lanes, &gm);                             \
             for (idx k = 0; k < KG; ++k) {                                             \
                 if (lanes < V)                                                         \
                     for (idx q = 0; q < gm.plane_out * V; ++q) dv[q] = (T)0;           \
@@ -461,7 +454,7 @@ int NAME(const T *restrict dy, const T *restrict w, T *restrict dx,             
 {                                                                                      \
     enum { V = 8 };                                                                    \
     const geom gm = make_geom(GEOM_ARGS);                                              \
-    const idx Dp = D + pd + pd_hi, Wp = W + pw + pw_hi, Hp = gm.Hp;                    \
+    const idx Dp = gm.Dp, Hp = gm.Hp, Wp = gm.Wp;                                      \
     const idx gblocks = (G + V - 1) / V, blen = Dp * Hp * Wp * V;                      \
     T *buf = (T *)malloc((size_t)blen * sizeof(T));                                    \
     T *dv = (T *)malloc((size_t)(gm.plane_out * V) * sizeof(T));                       \
