@@ -19,8 +19,10 @@
  * touches row (od*sd + t*dd, oh*sh + r*dh) from phase (s*dw) % sw, column
  * (s*dw) / sw on, contiguously in ow, whatever the stride, so the compiler
  * vectorises every tap loop (8x144x56x56 3x3 stride 2, one core: strided reads
- * 3.8 ms, phases 2.3 ms).  The border is zeroed once per call; a plane then
- * rewrites only the interior.
+ * 3.8 ms, phases 2.3 ms).  The border is zeroed once per call and a plane
+ * rewrites only the interior (the input gradient, which accumulates into the
+ * buffer, zeroes it per plane).  The lanes forms keep 8 groups' planes
+ * interleaved position by position instead, with no column phases.
  *
  * forward: every output row is accumulated in place (it stays in L1) over the
  *   taps; width-3 kernel rows are unrolled (one load and store of the output
