@@ -15,6 +15,8 @@ for a call, so the caller's thread pool runs shares of the planes in parallel.
 Everything here is optional: with no C compiler, a failed build, or
 GPUCONV_CPU_NATIVE=0, `kernel` returns None and the CPU path stays in
 NumPy.  `status()` says which, and why (`gpuconv info` prints it).
+GPUCONV_CPU_NATIVE=asan builds with AddressSanitizer (see ASAN_FLAGS), as the
+simulator's asan=True does for the CUDA kernels.
 """
 from __future__ import annotations
 
@@ -38,6 +40,10 @@ SOURCE = Path(__file__).resolve().parent / "csrc" / "depthwise.c"
 # compiler may still contract a*b+c into an FMA, which only removes a rounding.
 FLAGS = ("-O3", "-std=c99", "-fPIC", "-shared", "-fno-math-errno")
 ARCH_FLAGS = (("-march=native",), ())     # the first that compiles is used
+# GPUCONV_CPU_NATIVE=asan: AddressSanitizer instead of -O3 (the process must run
+# with libasan preloaded: LD_PRELOAD=$(gcc -print-file-name=libasan.so)).
+ASAN_FLAGS = ("-O1", "-g", "-std=c99", "-fPIC", "-shared", "-fsanitize=address",
+              "-fno-omit-frame-pointer")
 BUILD_VERSION = "1"
 ENV_SWITCH = "GPUCONV_CPU_NATIVE"
 
@@ -86,13 +92,12 @@ def _compiler_version(cc: str) -> str:
     return out.splitlines()[0] if out else ""
 
 
-def _build(cc: str) -> Path:
+def _build(cc: str, asan: bool = False) -> Path:
     source = SOURCE.read_bytes()
     out_dir = _paths.cache_dir() / "cpu"
     out_dir.mkdir(parents=True, exist_ok=True)
     errors = []
-    for arch in ARCH_FLAGS:
-        flags = FLAGS + arch
+    for flags in [ASAN_FLAGS] if asan else [FLAGS + arch for arch in ARCH_FLAGS]:
         key = hashlib.sha256(b"\0".join([
             source, cc.encode(), _compiler_version(cc).encode(), " ".join(flags).encode(),
             _cpu_id().encode(), BUILD_VERSION.encode()])).hexdigest()[:20]
@@ -115,7 +120,8 @@ def _build(cc: str) -> Path:
 
 
 def _load() -> None:
-    if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
+    switch = os.environ.get(ENV_SWITCH, "1").strip().lower()
+    if switch in ("0", "false", "no", "off"):
         _state.update(lib=None, status=f"off ({ENV_SWITCH}={os.environ[ENV_SWITCH]})")
         return
     cc = _compiler()
@@ -123,7 +129,7 @@ def _load() -> None:
         _state.update(lib=None, status="unavailable: no C compiler found (set CC); using NumPy")
         return
     try:
-        path = _build(cc)
+        path = _build(cc, asan=switch == "asan")
         lib = ctypes.CDLL(str(path))
         for name, (n_ptr, n_idx) in _SIGNATURES.items():
             for suffix in _SUFFIX.values():
@@ -133,7 +139,7 @@ def _load() -> None:
     except (OSError, RuntimeError, subprocess.SubprocessError, AttributeError) as exc:
         _state.update(lib=None, status=f"unavailable: build or load failed ({exc}); using NumPy")
         return
-    _state.update(lib=lib, status=f"on ({path})")
+    _state.update(lib=lib, status=f"on{' with AddressSanitizer' if switch == 'asan' else ''} ({path})")
 
 
 def _ensure() -> None:

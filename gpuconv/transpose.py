@@ -272,10 +272,10 @@ def transpose_numpy(x: np.ndarray, w: np.ndarray, bias, geom: TransposeGeometry)
         out = np.zeros(geom.output_shape, dtype=dt)
     elif all(s == 1 for s in geom.stride):
         out = _transpose_stride1(x, w, geom, dt)
-    elif geom.c_out == geom.groups > 1 and cpu.native_depthwise_ok(geom.forward_spec(), dt,
-                                                                    "depthwise_dgrad"):
+    elif geom.c_out == geom.groups > 1 and cpu.native_depthwise_ok(
+            fspec := geom.forward_spec(), dt, "depthwise_dgrad"):
         # the input gradient of a depthwise conv: its compiled adjoint
-        out = cpu.depthwise_dgrad_native(x, w, geom.forward_spec(), dt)
+        out = cpu.depthwise_dgrad_native(x, w, fspec, dt)
     elif geom.c_in == geom.groups:
         out = _transpose_one_channel_per_group(x, w, geom, dt)
     else:

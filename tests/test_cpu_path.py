@@ -4,6 +4,8 @@ kernel, on irregular shapes, every dtype, and with chunks and slabs small
 enough that every chunk boundary and the thread pool are exercised."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -418,3 +420,58 @@ def test_thread_pool_survives_fork(rng):
         os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+
+
+_ASAN_SCRIPT = r"""
+import numpy as np
+from gpuconv import _native, cpu, reference
+from gpuconv.spec import make_spec
+assert "AddressSanitizer" in _native.status(), _native.status()
+rng = np.random.default_rng(int(__import__("sys").argv[1]))
+for dtype in (np.float32, np.float64):
+    for i in range(40):
+        nd = 1 + i % 3
+        n, g, kg = int(rng.integers(1, 3)), int(rng.choice([2, 5, 8, 11])), int(rng.integers(1, 3))
+        kernel = tuple(int(v) for v in rng.integers(1, 4, nd))
+        dil = tuple(int(v) for v in rng.integers(1, 3, nd))
+        stride = tuple(int(v) for v in rng.integers(1, 4, nd))
+        pad = tuple((int(a), int(b)) for a, b in rng.integers(0, 4, (nd, 2)))
+        size = tuple(max(int(s), d * (k - 1) + 1) for s, k, d in zip(rng.integers(1, 10, nd), kernel, dil))
+        x = rng.standard_normal((n, g) + size).astype(dtype)
+        w = rng.standard_normal((g * kg, 1) + kernel).astype(dtype)
+        b = rng.standard_normal(g * kg).astype(dtype)
+        spec, _ = make_spec(x.shape, w.shape, b.shape, stride, pad, dil, g, dtype, nd)
+        dy = rng.standard_normal(spec.output_shape).astype(dtype)
+        want = reference.conv(x, w, b, spec, accumulate="float64")
+        tol = 1e-4 if dtype == np.float32 else 1e-10
+        for form in ("", "_lanes"):
+            y = cpu.depthwise_native(x, w, b, spec, dtype, kernel="depthwise" + form)
+            assert np.abs(y - want).max() <= tol * (1 + np.abs(want).max()), spec
+            cpu.depthwise_wgrad_native(x, dy, spec, dtype, kernel="depthwise_wgrad" + form)
+            cpu.depthwise_dgrad_native(dy, w, spec, dtype, kernel="depthwise_dgrad" + form)
+print("asan ok")
+"""
+
+
+def test_native_kernels_under_address_sanitizer(rng, tmp_path):
+    """Every compiled kernel, both forms, float32 and float64, on irregular 1-D
+    to 3-D shapes (partial lane blocks, strides, dilation, asymmetric padding),
+    built with AddressSanitizer (GPUCONV_CPU_NATIVE=asan) and run in a child
+    process with libasan preloaded: an access past any array, the kernels'
+    own scratch buffers included, fails it."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    gcc = shutil.which("gcc")
+    libasan = subprocess.run([gcc, "-print-file-name=libasan.so"], capture_output=True, text=True,
+                             check=False).stdout.strip() if gcc else ""
+    if not os.path.isabs(libasan) or not os.path.exists(libasan):
+        pytest.skip("no gcc with libasan on this machine")
+    env = dict(os.environ, GPUCONV_CPU_NATIVE="asan", GPUCONV_CACHE_DIR=str(tmp_path), CC=gcc,
+               LD_PRELOAD=libasan, ASAN_OPTIONS="detect_leaks=0",
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                           os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", _ASAN_SCRIPT, str(int(rng.integers(1 << 30)))],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0 and "asan ok" in proc.stdout, (proc.stdout[-2000:], proc.stderr[-4000:])
