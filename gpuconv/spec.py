@@ -20,6 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+# The operators of one convolution, CUTLASS's names: the forward problem (fprop), its
+# data gradient (dgrad: also the transposed convolution) and its weight gradient (wgrad).
+OPS = ("fprop", "dgrad", "wgrad")
 PADDING_STRINGS = ("valid", "same", "full")
 
 # dtypes a convolution accepts: torch's on the CPU (floating, complex, and the
@@ -168,10 +171,54 @@ class ConvSpec:
                  + self.n * self.k * math.prod(self.out_size))
         return self.dtype.itemsize * elems
 
+    # -- the three operators of one convolution -----------------------------
+    def operand_shapes(self, op: str) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """(a, b, result) array shapes of operator `op` (CUTLASS's Fprop/Dgrad/Wgrad):
+        fprop: input, weight -> output; dgrad: grad_output, weight -> grad_input;
+        wgrad: input, grad_output -> grad_weight."""
+        check_op(op)
+        if op == "fprop":
+            return self.input_shape, self.weight_shape, self.output_shape
+        if op == "dgrad":
+            return self.output_shape, self.weight_shape, self.input_shape
+        return self.input_shape, self.output_shape, self.weight_shape
+
+    def gemm(self, op: str) -> tuple[int, int, int]:
+        """(M, N, K) of the implicit GEMM per group that solves `op` (CUTLASS's
+        implicit_gemm_problem_size): fprop M = N*prod(out), N = K/g, K = C/g*taps;
+        dgrad M = N*prod(in), N = C/g, K = K/g*taps; wgrad M = K/g, N = C/g*taps,
+        K = N*prod(out).  Every operator does the same 2*M*N*K*groups FLOPs."""
+        check_op(op)
+        taps = math.prod(self.kernel)
+        if op == "fprop":
+            return self.n * math.prod(self.out_size), self.k_per_group, self.c_per_group * taps
+        if op == "dgrad":
+            return self.n * math.prod(self.in_size), self.c_per_group, self.k_per_group * taps
+        return self.k_per_group, self.c_per_group * taps, self.n * math.prod(self.out_size)
+
+    def view3d(self) -> "ConvSpec":
+        """The same convolution with 3 spatial dims, unit ones in front (PyTorch's
+        view1d_as_2d, one step further): 1-D (L) is (1, 1, L), 2-D (H, W) is (1, H, W);
+        stride and dilation 1 and no padding in the added dims.  Arrays follow with a
+        reshape, no copy."""
+        e = 3 - self.nd
+        if e == 0:
+            return self
+        return ConvSpec(n=self.n, c=self.c, k=self.k, in_size=(1,) * e + self.in_size,
+                        kernel=(1,) * e + self.kernel, stride=(1,) * e + self.stride,
+                        pad=((0, 0),) * e + self.pad, dilation=(1,) * e + self.dilation,
+                        groups=self.groups, dtype=self.dtype)
+
     def key(self) -> tuple:
         """Hashable identity, for caches (the dispatcher's autotune cache)."""
         return (self.n, self.c, self.k, self.in_size, self.kernel, self.stride, self.pad,
                 self.dilation, self.groups, self.dtype.str)
+
+
+def check_op(op) -> str:
+    if op not in OPS:
+        raise ValueError(f"op must be one of {OPS}, got {op!r}")
+    return op
 
 
 def check_dtypes(input_dtype, weight_dtype, bias_dtype=None) -> np.dtype:
@@ -221,6 +268,19 @@ def check_stride_dilation(stride, dilation, nd: int) -> tuple[tuple[int, ...], t
     return stride, dilation
 
 
+def _check_group_divides(groups: int, weight_shape) -> None:
+    """torch's rule for dimension 0 of the weight (K of a convolution, C_in of a
+    transposed one): at least `groups`, and a multiple of it."""
+    if weight_shape[0] < groups:
+        raise ValueError(
+            f"Given groups={groups}, expected weight to be at least {groups} at dimension 0, "
+            f"but got weight of size {_fmt_shape(weight_shape)} instead")
+    if weight_shape[0] % groups != 0:
+        raise ValueError(
+            f"Given groups={groups}, expected weight to be divisible by {groups} at dimension 0, "
+            f"but got weight of size {_fmt_shape(weight_shape)} instead")
+
+
 def make_spec(input_shape, weight_shape, bias_shape, stride, padding, dilation, groups,
               dtype, nd: int, fname: str = "conv2d", allow_empty_spatial: bool = False
               ) -> tuple[ConvSpec, bool]:
@@ -250,14 +310,7 @@ def make_spec(input_shape, weight_shape, bias_shape, stride, padding, dilation, 
 
     n, c = input_shape[:2]
     k, cg = weight_shape[:2]
-    if k < groups:
-        raise ValueError(
-            f"Given groups={groups}, expected weight to be at least {groups} at dimension 0, "
-            f"but got weight of size {_fmt_shape(weight_shape)} instead")
-    if k % groups != 0:
-        raise ValueError(
-            f"Given groups={groups}, expected weight to be divisible by {groups} at dimension 0, "
-            f"but got weight of size {_fmt_shape(weight_shape)} instead")
+    _check_group_divides(groups, weight_shape)
     if cg * groups != c:
         shown = input_shape if batched else input_shape[1:]
         raise ValueError(
@@ -284,5 +337,74 @@ def make_spec(input_shape, weight_shape, bias_shape, stride, padding, dilation, 
             f"Kernel size can't be greater than actual input size")
 
     spec = ConvSpec(n=n, c=c, k=k, in_size=in_size, kernel=kernel, stride=stride, pad=pad,
+                    dilation=dilation, groups=groups, dtype=np.dtype(dtype))
+    return spec, batched
+
+
+def transpose_spec(input_shape, weight_shape, bias_shape, stride, padding, output_padding, groups,
+                   dilation, dtype, nd: int, fname: str = "conv_transpose2d"
+                   ) -> tuple[ConvSpec, bool]:
+    """Validate like torch's F.conv_transpose{nd}d; return (spec, batched), where `spec`
+    is the FORWARD convolution whose data gradient (dgrad) the transposed convolution is.
+
+    The transposed convolution's input (N, C_in, *in) is that spec's output, its weight
+    (C_in, C_out/groups, *kernel) is the spec's weight (K = C_in, C = C_out), its result
+    (N, C_out, *out) is the spec's input, out = (in-1)*stride - 2*padding +
+    dilation*(kernel-1) + output_padding + 1.  `padding` is the spec's low padding;
+    output_padding lowers the high padding (which may go negative: it only sizes the
+    spec's output to `in`, no kernel reads it).  Every condition under which torch
+    raises raises here, as ValueError or TypeError, before any array is touched."""
+    input_shape = tuple(int(s) for s in input_shape)
+    weight_shape = tuple(int(s) for s in weight_shape)
+    batched = check_ranks(input_shape, weight_shape, nd, fname, "in_channels, out_channels/groups, *kernel")
+    full_input = input_shape if batched else (1,) + input_shape
+
+    if isinstance(padding, str):
+        raise TypeError(f"{fname}: padding must be an int or a tuple of ints (torch allows no "
+                        f"padding strings for transposed convolutions), got padding={padding!r}")
+    stride, dilation = check_stride_dilation(stride, dilation, nd)
+    padding = expand_param("padding", padding, nd)
+    output_padding = expand_param("output_padding", output_padding, nd)
+    groups = check_groups(groups)
+    if any(p < 0 for p in padding):
+        raise ValueError(f"negative padding is not supported, got padding={padding}")
+    if any(p < 0 for p in output_padding):
+        raise ValueError(f"negative output_padding is not supported, got output_padding={output_padding}")
+    # torch: every dimension needs output_padding < stride OR output_padding < dilation
+    if any(op >= s and op >= d for op, s, d in zip(output_padding, stride, dilation)):
+        raise ValueError(
+            f"output padding must be smaller than either stride or dilation, but got "
+            f"output_padding={output_padding}, stride={stride}, dilation={dilation}")
+
+    c_in, kg = weight_shape[:2]
+    kernel = weight_shape[2:]
+    _check_group_divides(groups, weight_shape)
+    if kg == 0 or any(k == 0 for k in kernel):
+        raise ValueError(f"weight of size {_fmt_shape(weight_shape)} has a zero output-channel "
+                         f"or kernel dimension")
+    if full_input[1] != c_in:
+        raise ValueError(
+            f"Given transposed=1, weight of size {_fmt_shape(weight_shape)}, expected input"
+            f"{_fmt_shape(input_shape)} to have {c_in} channels, but got {full_input[1]} "
+            f"channels instead")
+    c_out = kg * groups
+    if bias_shape is not None and tuple(bias_shape) != (c_out,):
+        raise ValueError(
+            f"Given transposed=1, weight of size {_fmt_shape(weight_shape)}, expected bias to be "
+            f"1-dimensional with {c_out} elements, but got bias of size "
+            f"{_fmt_shape(bias_shape)} instead")
+    in_size = full_input[2:]
+    if any(i == 0 for i in in_size):
+        raise ValueError(f"Only zero batch or zero channel inputs are supported, but got input "
+                         f"shape: {_fmt_shape(input_shape)}")
+    out_size = tuple((i - 1) * s - 2 * p + d * (k - 1) + op + 1 for i, s, p, d, k, op in
+                     zip(in_size, stride, padding, dilation, kernel, output_padding))
+    if any(o <= 0 for o in out_size):
+        raise ValueError(
+            f"Given input size per channel: ({' x '.join(map(str, in_size))}), calculated output "
+            f"size per channel: ({' x '.join(map(str, out_size))}). Output size is too small "
+            f"(padding={padding} is too large)")
+    spec = ConvSpec(n=full_input[0], c=c_out, k=c_in, in_size=out_size, kernel=kernel,
+                    stride=stride, pad=tuple((p, p - op) for p, op in zip(padding, output_padding)),
                     dilation=dilation, groups=groups, dtype=np.dtype(dtype))
     return spec, batched
