@@ -24,7 +24,7 @@ def test_gpuconv(benchmark, bench_case, request):
     dtype = bench_case.dtype or request.config.getoption("--gpuconv-dtype")
     prep, host = C.prepare_host(bench_case, dtype)
     if gpu:
-        C.add_gpu_impls(prep, host, anchors=False, variants=())
+        C.add_device_impls(prep, host, anchors=False, variants=())
     else:
         C.add_cpu_impls(prep, host, anchors=False)
     impl = _gpuconv_impl(prep, gpu)

@@ -19,7 +19,7 @@ from .signal import convolve2d, correlate2d
 from .spec import ConvSpec
 from .transpose import conv_transpose1d, conv_transpose2d, conv_transpose3d
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "conv1d", "conv2d", "conv3d",

@@ -1,9 +1,12 @@
 """The `gpuconv` command.
 
+    gpuconv --version
     gpuconv bench [--suite NAME ...] [--quick] [--dtype D] [--variant NAME ...]
-                  [--repeats N] [--no-anchors] [--json PATH] [--plot PATH]
+                  [--repeats N] [--no-anchors] [--out DIR] [--json PATH] [--plot PATH]
         gpuconv against cuDNN (torch) and cupyx on this GPU, or against torch
-        CPU and scipy.signal on a machine without one.
+        CPU and scipy.signal on a machine without one.  Without --json/--plot
+        the JSON and the PNG go to DIR (default: a dated folder
+        gpuconv-bench-YYYY-MM-DD-HHMMSS under the current directory).
     gpuconv info [--shape N,C,H,W,K,R,S[,stride,pad,dil,groups]] [--dtype D]
         device, library versions, kernel cache, and the dispatcher's pick for a shape.
     gpuconv kernels [ARGS ...]
@@ -13,7 +16,11 @@
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
 import sys
+from pathlib import Path
+
+from ._version import __version__
 
 GPU_DTYPES = ("float32", "tf32", "float16", "bfloat16")
 CPU_DTYPES = ("float32", "float64")
@@ -21,6 +28,7 @@ CPU_DTYPES = ("float32", "float64")
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gpuconv", description="GPU convolution kernels for CuPy.")
+    p.add_argument("--version", action="version", version=f"gpuconv {__version__}")
     sub = p.add_subparsers(dest="command", metavar="{bench,info,kernels}")
 
     b = sub.add_parser("bench", help="benchmark gpuconv against cuDNN / cupyx (or torch CPU / scipy)",
@@ -42,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="minimum measured time per implementation (default 0.2 GPU, 0.5 CPU)")
     b.add_argument("--no-anchors", action="store_true", help="time gpuconv only")
     b.add_argument("--cpu", action="store_true", help="use the CPU path even when a GPU is present")
+    b.add_argument("--out", metavar="DIR",
+                   help="folder for bench.json and bench.png (default without --json/--plot: "
+                   "gpuconv-bench-<date>-<time> under the current directory)")
     b.add_argument("--json", metavar="PATH", help="write every result and raw timing as JSON")
     b.add_argument("--plot", metavar="PATH", help="write a roofline / ratio PNG (matplotlib)")
     b.add_argument("--list", action="store_true", help="list the suites and their cases, then exit")
@@ -83,17 +94,25 @@ def cmd_kernels(argv) -> int:
 
 # ----------------------------------------------------------------- bench
 class _Progress:
-    """A rich progress bar on stderr, or one line per step without rich."""
+    """A rich progress bar on stderr (the case being timed, cases done, time
+    elapsed and left), or one line per case without rich or without a terminal."""
 
     def __init__(self):
+        self._p = None
         try:
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-            self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                               TimeElapsedColumn(), console=Console(stderr=True), transient=True)
-            self._p.start()
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
         except ImportError:
-            self._p = None
+            Console = None
+        if Console is not None:
+            console = Console(stderr=True)
+            if console.is_terminal:
+                self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                   TimeElapsedColumn(), TextColumn("left"),
+                                   TimeRemainingColumn(compact=True, elapsed_when_finished=True),
+                                   console=console, transient=True)
+                self._p.start()
         self._task = None
         self._label = ""
 
@@ -104,13 +123,18 @@ class _Progress:
                 self._p.remove_task(self._task)
             self._task = self._p.add_task(label, total=total)
         else:
-            print(f"[gpuconv bench] {label} ...", file=sys.stderr)
+            print(f"[gpuconv bench] {label} ({total})", file=sys.stderr, flush=True)
 
     def describe(self, text):
         if self._p is not None:
             self._p.update(self._task, description=f"{self._label}: {text}")
+
+    def case(self, text):
+        """A new case starts (a line of its own without a live bar)."""
+        if self._p is not None:
+            self.describe(text)
         else:
-            print(f"[gpuconv bench] {text}", file=sys.stderr)
+            print(f"[gpuconv bench] {text}", file=sys.stderr, flush=True)
 
     def advance(self):
         if self._p is not None:
@@ -119,6 +143,20 @@ class _Progress:
     def stop(self):
         if self._p is not None:
             self._p.stop()
+
+
+def output_paths(args, now=None) -> tuple[Path | None, Path | None]:
+    """(JSON path, PNG path) of a bench run: --json/--plot as given; with --out, or
+    with neither (a dated folder under the current directory), DIR/bench.json and
+    DIR/bench.png."""
+    json_path = Path(args.json) if args.json else None
+    plot_path = Path(args.plot) if args.plot else None
+    if args.out or (json_path is None and plot_path is None):
+        stamp = (now or _dt.datetime.now()).strftime("%Y-%m-%d-%H%M%S")
+        folder = Path(args.out) if args.out else Path.cwd() / f"gpuconv-bench-{stamp}"
+        json_path = json_path or folder / "bench.json"
+        plot_path = plot_path or folder / "bench.png"
+    return json_path, plot_path
 
 
 def cmd_bench(args) -> int:
@@ -162,16 +200,21 @@ def cmd_bench(args) -> int:
         progress.stop()
     from .bench import report
     report.print_table(result)
-    if args.json:
-        report.write_json(result, args.json)
-        print(f"wrote {args.json}")
-    if args.plot:
+    json_path, plot_path = output_paths(args)
+    wrote = []
+    if json_path is not None:
+        report.write_json(result, json_path)
+        wrote.append(f"{json_path} (every result and raw time)")
+    if plot_path is not None:
         try:
             from .bench import plot
-            plot.plot(result, args.plot)
-            print(f"wrote {args.plot}")
+            plot_path.parent.mkdir(parents=True, exist_ok=True)
+            plot.plot(result, plot_path)
+            wrote.append(f"{plot_path} (roofline and ratios)")
         except ImportError as exc:
-            print(f"gpuconv bench: --plot needs matplotlib ({exc}); no plot written", file=sys.stderr)
+            print(f"gpuconv bench: the plot needs matplotlib ({exc}); no plot written", file=sys.stderr)
+    for line in wrote:
+        print(f"wrote {line}")
     failed = sum(r["status"] == "FAIL" for rec in result["cases"] for r in rec["results"]
                  if r["role"] == "gpuconv")
     if failed:
@@ -244,15 +287,13 @@ def cmd_info(args) -> int:
     print(f"work: {spec.flops / 1e9:.3f} GFLOP, {spec.min_bytes / 1e6:.2f} MB compulsory traffic, "
           f"{spec.flops / spec.min_bytes:.1f} FLOP/byte")
     ex = explain(spec)
-    print(f"dispatcher pick: {ex.get('pick') or 'unknown'}")
-    print(f"why: {ex['why']}")
-    ok, no, problem = gpu_variants(spec)
-    if problem:
-        print(f"variants: {problem}")
-    else:
-        print("variants supporting this shape: " + (", ".join(ok) or "none"))
-        for name, why in no.items():
-            print(f"  {name}: no ({why})")
+    print(f"dispatcher pick: {ex['pick']} {ex['config']}")
+    for why in ex["why"]:
+        print(f"  because: {why}")
+    ok, no = gpu_variants(spec)
+    print("variants supporting this shape: " + (", ".join(ok) or "none"))
+    for name, why in no.items():
+        print(f"  {name}: no ({why})")
     return 0
 
 

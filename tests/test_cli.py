@@ -2,8 +2,10 @@
 info, the kernels pass-through."""
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import re
 import subprocess
 import sys
 import types
@@ -28,6 +30,37 @@ def run_cli(*args, timeout=300):
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.run([sys.executable, "-m", "gpuconv.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=ROOT)
+
+
+def test_version_is_the_package_version():
+    import gpuconv
+    from gpuconv import _version
+    assert gpuconv.__version__ == _version.__version__
+    assert re.fullmatch(r"\d+\.\d+\.\d+\S*", gpuconv.__version__)
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    for cmd in (["-m", "gpuconv", "--version"], ["-m", "gpuconv.cli", "--version"]):
+        r = subprocess.run([sys.executable, *cmd], capture_output=True, text=True, timeout=60, env=env)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == f"gpuconv {gpuconv.__version__}"
+    # pyproject takes it from the one file (hatch's dynamic version)
+    text = (ROOT / "pyproject.toml").read_text()
+    assert 'dynamic = ["version"]' in text and 'path = "gpuconv/_version.py"' in text
+    assert not re.search(r"^version\s*=", text, flags=re.M)
+
+
+def test_output_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    p = cli._parser()
+    now = datetime.datetime(2026, 11, 29, 12, 5, 9)
+    j, png = cli.output_paths(p.parse_args(["bench"]), now=now)
+    assert j == tmp_path / "gpuconv-bench-2026-11-29-120509" / "bench.json"
+    assert png == j.with_name("bench.png")
+    j, png = cli.output_paths(p.parse_args(["bench", "--out", "r"]), now=now)
+    assert (j, png) == (Path("r") / "bench.json", Path("r") / "bench.png")
+    j, png = cli.output_paths(p.parse_args(["bench", "--json", "a.json"]), now=now)
+    assert (j, png) == (Path("a.json"), None)
+    j, png = cli.output_paths(p.parse_args(["bench", "--json", "a.json", "--out", "r"]), now=now)
+    assert (j, png) == (Path("a.json"), Path("r") / "bench.png")
 
 
 def test_parse_shape():
@@ -101,19 +134,26 @@ def test_bench_quick_writes_valid_json(tmp_path):
         assert png.read_bytes()[:4] == b"\x89PNG"
     except ImportError:
         assert "needs matplotlib" in r.stderr
+    assert f"wrote {out}" in r.stdout
 
 
 def test_bench_without_rich_or_torch_degrades(tmp_path):
-    """No rich: plain text; no torch: the torch anchors are skipped with a note."""
-    out = tmp_path / "o.json"
+    """No rich: plain text; no torch: the torch anchors are skipped with a note.
+    Without --json/--plot the results go to a dated folder under the current
+    directory, named at the end."""
     code = ("import sys; sys.modules['rich'] = None; sys.modules['torch'] = None; "
             "from gpuconv.cli import main; "
-            f"sys.exit(main(['bench', '--suite', 'quick', '--quick', '--cpu', '--repeats', '1', "
-            f"'--min-time', '0', '--json', {str(out)!r}]))")
+            "sys.exit(main(['bench', '--suite', 'quick', '--quick', '--cpu', '--repeats', '1', "
+            "'--min-time', '0']))")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240, env=env)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240, env=env,
+                       cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
+    (folder,) = tmp_path.glob("gpuconv-bench-*")
+    out = folder / "bench.json"
+    assert f"wrote {out}" in r.stdout
     result = json.loads(out.read_text())
+    assert report.validate(result) == []
     assert any("torch not installed" in n for n in result["notes"])
     conv = next(c for c in result["cases"] if c["op"] == "conv2d")
     assert conv["skipped"].get("torch-cpu") == "torch not installed"

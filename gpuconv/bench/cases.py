@@ -2,33 +2,41 @@
 to run on it.
 
 Implementations are named `family:detail`:
-  gpuconv:auto         the dispatcher's pick (what a user's call gets)
+  gpuconv:auto         the public function with algorithm="auto" (the dispatcher's pick)
   gpuconv:<variant>    a registered GPU variant forced with algorithm=<variant>
-  gpuconv:numpy        the CPU path
+  gpuconv:atomic       conv2d_weight with deterministic=False
+  gpuconv:numpy        the public function on NumPy arrays (the CPU path)
   cudnn:nchw / cudnn:nhwc    torch.nn.functional on CUDA (channels_last for nhwc)
   cupyx.signal / cupyx.ndimage   cupyx.scipy.signal.convolve2d / correlate2d and
                        cupyx.scipy.ndimage.convolve / correlate ('same' mode only)
   torch-cpu            torch on the CPU
   scipy.signal         scipy.signal.convolve2d / correlate2d
-Ratios in the report are anchor time / gpuconv:auto time.
+Ratios in the report are anchor time / gpuconv:auto (or gpuconv:numpy) time.
+
+gpuconv is called through its public functions only (gpuconv.conv2d,
+conv2d_input, conv2d_weight, separable_conv2d, convolve2d, correlate2d); the
+dispatcher's pick comes from gpuconv.cuda.dispatch.choose, the reference from
+gpuconv.reference (fprop, dgrad, wgrad in float64) and scipy.signal.
 """
 from __future__ import annotations
 
-import inspect
-import importlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import refs
-from .suites import SIGNAL_OPS, Case
+from .. import reference
 from ..spec import ConvSpec, make_spec
+from .suites import SIGNAL_OPS, Case
 
 # Per dtype: |out - ref| <= k * (sqrt(red) + |ref|), red = the reduction length
 # (terms summed per output), inputs uniform in [-1, 1).  fp32 rounding grows
 # like eps*sqrt(red) (eps 6e-8; 1e-5 leaves 100x room); TF32 and fp16 round
 # products to 10 mantissa bits (2^-11 = 4.9e-4); bf16 to 7 (3.9e-3).
 TOLERANCE = {"float64": 1e-10, "float32": 1e-5, "tf32": 2e-3, "float16": 2e-3, "bfloat16": 1e-2}
+
+# The (non-atomic) weight-gradient kernels and separable's two algorithms the
+# benchmark times beside the dispatcher's pick.
+SEPARABLE_ALGORITHMS = ("fused", "two_pass")
 
 
 @dataclass
@@ -38,6 +46,8 @@ class Impl:
     fn: object                  # () -> output array
     timer: str                  # "cpu" | "cupy" | "torch"
     note: str = ""
+    forced: bool = False        # an algorithm forced by name: its ValueError (the API refusing
+                                # the shape before any kernel runs) is a SKIP, not an ERROR
 
 
 @dataclass
@@ -76,124 +86,33 @@ def compare(out, ref, dtype: str, reduction: int) -> tuple[bool, float, str]:
     return True, max_err, ""
 
 
-# ------------------------------------------------------------- lookups
-def find_function(name: str):
-    """gpuconv.<name> or, while the API does not export it yet, from a submodule."""
-    import gpuconv
-    fn = getattr(gpuconv, name, None)
-    if fn is not None:
-        return fn
-    for mod in ("gpuconv.grad", "gpuconv.gradients", "gpuconv.extra", "gpuconv.ops",
-                "gpuconv.separable", "gpuconv.api"):
-        try:
-            m = importlib.import_module(mod)
-        except ImportError:
-            continue
-        if getattr(m, name, None) is not None:
-            return getattr(m, name)
-    return None
-
-
-def gpu_variants(spec: ConvSpec) -> tuple[list[str], dict, str | None]:
-    """(variants that support spec, {variant: reason it does not}, problem or None)."""
-    try:
-        from gpuconv.cuda import variants
-    except ImportError as exc:
-        return [], {}, f"gpuconv.cuda.variants not available ({exc})"
+# ------------------------------------------------------------- the dispatcher
+def gpu_variants(spec: ConvSpec) -> tuple[list[str], dict]:
+    """(registered variants that support spec, {variant: the reason it does not})."""
+    from ..cuda import variants
     ok, no = [], {}
     for name in variants.conv_variant_names():
-        try:
-            res = variants.get(name).supports(spec)
-            yes, why = (res, "") if isinstance(res, bool) else (bool(res[0]), str(res[1]))
-        except Exception as exc:  # noqa: BLE001 - a broken variant is reported, not fatal
-            yes, why = False, f"supports() raised {type(exc).__name__}: {exc}"
-        (ok.append(name) if yes else no.__setitem__(name, why))
-    return ok, no, None
-
-
-def device_facts():
-    """The dispatcher's view of the current GPU, or None (its defaults) without one."""
-    try:
-        from gpuconv.cuda import backend
-        return backend.device_facts(backend.default_backend())
-    except Exception:  # noqa: BLE001 - no CuPy / no device: the dispatcher's defaults
-        return None
+        yes, why = variants.get(name).supports(spec)
+        if yes:
+            ok.append(name)
+        else:
+            no[name] = why
+    return ok, no
 
 
 def explain(spec: ConvSpec, facts=None) -> dict:
-    """The dispatcher's pick and reason: {'pick': name|None, 'why': text, 'source': ...}.
-    Uses gpuconv.cuda.dispatch.choose/explain (a pure function of spec and
-    device facts, so it answers on a machine without a GPU too)."""
-    try:
-        dispatch = importlib.import_module("gpuconv.cuda.dispatch")
-    except ImportError as exc:
-        return {"pick": None, "why": f"no dispatcher in this build (gpuconv.cuda.dispatch: {exc})"}
-    out = {"pick": None, "why": "", "source": "gpuconv.cuda.dispatch"}
-    kw = {} if facts is None else {"facts": facts}
-    choose = getattr(dispatch, "choose", None)
-    if choose is not None:
-        try:
-            res = choose(spec, **kw)
-            out["pick"] = _pick_name(res)
-            if isinstance(res, tuple) and len(res) > 1:
-                out["config"] = res[1]
-        except Exception as exc:  # noqa: BLE001
-            out["why"] = f"dispatch.choose raised {type(exc).__name__}: {exc}"
-            return out
-    fn = getattr(dispatch, "explain", None)
-    if fn is None:
-        out["why"] = "the dispatcher has no explain function"
-        return out
-    try:
-        res = fn(spec, **kw)
-    except Exception as exc:  # noqa: BLE001
-        out["why"] = f"dispatch.explain raised {type(exc).__name__}: {exc}"
-        return out
-    out["why"] = res if isinstance(res, str) else _describe(res)
-    if out["pick"] is None:
-        out["pick"] = _pick_name(res)
-    return out
+    """The dispatcher's pick for spec: {'pick', 'config', 'why': [reasons]}
+    (gpuconv.cuda.dispatch.choose is a pure function of the spec and the device's
+    facts, so it answers on a machine without a GPU too; facts None: its defaults)."""
+    from ..cuda import dispatch
+    name, config, reasons = dispatch.choose(spec, facts)
+    return {"pick": name, "config": dict(config), "why": list(reasons)}
 
 
-def _pick_name(res):
-    if isinstance(res, dict):
-        for key in ("variant", "pick", "name", "algorithm"):
-            if key in res:
-                return str(res[key])
-        return None
-    for key in ("variant", "pick", "name", "algorithm"):
-        v = getattr(res, key, None)
-        if isinstance(v, str):
-            return v
-        if v is not None and isinstance(getattr(v, "name", None), str):
-            return v.name
-    if isinstance(res, (tuple, list)) and res and isinstance(res[0], str):
-        return res[0]
-    if isinstance(res, str):                      # "... -> name config ..." as explain prints it
-        for line in res.splitlines():
-            if line.strip().startswith("->"):
-                return line.split()[1]
-    return None
-
-
-def _describe(res) -> str:
-    if isinstance(res, dict):
-        return "; ".join(f"{k}: {v}" for k, v in res.items())
-    for key in ("reason", "why", "explanation"):
-        if isinstance(getattr(res, key, None), str):
-            return getattr(res, key)
-    return str(res)
-
-
-def _kwargs_for(fn, **candidates) -> dict:
-    """The candidates fn accepts by name (all of them if it takes **kwargs)."""
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return candidates
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        return candidates
-    return {k: v for k, v in candidates.items() if k in params}
+def device_facts():
+    """The current GPU's facts, as the dispatcher sees them."""
+    from ..cuda import backend
+    return backend.device_facts(backend.default_backend())
 
 
 # ------------------------------------------------------------- preparing
@@ -211,6 +130,26 @@ def signal_spec(case: Case, dtype) -> ConvSpec:
     return spec
 
 
+def signal_reference(op: str, img, ker, mode: str) -> np.ndarray:
+    """scipy.signal.convolve2d / correlate2d in float64; for large odd filters the
+    same result through FFT (error ~1e-12 relative; the direct sum of a 15x15
+    filter over 4096^2 takes seconds)."""
+    import scipy.signal as ss
+    img = np.asarray(img, dtype=np.float64)
+    ker = np.asarray(ker, dtype=np.float64)
+    r, s = ker.shape
+    if img.size * ker.size > 5e7 and r % 2 == 1 and s % 2 == 1:
+        k = ker if op == "convolve2d" else ker[::-1, ::-1]
+        return ss.fftconvolve(img, k, mode=mode)
+    return getattr(ss, op)(img, ker, mode=mode)
+
+
+def _batch_spec(spec: ConvSpec, n: int) -> ConvSpec:
+    """spec with batch n (the images the reference covers)."""
+    return make_spec((n,) + spec.input_shape[1:], spec.weight_shape, None, spec.stride, spec.pad,
+                     spec.dilation, spec.groups, spec.dtype, 2)[0]
+
+
 def prepare_host(case: Case, dtype: str, seed: int = 0) -> tuple[Prepared, dict]:
     """Inputs on the host (numpy, storage dtype) and the float64 reference."""
     sdt = storage_dtype(dtype)
@@ -223,7 +162,7 @@ def prepare_host(case: Case, dtype: str, seed: int = 0) -> tuple[Prepared, dict]
         h, w, r, s = case.shape
         spec = signal_spec(case, sdt)
         img, ker = rand(h, w), rand(r, s)
-        ref = refs.signal_ref(case.op, img, ker, case.mode)
+        ref = signal_reference(case.op, img, ker, case.mode)
         prep = Prepared(case, dtype, spec, spec.flops, spec.min_bytes, r * s, ref, Ellipsis)
         return prep, {"img": img, "ker": ker}
 
@@ -233,25 +172,22 @@ def prepare_host(case: Case, dtype: str, seed: int = 0) -> tuple[Prepared, dict]
     # reference is computed for the first and last image only (the last one
     # catches batch-offset errors) when the batch is larger than 2.
     sub = [0, n - 1] if n > 2 else list(range(n))
+    sspec = _batch_spec(spec, len(sub))
     red = spec.c_per_group * spec.R * spec.S
     x = rand(*spec.input_shape)
     if case.op == "conv2d":
         w = rand(*spec.weight_shape)
-        sspec, _ = make_spec((len(sub),) + spec.input_shape[1:], spec.weight_shape, None, spec.stride,
-                             spec.pad, spec.dilation, spec.groups, sdt, 2)
-        ref = refs.conv2d_ref(x[sub], w, sspec)
+        ref = reference.conv(x[sub], w, None, sspec, accumulate="float64")
         return Prepared(case, dtype, spec, spec.flops, spec.min_bytes, red, ref, sub), {"x": x, "w": w}
     if case.op == "conv2d_input":
         w = rand(*spec.weight_shape)
         dy = rand(*spec.output_shape)
-        sspec, _ = make_spec((len(sub),) + spec.input_shape[1:], spec.weight_shape, None, spec.stride,
-                             spec.pad, spec.dilation, spec.groups, sdt, 2)
-        ref = refs.conv2d_input_ref(dy[sub], w, sspec)
+        ref = reference.dgrad(dy[sub], w, sspec, accumulate="float64")
         red = spec.k_per_group * spec.R * spec.S
         return Prepared(case, dtype, spec, spec.flops, spec.min_bytes, red, ref, sub), {"w": w, "dy": dy}
     if case.op == "conv2d_weight":
         dy = rand(*spec.output_shape)
-        ref = refs.conv2d_weight_ref(x, dy, spec)
+        ref = reference.wgrad(x, dy, spec, accumulate="float64")
         red = spec.n * spec.P * spec.Q
         return (Prepared(case, dtype, spec, spec.flops, spec.min_bytes, red, ref, Ellipsis),
                 {"x": x, "dy": dy})
@@ -259,11 +195,9 @@ def prepare_host(case: Case, dtype: str, seed: int = 0) -> tuple[Prepared, dict]
     k = case.shape[4]
     dw = rand(*spec.weight_shape)
     pw = rand(k, spec.c, 1, 1)
-    sspec, _ = make_spec((len(sub),) + spec.input_shape[1:], spec.weight_shape, None, spec.stride,
-                         spec.pad, spec.dilation, spec.groups, sdt, 2)
-    mid = refs.conv2d_ref(x[sub], dw, sspec)
+    mid = reference.conv(x[sub], dw, None, sspec, accumulate="float64")
     pspec, _ = make_spec(mid.shape, pw.shape, None, 1, 0, 1, 1, np.float64, 2)
-    ref = refs.conv2d_ref(mid, pw, pspec)
+    ref = reference.conv(mid, pw, None, pspec, accumulate="float64")
     flops = spec.flops + 2 * spec.n * k * spec.c * spec.P * spec.Q
     nbytes = sdt.itemsize * (int(np.prod(spec.input_shape)) + dw.size + pw.size
                              + spec.n * k * spec.P * spec.Q)
@@ -271,80 +205,68 @@ def prepare_host(case: Case, dtype: str, seed: int = 0) -> tuple[Prepared, dict]
     return prep, {"x": x, "dw": dw, "pw": pw}
 
 
-def _tf32_kwargs(fn, dtype):
-    """gpuconv computes fp32 exactly; an `allow_tf32` keyword, if the API grows one,
-    is set to match the anchors."""
-    return _kwargs_for(fn, allow_tf32=(dtype == "tf32"))
-
-
-# ------------------------------------------------------------- CPU mode
-def add_cpu_impls(prep: Prepared, host: dict, *, anchors: bool = True) -> None:
+# ------------------------------------------------------------- gpuconv's calls
+def gpuconv_call(prep: Prepared, host: dict, put, **kw):
+    """() -> output: the public gpuconv function of the case on the host arrays moved
+    by `put` (numpy for the CPU path and the simulator, cupy.asarray for the GPU);
+    `kw`: algorithm=..., deterministic=... ."""
     import gpuconv
     case, spec = prep.case, prep.spec
     op = case.op
     if op in SIGNAL_OPS:
         fn = getattr(gpuconv, op)
-        img, ker = host["img"], host["ker"]
-        prep.impls.append(Impl("gpuconv:numpy", "gpuconv", lambda: fn(img, ker, mode=case.mode), "cpu"))
-        if anchors:
-            try:
-                import scipy.signal as ss
-                sfn = getattr(ss, op)
-                prep.impls.append(Impl("scipy.signal", "anchor", lambda: sfn(img, ker, mode=case.mode),
-                                       "cpu"))
-            except ImportError:
-                prep.skipped["scipy.signal"] = "scipy not installed"
-        return
-    geo = _geometry(spec)
-    _add_gpuconv_forward_like(prep, host, geo, "gpuconv:numpy", "cpu", lambda a: a)
-    if anchors:
-        _add_torch(prep, host, geo, device="cpu")
-
-
-def _sym(spec: ConvSpec) -> bool:
-    return all(lo == hi for lo, hi in spec.pad)
-
-
-def _geometry(spec: ConvSpec) -> dict:
-    """conv2d keyword arguments reproducing `spec` (pairs; (lo, hi) pairs if asymmetric)."""
-    pad = tuple(lo for lo, _ in spec.pad) if _sym(spec) else spec.pad
-    return dict(stride=spec.stride, padding=pad, dilation=spec.dilation, groups=spec.groups)
-
-
-def _add_gpuconv_forward_like(prep: Prepared, host: dict, geo: dict, name: str, timer: str, put,
-                              algorithm: str | None = None, extra: dict | None = None):
-    """gpuconv's conv2d / gradients / separable on arrays moved by `put` (`extra`:
-    more keywords, e.g. deterministic=False for the weight gradient)."""
-    import gpuconv
-    case, spec, dtype = prep.case, prep.spec, prep.dtype
-    op = case.op
-    alg = {} if algorithm is None else {"algorithm": algorithm}
-    alg.update(extra or {})
+        img, ker = put(host["img"]), put(host["ker"])
+        return lambda: fn(img, ker, mode=case.mode, **kw)
+    _, _, _, _, _, _, _, st, pd, dl, g = case.shape
     if op == "conv2d":
         x, w = put(host["x"]), put(host["w"])
-        kw = dict(alg, **_tf32_kwargs(gpuconv.conv2d, dtype))
-        prep.impls.append(Impl(name, "gpuconv", lambda: gpuconv.conv2d(x, w, None, **geo, **kw), timer))
-        return
-    fn = find_function(op)
-    if fn is None:
-        prep.skipped[name] = f"gpuconv.{op} not available yet"
-        return
-    kw = _kwargs_for(fn, **geo, **alg, **_tf32_kwargs(fn, dtype))
+        return lambda: gpuconv.conv2d(x, w, None, st, pd, dl, g, **kw)
     if op == "conv2d_input":
         w, dy = put(host["w"]), put(host["dy"])
-        shape = spec.input_shape
-        prep.impls.append(Impl(name, "gpuconv", lambda: fn(shape, w, dy, **kw), timer))
-    elif op == "conv2d_weight":
+        size = spec.input_shape
+        return lambda: gpuconv.conv2d_input(size, w, dy, st, pd, dl, g, **kw)
+    if op == "conv2d_weight":
         x, dy = put(host["x"]), put(host["dy"])
-        shape = spec.weight_shape
-        prep.impls.append(Impl(name, "gpuconv", lambda: fn(x, shape, dy, **kw), timer))
+        size = spec.weight_shape
+        return lambda: gpuconv.conv2d_weight(x, size, dy, st, pd, dl, g, **kw)
+    x, dw, pw = put(host["x"]), put(host["dw"]), put(host["pw"])
+    return lambda: gpuconv.separable_conv2d(x, dw, pw, None, st, pd, dl, **kw)
+
+
+def _on_backend(fn, backend):
+    """fn run inside gpuconv.use_backend(backend) (the simulator)."""
+    import gpuconv
+
+    def run():
+        with gpuconv.use_backend(backend):
+            return fn()
+    return run
+
+
+# ------------------------------------------------------------- CPU mode
+def add_cpu_impls(prep: Prepared, host: dict, *, anchors: bool = True) -> None:
+    prep.impls.append(Impl("gpuconv:numpy", "gpuconv", gpuconv_call(prep, host, np.asarray), "cpu"))
+    if not anchors:
+        return
+    if prep.case.op in SIGNAL_OPS:
+        _add_scipy(prep, host)
     else:
-        x, dw, pw = put(host["x"]), put(host["dw"]), put(host["pw"])
-        kw.pop("groups", None)
-        prep.impls.append(Impl(name, "gpuconv", lambda: fn(x, dw, pw, **kw), timer))
+        _add_torch(prep, host, device="cpu")
 
 
-def _add_torch(prep: Prepared, host: dict, geo: dict, device: str) -> None:
+def _add_scipy(prep: Prepared, host: dict) -> None:
+    case = prep.case
+    try:
+        import scipy.signal as ss
+    except ImportError:
+        prep.skipped["scipy.signal"] = "scipy not installed"
+        return
+    sfn = getattr(ss, case.op)
+    img, ker = host["img"], host["ker"]
+    prep.impls.append(Impl("scipy.signal", "anchor", lambda: sfn(img, ker, mode=case.mode), "cpu"))
+
+
+def _add_torch(prep: Prepared, host: dict, device: str) -> None:
     """torch anchors: F.conv2d, torch.nn.grad (which calls aten's
     convolution_backward: cuDNN on CUDA), depthwise + pointwise F.conv2d."""
     label = "torch-cpu" if device == "cpu" else "cudnn"
@@ -358,10 +280,7 @@ def _add_torch(prep: Prepared, host: dict, geo: dict, device: str) -> None:
     op = case.op
     tdt = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}.get(
         dtype, torch.float32)
-    if not _sym(spec):
-        prep.skipped[label] = "asymmetric padding (torch takes symmetric padding only)"
-        return
-    st, pd, dl, g = spec.stride, (spec.pad[0][0], spec.pad[1][0]), spec.dilation, spec.groups
+    _, _, _, _, _, _, _, st, pd, dl, g = case.shape
 
     def t(a, cl=False):
         ten = torch.from_numpy(np.ascontiguousarray(a)).to(device=device, dtype=tdt)
@@ -395,49 +314,61 @@ def _no_grad(torch, fn):
     return run
 
 
-# ------------------------------------------------------------- GPU mode
-def add_gpu_impls(prep: Prepared, host: dict, *, anchors: bool = True, variants=None,
-                  torch_ok: bool = True) -> None:
-    import cupy
-    import gpuconv
+# ------------------------------------------------------------- GPU path: GPU or simulator
+def add_device_impls(prep: Prepared, host: dict, *, anchors: bool = True, variants=None,
+                     torch_ok: bool = True, backend=None) -> None:
+    """gpuconv's GPU path on the case: the dispatcher's pick, every registered
+    variant that supports the case (or those named in `variants`), the atomic
+    weight gradient, separable's two algorithms; with `anchors`, cuDNN and cupyx.
+
+    backend None: on the GPU (CuPy arrays, CUDA-event timing); a backend (the
+    simulator, gpuconv.sim.SimBackend): NumPy arrays inside
+    gpuconv.use_backend(backend), wall-clock timing, no anchors."""
     case, spec = prep.case, prep.spec
-    put = cupy.asarray
-    if case.op in SIGNAL_OPS:
-        img, ker = put(host["img"]), put(host["ker"])
-        fn = getattr(gpuconv, case.op)
-        prep.impls.append(Impl("gpuconv:auto", "gpuconv", lambda: fn(img, ker, mode=case.mode), "cupy"))
-        if anchors:
-            _add_cupyx(prep, img, ker)
-        return
-    geo = _geometry(spec)
-    _add_gpuconv_forward_like(prep, host, geo, "gpuconv:auto", "cupy", put)
+    if backend is None:
+        import cupy
+        put, timer = cupy.asarray, "cupy"
+
+        def wrap(fn):
+            return fn
+    else:
+        put, timer, anchors = np.array, "cpu", False
+
+        def wrap(fn):
+            return _on_backend(fn, backend)
+
+    def add(name, forced=False, **kw):
+        prep.impls.append(Impl(name, "gpuconv", wrap(gpuconv_call(prep, host, put, **kw)), timer,
+                               forced=forced))
+
+    def wanted(name):
+        return variants is None or name in variants
+
+    add("gpuconv:auto")
     if case.op == "conv2d_weight":
         # the atomic split-K kernel against the default fixed-order reduction
-        _add_gpuconv_forward_like(prep, host, geo, "gpuconv:atomic", "cupy", put,
-                                  extra={"deterministic": False})
+        add("gpuconv:atomic", deterministic=False)
     if case.op == "separable_conv2d":
         # fused (mid tile kept on chip) against two passes: the measurement the
-        # fused kernel's threshold (gpuconv.cuda.separable.FUSED_MAX_CMK) waits for
-        from gpuconv.cuda import separable as csep
-        ok, why = csep.fused_supports(spec, int(host["pw"].shape[0]))
-        for alg in ("fused", "two_pass"):
-            if alg == "fused" and not ok:
-                prep.skipped["gpuconv:fused"] = why
-            elif variants is None or alg in variants:
-                _add_gpuconv_forward_like(prep, host, geo, f"gpuconv:{alg}", "cupy", put, algorithm=alg)
+        # fused kernel's threshold waits for
+        for alg in SEPARABLE_ALGORITHMS:
+            if wanted(alg):
+                add(f"gpuconv:{alg}", forced=True, algorithm=alg)
     if case.op == "conv2d":
-        prep.dispatch = explain(spec, device_facts())
-        ok, no, problem = gpu_variants(spec)
-        if problem:
-            prep.notes.append(problem)
+        prep.dispatch = explain(spec, device_facts() if backend is None else None)
+        ok, no = gpu_variants(spec)
         for v in ok:
-            if variants is None or v in variants:
-                _add_gpuconv_forward_like(prep, host, geo, f"gpuconv:{v}", "cupy", put, algorithm=v)
+            if wanted(v):
+                add(f"gpuconv:{v}", forced=True, algorithm=v)
         for v, why in no.items():
-            if variants is None or v in variants:
+            if wanted(v):
                 prep.skipped[f"gpuconv:{v}"] = why or "does not support this shape"
-    if anchors and torch_ok:
-        _add_torch(prep, host, geo, device="cuda")
+    if not anchors:
+        return
+    if case.op in SIGNAL_OPS:
+        _add_cupyx(prep, put(host["img"]), put(host["ker"]))
+    elif torch_ok:
+        _add_torch(prep, host, device="cuda")
 
 
 def _add_cupyx(prep: Prepared, img, ker) -> None:

@@ -76,6 +76,8 @@ def header_lines(result: dict) -> list[str]:
         cu = env["cuda"]
         dev = (f"{cu.get('device')} (sm {cu.get('compute_capability')}, driver {cu.get('driver')}, "
                f"CUDA runtime {cu.get('cuda_runtime')}, CuPy {cu.get('cupy')})")
+    elif result["mode"] == "sim":
+        dev = f"the kernel simulator on CPU: {env['cpu_model']}, {env['cpu_cores']} cores (times are not GPU times)"
     else:
         dev = f"CPU: {env['cpu_model']}, {env['cpu_cores']} cores (no CUDA device)"
     t = env.get("torch", {})

@@ -3,11 +3,19 @@ float64 reference, time the ones that match, derive the rates.
 
 A mismatch is recorded as FAIL and never timed; an exception as ERROR with its
 message; an implementation that does not apply as SKIP with the reason.
+
+Modes: "gpu" (CuPy arrays, CUDA events, cuDNN and cupyx anchors), "cpu" (the
+CPU path against torch CPU and scipy.signal) and "sim" (the GPU path in the
+kernel simulator on NumPy arrays, no anchors: a dry run of the GPU benchmark
+whose times mean nothing).  A deadline (time.monotonic) stops the run between
+cases; `on_case` sees the result so far after every case, so a caller can
+write it as it grows.
 """
 from __future__ import annotations
 
 import gc
 import math
+import time
 from dataclasses import dataclass, field
 
 from . import cases as C
@@ -30,6 +38,9 @@ class Options:
     anchors: bool = True
     quick: bool = False
     force_cpu: bool = False
+    mode: str | None = None            # "gpu" | "cpu" | "sim"; None: gpu if a device is present
+    sim_backend: object = None         # mode "sim": the backend (default gpuconv.sim.SimBackend())
+    deadline: float | None = None      # time.monotonic() after which no further case starts
     notes: list = field(default_factory=list)
 
 
@@ -45,6 +56,15 @@ def detect_mode(force_cpu: bool = False) -> tuple[str, dict]:
     if force_cpu:
         return "cpu", facts
     return ("gpu" if facts.get("available") else "cpu"), facts
+
+
+def _mode(opts: Options) -> tuple[str, dict]:
+    if opts.mode == "sim":
+        return "sim", {"available": False, "reason": "simulator run (gpuconv.sim)"}
+    mode, facts = detect_mode(opts.force_cpu or opts.mode == "cpu")
+    if opts.mode == "gpu" and mode != "gpu":
+        raise RuntimeError(f"mode 'gpu' asked for, but {facts.get('reason', 'no CUDA device')}")
+    return mode, facts
 
 
 def setup_torch(mode: str, dtype: str, notes: list) -> bool:
@@ -91,7 +111,14 @@ def run_impl(impl: C.Impl, prep: C.Prepared, ceilings: dict, timers: dict, opts:
              mode: str) -> dict:
     rec = {"impl": impl.name, "role": impl.role, "status": None, "note": impl.note}
     try:
-        out = impl.fn()
+        try:
+            out = impl.fn()
+        except ValueError as exc:
+            if not impl.forced:
+                raise
+            # a forced algorithm refused by the API's validation, before any kernel ran
+            rec.update(status="SKIP", note=f"refused: {exc}"[:500])
+            return rec
         host = C.to_host(out)
         if prep.verify_index is not Ellipsis:
             host = host[prep.verify_index]
@@ -105,7 +132,11 @@ def run_impl(impl: C.Impl, prep: C.Prepared, ceilings: dict, timers: dict, opts:
         kw = dict(min_repeats=opts.repeats or (20 if gpu else 10),
                   min_time_s=opts.min_time_s if opts.min_time_s is not None else
                   (0.2 if gpu else 0.5))
-        if opts.quick:
+        if mode == "sim":
+            # the simulator's times mean nothing: one timed call proves the timing path
+            kw.update(min_repeats=opts.repeats or 1, max_repeats=opts.repeats or 1, min_time_s=0.0,
+                      settle_s=0.0, warmup=0)
+        elif opts.quick:
             kw.update(min_repeats=opts.repeats or 3, min_time_s=opts.min_time_s or 0.05)
         if impl.timer == "cpu":
             t = time_cpu(impl.fn, **kw)
@@ -156,14 +187,22 @@ def summarize(case_records: list[dict]) -> dict:
     return out
 
 
-def run(cases: list[Case], opts: Options, progress=None) -> dict:
-    """Run the cases; returns the JSON-ready result (see report.SCHEMA)."""
-    mode, facts = detect_mode(opts.force_cpu)
+def run(cases: list[Case], opts: Options, progress=None, on_case=None) -> dict:
+    """Run the cases; returns the JSON-ready result (see report.SCHEMA).
+    on_case(result so far) is called after every case."""
+    mode, facts = _mode(opts)
     notes = opts.notes
-    if mode == "cpu" and not opts.force_cpu:
+    if mode == "cpu" and not opts.force_cpu and opts.mode != "cpu":
         notes.append(f"CPU mode: {facts.get('reason', 'no CUDA device')}")
     env = E.collect(mode)
-    torch_ok = setup_torch(mode, opts.dtype, notes) if opts.anchors else False
+    backend = None
+    if mode == "sim":
+        from ..sim import SimBackend
+        backend = opts.sim_backend or SimBackend()
+        notes.append("simulator run: the GPU path's kernels on the CPU (gpuconv.sim); times are not "
+                     "GPU times, and there are no anchors")
+    anchors = opts.anchors and mode != "sim"
+    torch_ok = setup_torch(mode, opts.dtype, notes) if anchors else False
     if not opts.anchors:
         notes.append("anchors disabled (--no-anchors)")
     if progress:
@@ -178,30 +217,43 @@ def run(cases: list[Case], opts: Options, progress=None) -> dict:
         env["malloc"] = malloc_note
         if malloc_note:
             notes.append(malloc_note)
-        ceilings = CE.cpu_ceilings(opts.quick)
+        ceilings = CE.cpu_ceilings(opts.quick or mode == "sim")
         timers = {}
     if progress:
         progress.advance()
         progress.start("cases", len(cases))
 
     records = []
-    for case in cases:
+    result = {"schema": "gpuconv-bench/1", "env": env, "mode": mode, "dtype": opts.dtype,
+              "suites": sorted({c.suite for c in cases}, key=[c.suite for c in cases].index),
+              "options": {"repeats": opts.repeats, "min_time_s": opts.min_time_s,
+                          "anchors": anchors, "quick": opts.quick,
+                          "variants": list(opts.variants) if opts.variants else None},
+              "ratio_definition": "anchor median time / gpuconv median time (>1: gpuconv faster)",
+              "ceilings": ceilings, "notes": notes, "cases": records, "summary": {}}
+    for i, case in enumerate(cases):
+        if opts.deadline is not None and time.monotonic() >= opts.deadline:
+            notes.append(f"deadline reached: {len(cases) - i} of {len(cases)} cases not run "
+                         f"(from {case.id})")
+            break
         dtype = case_dtype(case, opts)
         rec = {"suite": case.suite, "name": case.name, "op": case.op, "shape": list(case.shape),
                "shape_str": case.shape_str(), "mode": case.mode, "dtype": dtype, "results": [],
                "skipped": {}, "notes": [], "error": None}
         if progress:
-            progress.describe(case.id)
+            progress.case(f"{case.id} [{dtype}]")
         try:
             prep, host = C.prepare_host(case, dtype)
             rec.update(flops=prep.flops, min_bytes=prep.min_bytes,
                        intensity=prep.flops / prep.min_bytes if prep.min_bytes else None)
-            if mode == "gpu":
-                C.add_gpu_impls(prep, host, anchors=opts.anchors, variants=opts.variants,
-                                torch_ok=torch_ok)
+            if mode == "cpu":
+                C.add_cpu_impls(prep, host, anchors=anchors)
             else:
-                C.add_cpu_impls(prep, host, anchors=opts.anchors)
+                C.add_device_impls(prep, host, anchors=anchors, variants=opts.variants,
+                                   torch_ok=torch_ok, backend=backend)
             for impl in prep.impls:
+                if progress:
+                    progress.describe(f"{case.id} [{dtype}] {impl.name}")
                 rec["results"].append(run_impl(impl, prep, ceilings, timers, opts, mode))
             rec["skipped"] = dict(prep.skipped)
             rec["notes"] = list(prep.notes)
@@ -213,18 +265,16 @@ def run(cases: list[Case], opts: Options, progress=None) -> dict:
             prep = host = None
             _free(mode)
         records.append(rec)
+        result["summary"] = summarize(records)
+        if on_case is not None:
+            on_case(result)
         if progress:
             progress.advance()
     if progress:
         progress.stop()
     env["loadavg_end"] = E.loadavg()
-    return {"schema": "gpuconv-bench/1", "env": env, "mode": mode, "dtype": opts.dtype,
-            "suites": sorted({c.suite for c in cases}, key=[c.suite for c in cases].index),
-            "options": {"repeats": opts.repeats, "min_time_s": opts.min_time_s,
-                        "anchors": opts.anchors, "quick": opts.quick,
-                        "variants": list(opts.variants) if opts.variants else None},
-            "ratio_definition": "anchor median time / gpuconv median time (>1: gpuconv faster)",
-            "ceilings": ceilings, "notes": notes, "cases": records, "summary": summarize(records)}
+    result["summary"] = summarize(records)
+    return result
 
 
 def _free(mode: str) -> None:
