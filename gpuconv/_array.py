@@ -14,12 +14,10 @@ CuPy and torch are imported only when an argument already comes from them.
 GPU work runs on the primary argument's device (not merely the current one),
 and for torch CUDA tensors on torch's current stream of that device (wrapped
 as a CuPy ExternalStream), so it is ordered with the caller's torch work
-without a synchronisation: see `on_device_of`.
+without a synchronisation: see `device_scope` (entered by gpuconv.engine.public).
 """
 from __future__ import annotations
 
-import functools
-import inspect
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -102,13 +100,6 @@ def _check_same_gpu(named: dict[str, Converted]) -> None:
         raise ValueError(f"all arrays must be on the same GPU, got {desc}")
 
 
-def xp_of(kind: str):
-    if kind == "cupy":
-        import cupy
-        return cupy
-    return np
-
-
 def wrap(result, like: Converted):
     """Hand the result back in the type of the primary argument."""
     if like.origin == "torch":
@@ -137,22 +128,3 @@ def device_scope(obj):
             yield
         return
     yield
-
-
-def on_device_of(param: str):
-    """Decorator: run the function inside device_scope(<its argument `param`>)."""
-    def deco(fn):
-        params = list(inspect.signature(fn).parameters.values())
-        pos = next(i for i, p in enumerate(params) if p.name == param)
-        assert params[pos].kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                    inspect.Parameter.POSITIONAL_ONLY), param
-
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            obj = args[pos] if len(args) > pos else kwargs.get(param)
-            if type(obj) is np.ndarray:              # the CPU path: no scope to enter
-                return fn(*args, **kwargs)
-            with device_scope(obj):
-                return fn(*args, **kwargs)
-        return wrapper
-    return deco

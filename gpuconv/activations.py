@@ -58,3 +58,22 @@ def apply(out: np.ndarray, activation) -> np.ndarray:
     elif activation == "gelu":
         out *= 0.5 * (1.0 + _erf(out / math.sqrt(2.0)))
     return out
+
+
+def apply_xp(xp, out, activation):
+    """`apply` for an array of any array module (NumPy or CuPy), in place where the
+    module allows: the rare device results that no kernel epilogue produced
+    (an empty reduction plus bias, an FFT convolution)."""
+    if activation is None:
+        return out
+    if xp is np:
+        return apply(out, activation)
+    check_dtype(activation, out.dtype)
+    if activation == "relu":
+        return xp.maximum(out, 0, out=out)
+    if activation == "relu6":
+        return xp.clip(out, 0, 6, out=out)
+    if activation == "silu":
+        return out * (1 / (1 + xp.exp(-out)))
+    from cupyx.scipy.special import erf          # the only other module is CuPy
+    return out * (0.5 * (1.0 + erf(out / math.sqrt(2.0))))

@@ -1,96 +1,71 @@
 """Public convolutions with torch.nn.functional's semantics.
 
-Each call: normalise the arguments (gpuconv._array), validate and compute the
-geometry (gpuconv.spec.make_spec), then hand the spec to the path the arrays
-live on: NumPy -> gpuconv.cpu, CuPy -> gpuconv.cuda (whose dispatcher
-picks the kernel).  No kernel is chosen here.
+Each call: normalise the arguments (gpuconv._array), validate and build the
+forward ConvSpec (gpuconv.spec.make_spec), then hand it to the engine
+(gpuconv.engine.run("fprop", ...)) on the path resolved once from the arrays.
+No kernel is chosen here.
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 
-from . import activations, cpu
-from ._array import common_kind, convert, on_device_of, wrap, xp_of
-from .spec import PADDING_MODES, ConvSpec, check_dtypes, make_spec
+from . import activations, engine
+from ._array import convert, wrap
+from .spec import PADDING_MODES, check_dtypes, check_padding_mode_limits, make_spec
+
+ALGORITHMS_CPU = ("auto", "reference", "fft")
 
 
-def _check_padding_mode(padding_mode):
+def check_padding_mode(padding_mode) -> str:
     if not isinstance(padding_mode, str) or padding_mode not in PADDING_MODES:
         raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+    return padding_mode
 
 
-def _check_algorithm(algorithm, kind):
+def check_algorithm(algorithm, path) -> str:
     if not isinstance(algorithm, str):
         raise TypeError(f"algorithm must be a str, got {algorithm!r} ({type(algorithm).__name__})")
-    if kind == "numpy" and algorithm not in ("auto", "reference"):
+    if not path.is_device and algorithm not in ALGORITHMS_CPU:
         raise ValueError(
             f"algorithm={algorithm!r} names a GPU kernel, but the arrays are NumPy arrays "
-            f"(CPU path); use algorithm='auto' or pass CuPy arrays")
+            f"(CPU path); use algorithm='auto' or 'fft', or pass CuPy arrays")
+    return algorithm
 
 
-def apply_padding_mode(xp, x, spec: ConvSpec, padding_mode: str) -> tuple[object, ConvSpec]:
-    """nn.Conv{n}d's non-zero padding modes: pad the input explicitly (as F.pad does,
-    with F.pad's limits), then convolve with no implicit padding."""
-    if padding_mode == "zeros" or not any(lo or hi for lo, hi in spec.pad):
-        return x, spec
-    for d, ((lo, hi), size) in enumerate(zip(spec.pad, spec.in_size)):
-        if padding_mode == "reflect" and (lo >= size or hi >= size):
-            raise ValueError(
-                f"padding_mode='reflect': padding ({lo}, {hi}) at spatial dimension {d} must be "
-                f"less than the input size {size}")
-        if padding_mode == "circular" and (lo > size or hi > size):
-            raise ValueError(
-                f"padding_mode='circular': padding ({lo}, {hi}) at spatial dimension {d} would wrap "
-                f"around more than once (input size {size})")
-    np_mode = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}[padding_mode]
-    x = xp.pad(x, ((0, 0), (0, 0)) + tuple(spec.pad), mode=np_mode)
-    spec = replace(spec, in_size=tuple(x.shape[2:]), pad=((0, 0),) * spec.nd)
-    return x, spec
-
-
-@on_device_of("input")
-def conv_forward(nd: int, fname: str, input, weight, bias, stride, padding, dilation, groups,
-                 padding_mode="zeros", activation=None, algorithm="auto", backend=None,
-                 allow_empty_spatial=False):
-    """Shared body of conv1d/conv2d/conv3d.
-
-    `backend` (internal: tests and the simulator) runs the GPU path on the given
-    gpuconv.cuda backend, e.g. gpuconv.sim.SimBackend() with NumPy arrays.
-    `allow_empty_spatial` (internal) admits inputs cropped to a zero-size spatial dim."""
+def parse_conv(nd: int, fname: str, input, weight, bias, stride, padding, dilation, groups,
+               padding_mode="zeros", activation=None, algorithm="auto"):
+    """torch's argument rules for conv{nd}d -> (path, spec, batched, converted input,
+    x, w, b) with x batched; raises before any computation."""
     xi = convert("input", input)
     wi = convert("weight", weight)
     bi = None if bias is None else convert("bias", bias)
-    kind = common_kind({"input": xi, "weight": wi, "bias": bi})
-    _check_padding_mode(padding_mode)
+    path = engine.resolve({"input": xi, "weight": wi, "bias": bi})
+    check_padding_mode(padding_mode)
     activation = activations.check_activation(activation)
-    if backend is not None:
-        kind = "device"
-    _check_algorithm(algorithm, kind)
+    check_algorithm(algorithm, path)
     x, w = xi.array, wi.array
     b = None if bi is None else bi.array
     dtype = check_dtypes(x.dtype, w.dtype, None if b is None else b.dtype)
     activations.check_dtype(activation, dtype)
     spec, batched = make_spec(x.shape, w.shape, None if b is None else b.shape, stride, padding,
-                              dilation, groups, dtype, nd, fname, allow_empty_spatial)
-    xp = backend.xp if backend is not None else xp_of(kind)
-    if not batched:
-        x = x[None]
-    x, spec = apply_padding_mode(xp, x, spec, padding_mode)
-
-    if kind == "numpy":
-        out = cpu.conv(x, w, b, spec)
-        out = activations.apply(out, activation).astype(dtype, copy=False)
-    else:
-        from .cuda import conv as cuda_conv
-        out = cuda_conv.forward(x, w, b, spec, activation=activation, algorithm=algorithm,
-                                backend=backend)
-    if not batched:
-        out = out[0]
-    return wrap(out, xi)
+                              dilation, groups, dtype, nd, fname)
+    check_padding_mode_limits(spec, padding_mode)
+    return path, spec, batched, xi, (x if batched else x[None]), w, b
 
 
+def conv_forward(nd: int, fname: str, input, weight, bias, stride, padding, dilation, groups,
+                 padding_mode="zeros", activation=None, algorithm="auto"):
+    """Shared body of conv1d/conv2d/conv3d: parse, validate, run fprop on the engine."""
+    path, spec, batched, xi, x, w, b = parse_conv(nd, fname, input, weight, bias, stride, padding,
+                                                  dilation, groups, padding_mode, activation,
+                                                  algorithm)
+    out = engine.run("fprop", spec, x, w, path=path, bias=b, activation=activation,
+                     algorithm="auto" if algorithm == "reference" else algorithm,
+                     padding_mode=padding_mode)
+    return wrap(out if batched else out[0], xi)
+
+
+@engine.public("input")
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
            padding_mode="zeros", activation=None, algorithm="auto"):
     """2-D convolution (cross-correlation) with torch.nn.functional.conv2d's semantics.
@@ -111,6 +86,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
                         padding_mode, activation, algorithm)
 
 
+@engine.public("input")
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
            padding_mode="zeros", activation=None, algorithm="auto"):
     """1-D convolution with torch.nn.functional.conv1d's semantics: input (N, C, L) or
@@ -119,6 +95,7 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
                         padding_mode, activation, algorithm)
 
 
+@engine.public("input")
 def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
            padding_mode="zeros", activation=None, algorithm="auto"):
     """3-D convolution with torch.nn.functional.conv3d's semantics: input (N, C, D, H, W)

@@ -6,36 +6,32 @@
 depthwise_weight is (C*m, 1, *kernel) for any depth multiplier m >= 1;
 pointwise_weight is (K, C*m, 1, ...).  It equals torch's
 F.conv2d(F.conv2d(x, dw, None, stride, padding, dilation, groups=C), pw, bias)
-(MobileNet / Xception blocks, Keras' SeparableConv2D).  NumPy arrays take both
-steps through gpuconv.api.conv_forward (the reference path: its
-one-channel-per-group case is a multiply-add per tap, its 1x1 case a single
-GEMM); device arrays go to gpuconv.cuda.separable, which runs the fused kernel
-(`mid` kept in shared memory) when the tile of C*m channels fits, else the two
-passes on the dispatcher's kernels (non-zero padding modes: the two passes
-through conv_forward, which pads the input first).  Every
-argument is validated for both steps before either runs.
+(MobileNet / Xception blocks, Keras' SeparableConv2D).  Every argument is
+validated for both steps before either runs; gpuconv.engine.separable then runs
+the two forward steps on the CPU path, and on the device gpuconv.cuda.separable
+(the fused kernel, `mid` kept in shared memory, when the tile of C*m channels
+fits; else the two passes on the dispatcher's kernels).
 """
 from __future__ import annotations
 
-from . import activations
-from ._array import common_kind, convert, on_device_of, wrap
-from .spec import _fmt_shape, check_dtypes, make_spec
+from . import activations, engine
+from ._array import convert, wrap
+from .api import check_padding_mode
+from .cuda.separable import ALGORITHMS
+from .spec import _fmt_shape, check_dtypes, check_padding_mode_limits, make_spec
 
 
-@on_device_of("input")
 def separable_forward(nd: int, fname: str, input, depthwise_weight, pointwise_weight, bias=None,
                       stride=1, padding=0, dilation=1, padding_mode="zeros", activation=None,
-                      algorithm="auto", backend=None):
-    """Shared body of separable_conv1d/2d/3d (`backend`: internal, runs the device path)."""
-    from .api import _check_padding_mode, conv_forward
-    from .cuda.separable import ALGORITHMS
-
+                      algorithm="auto"):
+    """Shared body of separable_conv1d/2d/3d: parse, validate both steps, run on the engine."""
     xi = convert("input", input)
     di = convert("depthwise_weight", depthwise_weight)
     pi = convert("pointwise_weight", pointwise_weight)
     bi = None if bias is None else convert("bias", bias)
-    kind = common_kind({"input": xi, "depthwise_weight": di, "pointwise_weight": pi, "bias": bi})
-    _check_padding_mode(padding_mode)
+    path = engine.resolve({"input": xi, "depthwise_weight": di, "pointwise_weight": pi,
+                           "bias": bi})
+    check_padding_mode(padding_mode)
     activation = activations.check_activation(activation)
     if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
@@ -45,8 +41,7 @@ def separable_forward(nd: int, fname: str, input, depthwise_weight, pointwise_we
     if pw.dtype != dtype:
         raise TypeError(f"input dtype ({dtype}) and pointwise_weight dtype ({pw.dtype}) "
                         f"should be the same")
-    if activation is not None and dtype.kind == "c":
-        raise TypeError(f"activation={activation!r} is not defined for complex dtype {dtype}")
+    activations.check_dtype(activation, dtype)
     if x.ndim not in (nd + 1, nd + 2):
         raise ValueError(f"Expected {nd + 1}D (unbatched) or {nd + 2}D (batched) input to "
                          f"{fname}, but got input of size: {_fmt_shape(x.shape)}")
@@ -66,23 +61,15 @@ def separable_forward(nd: int, fname: str, input, depthwise_weight, pointwise_we
             f"{_fmt_shape(pw.shape)}")
     dspec, batched = make_spec(x.shape, dw.shape, None, stride, padding, dilation, c, dtype, nd,
                                fname)
+    check_padding_mode_limits(dspec, padding_mode)
     mid_shape = dspec.output_shape if batched else dspec.output_shape[1:]
     make_spec(mid_shape, pw.shape, None if b is None else b.shape, 1, 0, 1, 1, dtype, nd, fname)
-
-    if (backend is not None or kind != "numpy") and padding_mode == "zeros":
-        # device: gpuconv.cuda.separable (fused kernel when the intermediate tile fits, else
-        # the two passes on the dispatcher's kernels)
-        from .cuda import separable as csep
-
-        out = csep.forward(x if batched else x[None], dw, pw, b, dspec, activation=activation,
-                           algorithm=algorithm, backend=backend)
-        return wrap(out if batched else out[0], xi)
-    mid = conv_forward(nd, fname, x, dw, None, stride, padding, dilation, c,
-                       padding_mode=padding_mode, backend=backend)
-    out = conv_forward(nd, fname, mid, pw, b, 1, 0, 1, 1, activation=activation, backend=backend)
-    return wrap(out, xi)
+    out = engine.separable(dspec, x if batched else x[None], dw, pw, path=path, bias=b,
+                           activation=activation, algorithm=algorithm, padding_mode=padding_mode)
+    return wrap(out if batched else out[0], xi)
 
 
+@engine.public("input")
 def separable_conv2d(input, depthwise_weight, pointwise_weight, bias=None, stride=1, padding=0,
                      dilation=1, *, padding_mode="zeros", activation=None, algorithm="auto"):
     """Depthwise-separable 2-D convolution.
@@ -98,6 +85,7 @@ def separable_conv2d(input, depthwise_weight, pointwise_weight, bias=None, strid
                              bias, stride, padding, dilation, padding_mode, activation, algorithm)
 
 
+@engine.public("input")
 def separable_conv1d(input, depthwise_weight, pointwise_weight, bias=None, stride=1, padding=0,
                      dilation=1, *, padding_mode="zeros", activation=None, algorithm="auto"):
     """Depthwise-separable 1-D convolution: depthwise_weight (C*m, 1, R), pointwise_weight
@@ -106,6 +94,7 @@ def separable_conv1d(input, depthwise_weight, pointwise_weight, bias=None, strid
                              bias, stride, padding, dilation, padding_mode, activation, algorithm)
 
 
+@engine.public("input")
 def separable_conv3d(input, depthwise_weight, pointwise_weight, bias=None, stride=1, padding=0,
                      dilation=1, *, padding_mode="zeros", activation=None, algorithm="auto"):
     """Depthwise-separable 3-D convolution: depthwise_weight (C*m, 1, T, R, S), pointwise_weight

@@ -31,7 +31,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ._array import common_kind, convert, on_device_of, wrap
+from . import engine
+from ._array import convert, wrap
 
 _MODES = ("full", "same", "valid")
 # scipy's _boundarydict; 'reflect' is in it but its C code refuses it.
@@ -43,6 +44,7 @@ _BOUNDARIES = {"fill": "fill", "pad": "fill", "wrap": "wrap", "circular": "wrap"
 # public API
 # ----------------------------------------------------------------------------
 
+@engine.public("in1")
 def convolve2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
     """Convolve two 2-D arrays, with exactly scipy.signal.convolve2d's semantics.
 
@@ -100,6 +102,7 @@ def convolve2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
     return _signal2d("convolve2d", True, in1, in2, mode, boundary, fillvalue)
 
 
+@engine.public("in1")
 def correlate2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
     """Cross-correlate two 2-D arrays, with exactly scipy.signal.correlate2d's semantics.
 
@@ -221,30 +224,20 @@ def _geometry(mode, flip, in_shape, k_shape):
     return shape, origin
 
 
-@on_device_of("in1")
 def _signal2d(fname, flip, in1, in2, mode, boundary, fillvalue):
     c1 = _as_input("in1", in1)
     c2 = _as_input("in2", in2)
-    kind = common_kind({"in1": c1, "in2": c2})
+    path = engine.resolve({"in1": c1, "in2": c2})
     a, k, out_shape, origin, bnd, fill, swapped = canonicalize(
         fname, flip, c1.array, c2.array, mode, boundary, fillvalue)
     if 0 in out_shape or 0 in k.shape:
-        # nothing to read: zeros (or an empty result), as scipy, on any device
-        xp = np if kind == "numpy" else _cupy()
-        out = xp.zeros(out_shape, dtype=a.dtype)
-    elif kind == "numpy":
-        out = correlate_core(a, k, out_shape, origin, bnd, fill)
+        # nothing to read: zeros (or an empty result), as scipy, on any path
+        out = path.xp.zeros(out_shape, dtype=a.dtype)
     else:
-        from .cuda import signal as cuda_signal
-        out = cuda_signal.correlate_core(a, k, out_shape, origin, bnd, fill)
+        out = engine.correlate(a, k, out_shape, origin, bnd, fill, path=path)
     if swapped and not flip:
         out = out[::-1, ::-1]
     return wrap(out, c1)
-
-
-def _cupy():
-    import cupy
-    return cupy
 
 
 def canonicalize(fname, flip, a, k, mode, boundary, fillvalue):

@@ -215,6 +215,22 @@ class ConvSpec:
                 self.dilation, self.groups, self.dtype.str)
 
 
+def check_padding_mode_limits(spec: "ConvSpec", padding_mode: str) -> None:
+    """F.pad's limits on nn.Conv{n}d's non-zero padding modes: reflect needs padding
+    below the input size, circular at most the input size (one wrap)."""
+    if padding_mode == "zeros":
+        return
+    for d, ((lo, hi), size) in enumerate(zip(spec.pad, spec.in_size)):
+        if padding_mode == "reflect" and (lo >= size or hi >= size):
+            raise ValueError(
+                f"padding_mode='reflect': padding ({lo}, {hi}) at spatial dimension {d} must be "
+                f"less than the input size {size}")
+        if padding_mode == "circular" and (lo > size or hi > size):
+            raise ValueError(
+                f"padding_mode='circular': padding ({lo}, {hi}) at spatial dimension {d} would wrap "
+                f"around more than once (input size {size})")
+
+
 def check_op(op) -> str:
     if op not in OPS:
         raise ValueError(f"op must be one of {OPS}, got {op!r}")

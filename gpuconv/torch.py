@@ -5,12 +5,14 @@
                                          output_padding, groups, dilation)
     gpuconv.torch.Conv1d/Conv2d/Conv3d   nn.Module with nn.Conv{n}d's constructor
 
-Forward runs gpuconv's forward convolution; backward runs gpuconv.grad (input
-gradient = transposed convolution, weight gradient = input x grad_output
-correlation) and sums grad_output for the bias.  CUDA tensors go to CuPy and
-back through DLPack without a copy (gpuconv._array); CPU tensors take the
-NumPy path, which is how torch.autograd.gradcheck checks these in float64.
-Backward is not itself differentiable (no double backward).
+Forward parses and validates once (gpuconv.api / gpuconv.transpose) and keeps
+the forward ConvSpec in ctx; backward runs the engine's other two operators of
+that same spec (a convolution's dgrad and wgrad; a transposed convolution, the
+dgrad of its spec, has fprop and wgrad as its gradients) and sums grad_output
+for the bias.  CUDA tensors go to CuPy and back through DLPack without a copy
+(gpuconv._array); CPU tensors take the NumPy path, which is how
+torch.autograd.gradcheck checks these in float64.  Backward is not itself
+differentiable (no double backward).
 """
 from __future__ import annotations
 
@@ -19,10 +21,11 @@ import math
 import torch
 from torch.autograd.function import once_differentiable
 
-from .api import conv_forward
-from .grad import input_grad, weight_grad
+from . import engine
+from ._array import convert, device_scope, wrap
+from .api import parse_conv
 from .spec import expand_param, resolve_padding
-from .transpose import conv_transpose_forward
+from .transpose import parse_transpose
 
 __all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
            "conv_transpose3d", "Conv1d", "Conv2d", "Conv3d", "ConvNdFunction",
@@ -34,70 +37,79 @@ def _bias_grad(go, nd):
     return go.sum(dim=dims)
 
 
+def _run(op, spec, batched, a, b, **options):
+    """Operator `op` of `spec` on torch tensors a, b (unbatched when not `batched`)."""
+    ai, bi = convert("a", a), convert("b", b)
+    with device_scope(a):
+        path = engine.resolve({"a": ai, "b": bi})
+        x, y = ai.array, bi.array
+        if not batched:
+            x = x[None]
+            if op == "wgrad":
+                y = y[None]
+        out = engine.run(op, spec, x, y, path=path, **options)
+        if not batched and op != "wgrad":
+            out = out[0]
+        return wrap(out, ai)
+
+
 class ConvNdFunction(torch.autograd.Function):
     """y = conv(x, w) + b; `pad` is resolved ((lo, hi), ...) zero padding."""
 
     @staticmethod
     def forward(ctx, x, w, b, nd, stride, pad, dilation, groups):
+        path, spec, batched, xi, xa, wa, ba = parse_conv(nd, f"conv{nd}d", x, w, b, stride, pad,
+                                                         dilation, groups)
         ctx.save_for_backward(x, w)
-        ctx.conf = (nd, stride, pad, dilation, groups)
-        return conv_forward(nd, f"conv{nd}d", x, w, b, stride, pad, dilation, groups)
+        ctx.spec, ctx.batched = spec, batched
+        with device_scope(x):
+            out = engine.run("fprop", spec, xa, wa, path=path, bias=ba)
+        return wrap(out if batched else out[0], xi)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, go):
         x, w = ctx.saved_tensors
-        nd, stride, pad, dilation, groups = ctx.conf
+        spec, batched = ctx.spec, ctx.batched
         go = go.contiguous()
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
-            gx = input_grad(nd, f"conv{nd}d_input", tuple(x.shape), w, go, stride, pad, dilation,
-                            groups)
+            gx = _run("dgrad", spec, batched, go, w)
         if ctx.needs_input_grad[1]:
-            gw = weight_grad(nd, f"conv{nd}d_weight", x, tuple(w.shape), go, stride, pad,
-                             dilation, groups)
+            gw = _run("wgrad", spec, batched, x, go)
         if ctx.needs_input_grad[2]:
-            gb = _bias_grad(go, nd)
+            gb = _bias_grad(go, spec.nd)
         return gx, gw, gb, None, None, None, None, None
 
 
 class ConvTransposeNdFunction(torch.autograd.Function):
-    """y = conv_transpose(x, w) + b.  Its adjoint is the forward convolution:
-    dL/dx = conv(go, w) (cropped to x's size: when output_padding >= stride the
-    convolution of go has extra positions), dL/dw = the weight gradient of that
-    same convolution with x in grad_output's role (zero-extended to match)."""
+    """y = conv_transpose(x, w) + b, the dgrad of its forward spec.  Its adjoints are
+    that spec's other operators: dL/dx = fprop(go, w), dL/dw = wgrad with go in the
+    input's role and x in grad_output's."""
 
     @staticmethod
     def forward(ctx, x, w, b, nd, stride, padding, output_padding, groups, dilation):
+        path, spec, batched, xi, xa, wa, ba = parse_transpose(
+            nd, f"conv_transpose{nd}d", x, w, b, stride, padding, output_padding, groups, dilation)
         ctx.save_for_backward(x, w)
-        ctx.conf = (nd, stride, padding, groups, dilation)
-        return conv_transpose_forward(nd, f"conv_transpose{nd}d", x, w, b, stride, padding,
-                                      output_padding, groups, dilation)
+        ctx.spec, ctx.batched = spec, batched
+        with device_scope(x):
+            out = engine.run("dgrad", spec, xa, wa, path=path, bias=ba)
+        return wrap(out if batched else out[0], xi)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, go):
         x, w = ctx.saved_tensors
-        nd, stride, padding, groups, dilation = ctx.conf
+        spec, batched = ctx.spec, ctx.batched
         go = go.contiguous()
         gx = gw = gb = None
-        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-            # the adjoint conv of go: its output has >= x's spatial size
-            full = conv_forward(nd, f"conv{nd}d", go, w, None, stride, padding, dilation, groups)
-            extra = [f - s for f, s in zip(full.shape[-nd:], x.shape[-nd:])]
-            if ctx.needs_input_grad[0]:
-                gx = full[(Ellipsis,) + tuple(slice(0, s) for s in x.shape[-nd:])].contiguous()
-            if ctx.needs_input_grad[1]:
-                xe = x.detach()
-                if any(extra):
-                    pad = []
-                    for e in reversed(extra):
-                        pad += [0, e]
-                    xe = torch.nn.functional.pad(xe, pad)
-                gw = weight_grad(nd, f"conv_transpose{nd}d_weight", go, tuple(w.shape),
-                                 xe.contiguous(), stride, padding, dilation, groups)
+        if ctx.needs_input_grad[0]:
+            gx = _run("fprop", spec, batched, go, w)
+        if ctx.needs_input_grad[1]:
+            gw = _run("wgrad", spec, batched, go, x)
         if ctx.needs_input_grad[2]:
-            gb = _bias_grad(go, nd)
+            gb = _bias_grad(go, spec.nd)
         return gx, gw, gb, None, None, None, None, None, None
 
 

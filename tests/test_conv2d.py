@@ -411,12 +411,13 @@ def test_cpu_path_matches_reference_definition(rng, monkeypatch, chunking):
                          what=f"{nd}-D {spec}")
 
 
-def test_device_scope_is_a_no_op_on_the_cpu(rng):
-    """on_device_of passes every argument through and, for CPU arrays, changes nothing
-    (on a GPU it makes the input's device and torch's stream current: -m gpu tests)."""
-    from gpuconv._array import device_scope, on_device_of
+def test_public_decorator_passes_arguments_and_scope_is_a_no_op_on_the_cpu(rng):
+    """engine.public passes every argument through and, for CPU arrays, enters no
+    device (on a GPU it makes the input's device and torch's stream current: -m gpu)."""
+    from gpuconv._array import device_scope
+    from gpuconv.engine import public
 
-    @on_device_of("b")
+    @public("b")
     def f(a, b=None, *, c=3):
         return a, b, c
     x = randn(rng, (2,))

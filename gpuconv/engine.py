@@ -1,0 +1,317 @@
+"""The engine: every convolution operator runs here, on a path resolved once.
+
+    path = resolve({"input": converted, "weight": converted, ...})
+    y  = run("fprop", spec, x, w, path=path, bias=b, activation=act, algorithm=..., padding_mode=...)
+    dx = run("dgrad", spec, dy, w, path=path, bias=b, activation=act)    # also conv_transpose*
+    dw = run("wgrad", spec, x, dy, path=path, deterministic=True)
+    y  = separable(dspec, x, dw, pw, path=path, bias=b, activation=act, algorithm=...)
+    o  = correlate(a, k, out_shape, origin, boundary, fill, path=path)  # convolve2d / correlate2d
+
+`spec` is always the FORWARD problem (gpuconv.spec.ConvSpec); the operator says
+which of its three GEMM-shaped problems is solved.  Arrays are batched and
+already validated against the spec by the public layer (gpuconv.api,
+.transpose, .grad, .separable, .signal: argument parsing -> spec -> here), and
+the result is an array of path.xp in the spec's dtype.
+
+Paths (resolve):
+  cpu     NumPy arrays: gpuconv.cpu / cpu_grad / signal's NumPy core
+  device  CuPy arrays (CupyBackend on the current device and stream), or NumPy
+          arrays under `use_backend(SimBackend())`: gpuconv.cuda's launchers
+The table `_RUN` below is the one place that maps (operator, path) to code.
+A device operator whose kernel refuses a spec runs a derived problem
+(gpuconv.derived) through this engine again, never through the public API.
+
+Arrays from dask (any argument) never reach the engine: the public functions
+hand the whole call to gpuconv._dask, which builds a lazy graph whose chunks
+call the public functions again (see `public`).
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import sys
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import activations
+from ._array import Converted, common_kind, device_scope
+from .derived import crop_unread, dgrad_as_fprop, wgrad_as_fprop
+from .spec import PADDING_MODES, ConvSpec, check_op
+
+
+# ----------------------------------------------------------------------------
+# backends and paths
+# ----------------------------------------------------------------------------
+
+_local = threading.local()
+
+
+def _stack() -> list:
+    st = getattr(_local, "stack", None)
+    if st is None:
+        st = _local.stack = []
+    return st
+
+
+@contextmanager
+def use_backend(backend):
+    """Run gpuconv's GPU path on `backend` inside the block (this thread only).
+
+        with gpuconv.use_backend(gpuconv.sim.SimBackend()):
+            y = gpuconv.conv2d(x_numpy, w_numpy)        # the CUDA kernels, simulated
+
+    `backend` has the gpuconv.cuda backend interface (`xp`, `get_function`); it
+    takes the arrays of its own array module (SimBackend: NumPy arrays), which
+    then run the device path (dispatcher, launchers, kernels) instead of the CPU
+    path.  Arrays of another module run as without the block.  Blocks nest (the
+    innermost wins) and are restored on exceptions.  `use_backend(None)` inside
+    a block restores the default resolution for its body."""
+    if backend is not None and not (hasattr(backend, "xp") and callable(getattr(backend, "get_function", None))):
+        raise TypeError(f"backend must have `xp` and `get_function` (a gpuconv.cuda backend such as "
+                        f"gpuconv.sim.SimBackend()), got {type(backend).__name__}")
+    st = _stack()
+    st.append(backend)
+    try:
+        yield backend
+    finally:
+        st.pop()
+
+
+def current_backend():
+    """The innermost backend of use_backend in this thread, or None."""
+    st = _stack()
+    return st[-1] if st else None
+
+
+@dataclass(frozen=True)
+class Path:
+    """Where an operator runs: 'cpu' (NumPy) or 'device' (a gpuconv.cuda backend)."""
+    name: str
+    xp: object
+    backend: object = None
+
+    @property
+    def is_device(self) -> bool:
+        return self.name == "device"
+
+
+_CPU = Path("cpu", np)
+
+
+def resolve(named: dict[str, Converted | None]) -> Path:
+    """The path of a call, once, from its converted array arguments (all on one side:
+    TypeError naming them otherwise)."""
+    kind = common_kind(named)
+    backend = current_backend()
+    if backend is not None:
+        xp = backend.xp
+        if (kind == "numpy") == (xp is np):
+            return Path("device", xp, backend)
+    if kind == "cupy":
+        from .cuda.backend import default_backend
+        b = default_backend()
+        return Path("device", b.xp, b)
+    return _CPU
+
+
+# ----------------------------------------------------------------------------
+# the public-function decorator: dask routing and the device scope
+# ----------------------------------------------------------------------------
+
+def _is_dask(obj) -> bool:
+    da = sys.modules.get("dask.array")
+    return da is not None and isinstance(obj, da.Array)
+
+
+def public(array_param: str):
+    """Decorator of every public function: a call with a dask array anywhere among
+    its arguments goes, whole, to gpuconv._dask.<same name> (lazy, chunked);
+    otherwise the function runs on the device of its argument `array_param` (for
+    a torch CUDA tensor on torch's current stream there: gpuconv._array.device_scope)."""
+    def deco(fn):
+        params = list(inspect.signature(fn).parameters)
+        pos = params.index(array_param)
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            if "dask.array" in sys.modules and (any(map(_is_dask, args))
+                                                or any(map(_is_dask, kwargs.values()))):
+                from . import _dask
+                return getattr(_dask, fn.__name__)(*args, **kwargs)
+            obj = args[pos] if len(args) > pos else kwargs.get(array_param)
+            if type(obj) is np.ndarray:              # the CPU path: no device to enter
+                return fn(*args, **kwargs)
+            with device_scope(obj):
+                return fn(*args, **kwargs)
+        return wrapper
+    return deco
+
+
+# ----------------------------------------------------------------------------
+# operators
+# ----------------------------------------------------------------------------
+
+def _finish_cpu(out, spec: ConvSpec, bias, activation):
+    """Bias and activation on a CPU result in the compute dtype, then the spec's dtype."""
+    if bias is not None:
+        out += np.asarray(bias, dtype=out.dtype).reshape((1, -1) + (1,) * spec.nd)
+    return activations.apply(out, activation).astype(spec.dtype, copy=False)
+
+
+def apply_padding_mode(xp, x, spec: ConvSpec, padding_mode: str):
+    """nn.Conv{n}d's non-zero padding modes: the input padded explicitly (as F.pad
+    does; the public layer checked F.pad's limits), then no implicit padding."""
+    if padding_mode == "zeros" or not any(lo or hi for lo, hi in spec.pad):
+        return x, spec
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+    np_mode = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}[padding_mode]
+    x = xp.pad(x, ((0, 0), (0, 0)) + tuple(spec.pad), mode=np_mode)
+    return x, ConvSpec(n=spec.n, c=spec.c, k=spec.k, in_size=tuple(x.shape[2:]), kernel=spec.kernel,
+                       stride=spec.stride, pad=((0, 0),) * spec.nd, dilation=spec.dilation,
+                       groups=spec.groups, dtype=spec.dtype)
+
+
+def _fprop_cpu(path, spec, x, w, bias=None, activation=None, algorithm="auto", **_):
+    from . import cpu
+    if algorithm == "fft":
+        from . import fft
+        out = fft.fprop(x, w, spec, np)
+    else:
+        out = cpu.conv(x, w, None, spec)
+    return _finish_cpu(out, spec, bias, activation)
+
+
+def _fprop_device(path, spec, x, w, bias=None, activation=None, algorithm="auto", **_):
+    if algorithm == "fft":
+        from . import fft
+        out = fft.fprop(x, w, spec, path.xp).astype(spec.dtype, copy=False)
+        if bias is not None:
+            out += bias.reshape((1, -1) + (1,) * spec.nd)
+        return _device_activation(path, out, activation)
+    from .cuda import conv as cuda_conv
+    return cuda_conv.forward(x, w, bias, spec, activation=activation, algorithm=algorithm,
+                             backend=path.backend)
+
+
+def _device_activation(path, out, activation):
+    return activations.apply_xp(path.xp, out, activation)
+
+
+def _dgrad_cpu(path, spec, dy, w, bias=None, activation=None, **_):
+    from . import cpu_grad
+    return _finish_cpu(cpu_grad.dgrad(dy, w, spec), spec, bias, activation)
+
+
+def _dgrad_device(path, spec, dy, w, bias=None, activation=None, **_):
+    from .cuda import transpose as cuda_transpose
+    ok, _why = cuda_transpose.transpose_supports(spec)
+    if ok:
+        return cuda_transpose.forward(dy, w, bias, spec, activation=activation, backend=path.backend)
+    # refused (complex dtypes, index space past 2^31): the forward convolution of the
+    # zero-upsampled dy with the flipped, swapped weight (gpuconv.derived)
+    fspec, xu, wf = dgrad_as_fprop(path.xp, dy, w, spec)
+    return run("fprop", fspec, xu, wf, path=path, bias=bias, activation=activation)
+
+
+def _wgrad_cpu(path, spec, x, dy, **_):
+    from . import cpu_grad
+    return cpu_grad.wgrad(x, dy, spec).astype(spec.dtype, copy=False)
+
+
+def _wgrad_device(path, spec, x, dy, deterministic=True, **_):
+    from .cuda import wgrad as cuda_wgrad
+    x, spec = crop_unread(x, spec)
+    if cuda_wgrad.wgrad_supports(spec)[0]:
+        return cuda_wgrad.forward(x, dy, spec, deterministic=deterministic, backend=path.backend)
+    # refused (3-D): one forward convolution with batch and channel roles swapped
+    # (gpuconv.derived; a fixed-order sum, deterministic either way)
+    xp = path.xp
+    fspec, x2, w2, crop = wgrad_as_fprop(xp, x, dy, spec)
+    res = run("fprop", fspec, x2, w2, path=path)                    # (C/g, K, >= kernel)
+    return xp.ascontiguousarray(res[crop].swapaxes(0, 1))
+
+
+_RUN = {
+    ("fprop", "cpu"): _fprop_cpu,
+    ("fprop", "device"): _fprop_device,
+    ("dgrad", "cpu"): _dgrad_cpu,
+    ("dgrad", "device"): _dgrad_device,
+    ("wgrad", "cpu"): _wgrad_cpu,
+    ("wgrad", "device"): _wgrad_device,
+}
+
+
+def run(op: str, spec: ConvSpec, a, b, *, path: Path, bias=None, activation=None,
+        algorithm: str = "auto", padding_mode: str = "zeros", deterministic: bool = True):
+    """Operator `op` of `spec` on batched arrays a, b of path.xp (see the module
+    docstring for their roles); returns a new array of the operator's result shape
+    in spec.dtype.  bias/activation apply to fprop and dgrad; padding_mode and
+    algorithm to fprop; deterministic to wgrad (the device kernel's atomics)."""
+    check_op(op)
+    shape = spec.operand_shapes(op)[2]
+    if op == "fprop":
+        a, spec = apply_padding_mode(path.xp, a, spec, padding_mode)
+        a, spec = crop_unread(a, spec)
+    if math.prod(shape) == 0 or _no_reduction(op, spec):
+        return _empty_result(path, op, spec, shape, bias, activation)
+    return _RUN[(op, path.name)](path, spec, a, b, bias=bias, activation=activation,
+                                 algorithm=algorithm, deterministic=deterministic)
+
+
+def _no_reduction(op: str, spec: ConvSpec) -> bool:
+    """True when the sum every result element is has no terms (then it is 0 + bias)."""
+    if op == "fprop":
+        return spec.c == 0
+    if op == "dgrad":
+        return spec.k == 0 or math.prod(spec.out_size) == 0
+    return spec.n == 0 or math.prod(spec.out_size) == 0
+
+
+def _empty_result(path, op, spec, shape, bias, activation):
+    xp = path.xp
+    out = xp.zeros(shape, dtype=spec.dtype)
+    if op != "wgrad" and bias is not None and out.size:
+        out += bias.reshape((1, -1) + (1,) * spec.nd)
+        out = activations.apply_xp(xp, out, activation)
+    return out
+
+
+# ----------------------------------------------------------------------------
+# separable convolution and the signal core
+# ----------------------------------------------------------------------------
+
+def pointwise_spec(dspec: ConvSpec, k: int) -> ConvSpec:
+    """The 1x1 step after the depthwise step `dspec`: C*m -> k channels."""
+    nd = dspec.nd
+    return ConvSpec(n=dspec.n, c=dspec.k, k=k, in_size=dspec.out_size, kernel=(1,) * nd,
+                    stride=(1,) * nd, pad=((0, 0),) * nd, dilation=(1,) * nd, groups=1,
+                    dtype=dspec.dtype)
+
+
+def separable(dspec: ConvSpec, x, dw, pw, *, path: Path, bias=None, activation=None,
+              algorithm: str = "auto", padding_mode: str = "zeros"):
+    """Depthwise step `dspec` (groups = C), then the 1x1 weight pw, bias, activation."""
+    k = int(pw.shape[0])
+    if path.is_device and padding_mode == "zeros":
+        from .cuda import separable as cuda_separable
+        return cuda_separable.forward(x, dw, pw, bias, dspec, activation=activation,
+                                      algorithm=algorithm, backend=path.backend)
+    mid = run("fprop", dspec, x, dw, path=path, padding_mode=padding_mode)
+    return run("fprop", pointwise_spec(dspec, k), mid, pw, path=path, bias=bias,
+               activation=activation)
+
+
+def correlate(a, k, out_shape, origin, boundary, fill, *, path: Path, method: str = "direct"):
+    """The single-channel 2-D correlation core of convolve2d / correlate2d (its
+    definition: gpuconv.signal's docstring) on the path's arrays."""
+    if path.is_device:
+        from .cuda import signal as cuda_signal
+        return cuda_signal.correlate_core(a, k, out_shape, origin, boundary, fill,
+                                          backend=path.backend)
+    from .signal import correlate_core
+    return correlate_core(a, k, out_shape, origin, boundary, fill)
