@@ -5,9 +5,10 @@
 #   docker build -t gpuconv .                                  # gpuconv + CuPy (anchors: cupyx)
 #   docker build -t gpuconv --build-arg INSTALL_TORCH=1 .      # + torch: cuDNN anchors
 #   docker run --rm --gpus all -v "$PWD/bench/results:/results" gpuconv \
-#       gpuconv bench --json /results/run.json --plot /results/run.png
+#       gpuconv bench --out /results/run
 #
-# The default command is `gpuconv bench` (every GPU suite, fp32 exact).
+# The default command is `gpuconv bench` (every GPU suite, fp32 exact; JSON and
+# PNG in a dated folder under /work, or --out DIR on a mounted volume).
 ARG CUDA_IMAGE=nvidia/cuda:13.0.1-runtime-ubuntu24.04
 FROM ${CUDA_IMAGE}
 
