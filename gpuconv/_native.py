@@ -9,7 +9,8 @@ gradients, in vectorised loops over whole rows (or over 8 groups at once).
 Like the CUDA kernels (compiled at run time through CuPy), the source is
 compiled on the machine that runs it, here with `-O3 -march=native`, and the
 shared library is cached under gpuconv._paths.cache_dir()/"cpu", keyed on the
-source, the compiler, the flags and the processor.  ctypes releases the GIL
+source, the compiler, the flags and the processor, with its size and SHA-256
+beside it: a damaged file is rebuilt, never loaded (gpuconv._paths).  ctypes releases the GIL
 for a call, so the caller's thread pool runs shares of the planes in parallel.
 
 Everything here is optional: with no C compiler, a failed build, or
@@ -92,7 +93,10 @@ def _compiler_version(cc: str) -> str:
     return out.splitlines()[0] if out else ""
 
 
-def _build(cc: str, asan: bool = False) -> Path:
+def _build(cc: str, asan: bool = False) -> tuple[Path, bytes]:
+    """The cached library for this source, compiler, flags and processor, and its
+    bytes as checked against the size and hash recorded beside it (a missing or
+    damaged file is rebuilt; one process builds while the others wait)."""
     source = SOURCE.read_bytes()
     out_dir = _paths.cache_dir() / "cpu"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -102,21 +106,45 @@ def _build(cc: str, asan: bool = False) -> Path:
             source, cc.encode(), _compiler_version(cc).encode(), " ".join(flags).encode(),
             _cpu_id().encode(), BUILD_VERSION.encode()])).hexdigest()[:20]
         lib = out_dir / f"gpuconv_cpu_{key}.so"
-        if lib.exists():
-            return lib
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
-        os.close(fd)
-        try:
-            proc = subprocess.run([cc, *flags, "-o", tmp, str(SOURCE)],
-                                  capture_output=True, text=True, check=False, timeout=120)
-            if proc.returncode == 0:
-                os.replace(tmp, lib)          # atomic: other processes see all or nothing
-                return lib
-            errors.append(f"{' '.join(flags)}: {proc.stderr.strip()[-500:]}")
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        data = _paths.read_checked(lib)
+        if data is not None:
+            return lib, data
+        with _paths.build_lock(lib):
+            data = _paths.read_checked(lib)       # built by another process while we waited
+            if data is not None:
+                return lib, data
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
+            os.close(fd)
+            try:
+                proc = subprocess.run([cc, *flags, "-o", tmp, str(SOURCE)],
+                                      capture_output=True, text=True, check=False, timeout=120)
+                if proc.returncode == 0:
+                    return lib, _paths.publish(tmp, lib)
+                errors.append(f"{' '.join(flags)}: {proc.stderr.strip()[-500:]}")
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
     raise RuntimeError("; ".join(errors))
+
+
+def _open_library(path: Path, data: bytes) -> ctypes.CDLL:
+    """dlopen the checked bytes from an anonymous in-memory file (Linux memfd),
+    so the code that runs is the code that was hashed, and a cache file cut or
+    rewritten later by another program cannot fault the mapped library (a
+    truncated mapped file raises SIGBUS).  Elsewhere, or without /proc, the
+    cached path itself."""
+    if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
+        fd = os.memfd_create(path.name, getattr(os, "MFD_CLOEXEC", 0))
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            return ctypes.CDLL(f"/proc/self/fd/{fd}")
+        except OSError:
+            pass
+        finally:
+            os.close(fd)                      # the mapping keeps the memory file alive
+    return ctypes.CDLL(str(path))
 
 
 def _load() -> None:
@@ -129,8 +157,8 @@ def _load() -> None:
         _state.update(lib=None, status="unavailable: no C compiler found (set CC); using NumPy")
         return
     try:
-        path = _build(cc, asan=switch == "asan")
-        lib = ctypes.CDLL(str(path))
+        path, data = _build(cc, asan=switch == "asan")
+        lib = _open_library(path, data)
         for name, (n_ptr, n_idx) in _SIGNATURES.items():
             for suffix in _SUFFIX.values():
                 fn = getattr(lib, f"gpuconv_{name}_{suffix}")

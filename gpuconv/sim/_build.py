@@ -24,7 +24,10 @@ Libraries are cached in gpuconv._paths.cache_dir()/"sim", keyed on the source,
 every file the module could include (all headers of its directory and of
 kernels_cu/, the simulator's own headers and this file), the name expressions,
 the compiler's version and the flags.  Builds go to a temporary name and are
-renamed into place, so concurrent test processes never see a partial library.
+renamed into place with their size and SHA-256 recorded beside them, under a
+per-file lock (gpuconv._paths.publish, build_lock): concurrent processes never
+see a partial library, build it once, and a cached file that no longer matches
+its record (truncated, altered) is rebuilt instead of being loaded.
 """
 from __future__ import annotations
 
@@ -179,9 +182,11 @@ def build_module(source: Path, name_expressions: tuple[str, ...], *, asan: bool 
     _hash_dir(h, SIM_DIR, _sim_files())
     key = h.hexdigest()[:24]
     out = sim_cache_dir() / f"{source.stem}-{key}{'-asan' if asan else ''}.so"
-    if out.exists():
+    if _paths.cached_file_ok(out):
         return out
-    with tempfile.TemporaryDirectory(prefix="build-", dir=sim_cache_dir()) as tmp:
+    with _paths.build_lock(out), tempfile.TemporaryDirectory(prefix="build-", dir=sim_cache_dir()) as tmp:
+        if _paths.cached_file_ok(out):                # built by another process while we waited
+            return out
         tmp = Path(tmp)
         incs = []
         for i, (d, files) in enumerate(listing):
@@ -200,7 +205,7 @@ def build_module(source: Path, name_expressions: tuple[str, ...], *, asan: bool 
             cmd += ["-I", str(d)]
         cmd += ["-I", str(INCLUDE_DIR), "-I", str(SRC_DIR), str(main), "-o", str(lib)]
         _run_compiler(cmd, f"{source.name} ({', '.join(name_expressions)})", tmp)
-        os.replace(lib, out)
+        _paths.publish(lib, out)
     return out
 
 
@@ -213,12 +218,14 @@ def build_worker(*, asan: bool = False, cxx: str = "g++") -> Path:
     h.update(f"gpuconv-sim-worker {BUILD_VERSION}\0{cid}\0{' '.join(flags)}\0".encode())
     h.update(src.read_bytes())
     out = sim_cache_dir() / f"worker-{h.hexdigest()[:24]}{'-asan' if asan else ''}"
-    if out.exists():
+    if _paths.cached_file_ok(out):
         return out
-    with tempfile.TemporaryDirectory(prefix="build-", dir=sim_cache_dir()) as tmp:
+    with _paths.build_lock(out), tempfile.TemporaryDirectory(prefix="build-", dir=sim_cache_dir()) as tmp:
+        if _paths.cached_file_ok(out):
+            return out
         exe = Path(tmp) / "worker"
         # -rdynamic is not needed: modules resolve nothing from the worker
         # (the ASan runtime they need is a shared library the worker links).
         _run_compiler([shutil.which(cxx) or cxx, *flags, str(src), "-o", str(exe), "-ldl"], "the worker", Path(tmp))
-        os.replace(exe, out)
+        _paths.publish(exe, out)
     return out
