@@ -1,8 +1,8 @@
 """gpuconv.conv2d against torch.nn.functional.conv2d (and nn.Conv2d for padding modes).
 
-The bodies take an `xp` (array module): NumPy always; CuPy under the `gpu`
-marker when a device is present, so the same semantics are checked on the GPU
-path with the dispatcher's choice.
+The bodies take an `xp`: the `path` fixture of tests/conftest.py, so each runs on
+NumPy (the CPU path), in the simulator (the GPU path's dispatcher, launchers and
+kernels on the CPU) and, where a device is present, on CuPy arrays.
 """
 from __future__ import annotations
 
@@ -17,15 +17,10 @@ from util import assert_close, randn
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-XP = [pytest.param("numpy", id="numpy"), pytest.param("cupy", id="cupy", marks=pytest.mark.gpu)]
-
-
-@pytest.fixture(params=XP)
-def xp(request):
-    if request.param == "cupy":
-        import cupy
-        return cupy
-    return np
+@pytest.fixture
+def xp(path):
+    """The path's arrays: xp.asarray(numpy array) -> the array to pass."""
+    return path
 
 
 def to_numpy(a):

@@ -1,8 +1,9 @@
 """gpuconv.convolve2d / correlate2d against scipy.signal (the oracle).
 
-Every test body takes an array module `xp`: NumPy always (CPU path), CuPy when
-a CUDA device is present (marker `gpu`, GPU path).  Inputs go in through
-xp.asarray and results come back through `.get()`.
+Every test body takes `xp`, the `path` fixture of tests/conftest.py: NumPy (the
+CPU path), the simulator (the GPU path's kernels on the CPU) and, with a CUDA
+device, CuPy arrays.  Inputs go in through xp.asarray and results come back
+through `.get()`.
 """
 from __future__ import annotations
 
@@ -26,11 +27,9 @@ DTYPES = (np.float32, np.float64, np.complex64, np.complex128, np.int8, np.int32
 TOL = {"f": {4: 1e-5, 8: 1e-12}, "c": {8: 1e-5, 16: 1e-12}}
 
 
-@pytest.fixture(params=["numpy", pytest.param("cupy", marks=pytest.mark.gpu)])
-def xp(request):
-    if request.param == "numpy":
-        return np
-    return pytest.importorskip("cupy")
+@pytest.fixture
+def xp(path):
+    return path
 
 
 def to_numpy(x):
@@ -187,9 +186,9 @@ def test_valid_swap_reverses_correlation(xp, rng, fname):
     (np.clongdouble, np.int8), (np.int32, np.complex64),
 ], ids=lambda p: f"{np.dtype(p[0]).name}-{np.dtype(p[1]).name}")
 def test_mixed_and_other_dtypes(xp, rng, pair):
-    if xp is not np and any(np.dtype(d).itemsize > 8 and np.dtype(d).kind != "c" or
+    if xp.is_device and any(np.dtype(d).itemsize > 8 and np.dtype(d).kind != "c" or
                             np.dtype(d) == np.clongdouble for d in pair):
-        pytest.skip("CuPy has no long double")
+        pytest.skip("the GPU path has no long double (CuPy has none)")
     a = random_array(rng, (6, 7), pair[0])
     k = random_array(rng, (3, 2), pair[1])
     for fname, mode, boundary in itertools.product(FUNCS, MODES, BOUNDARIES):
@@ -211,7 +210,7 @@ def test_integer_overflow_wraps_like_scipy(xp):
     check_against_scipy(xp, "convolve2d", big, np.full((2, 2), 3, dtype=np.int64))
 
 
-def test_array_likes(xp):
+def test_array_likes():
     # lists become NumPy arrays as in scipy (dtype from np.asarray: int64 list with
     # a float32 array gives float64)
     np.testing.assert_array_equal(gpuconv.convolve2d([[1, 2], [3, 4]], [[1]]),
@@ -226,7 +225,7 @@ def test_noncontiguous_and_byteswapped(xp, rng):
     a = rng.standard_normal((12, 14))[::2, ::-1]
     k = rng.standard_normal((4, 3)).T
     check_against_scipy(xp, "convolve2d", a, k, mode="same", boundary="wrap")
-    if xp is np:
+    if not xp.is_device:
         ab = a.astype(">f8")
         r = gpuconv.correlate2d(ab, k)
         assert r.dtype == signal.correlate2d(ab, k).dtype
@@ -369,7 +368,7 @@ def test_errors(xp, fname):
         (dict(in1=xp.asarray(np.ones((3, 3), bool)), in2=xp.asarray(np.ones((2, 2), bool))), ValueError,
          "dtype"),
     ]
-    if xp is np:
+    if not xp.is_device:
         cases += [
             (dict(in1=np.ones((3, 3), np.float16), in2=np.ones((2, 2), np.float16)), ValueError, "dtype"),
             (dict(in1=np.ones((3, 3), object), in2=np.ones((2, 2))), ValueError, "dtype"),
