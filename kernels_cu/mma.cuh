@@ -41,8 +41,14 @@
 //   16 bytes global -> shared, bypassing L1; src_size = 0 zero-fills the destination
 //   without reading src (the predicated-off load of a tile edge or of the zero padding).
 //   commit_group closes the group of copies issued so far; wait_group<N> waits until at
-//   most N groups are pending.  The CPU version copies at issue time, so it completes
-//   before any wait; the kernel's barriers still order the copies as on the GPU.
+//   most N groups are pending.  The CPU version (gpuconv/sim runtime) queues each copy
+//   per thread: the destination holds poison (0xFF bytes: NaN) from issue until the
+//   issuing thread's wait_group completes its group (uncommitted copies are never
+//   waited for; pending ones land when the thread exits), and it checks what the
+//   hardware requires: 16-byte aligned source and destination, destination in shared
+//   memory, source in global memory (an array argument) when src_size is 16.
+//   ldmatrix's CPU version checks each lane's row address the same way (16-byte
+//   aligned, 16 bytes of shared memory, no cp.async pending on it).
 //
 // Requires sm_80 (cp.async, m16n8k16 with f32 accumulators, bf16, tf32); ldmatrix sm_75.
 // On an older device the GPU versions trap, and the launcher refuses first.
@@ -140,7 +146,8 @@ __device__ __forceinline__ unsigned f32_to_tf32(float x) {
 }
 
 template <bool TRANS>
-__device__ __forceinline__ void ldmatrix_x4_impl(unsigned r[4], const void* row_addr) {
+__device__ __forceinline__ void ldmatrix_x4_impl(unsigned r[4], const void* row_addr, const char* file, int line) {
+    ::gpuconv_sim::check_ldmatrix_row(file, line, row_addr, TRANS ? "ldmatrix.x4.trans" : "ldmatrix.x4");
     const int l = sim::lane();
     for (int i = 0; i < 4; ++i) {
         if (!TRANS) {                        // row l/4 of matrix i, supplied by lane 8i + l/4
@@ -153,15 +160,28 @@ __device__ __forceinline__ void ldmatrix_x4_impl(unsigned r[4], const void* row_
         }
     }
 }
-__device__ __forceinline__ void ldmatrix_x4(unsigned r[4], const void* row_addr) { ldmatrix_x4_impl<false>(r, row_addr); }
-__device__ __forceinline__ void ldmatrix_x4_trans(unsigned r[4], const void* row_addr) { ldmatrix_x4_impl<true>(r, row_addr); }
-
-__device__ __forceinline__ void cp_async_16(void* smem_dst, const void* gmem_src, bool pred) {
-    if (pred) memcpy(smem_dst, gmem_src, 16);
-    else memset(smem_dst, 0, 16);
+// file, line: the caller's (defaults evaluated at the call site), for the simulator's reports.
+__device__ __forceinline__ void ldmatrix_x4(unsigned r[4], const void* row_addr, const char* file = __builtin_FILE(),
+                                            int line = __builtin_LINE()) {
+    ldmatrix_x4_impl<false>(r, row_addr, file, line);
 }
-__device__ __forceinline__ void cp_async_commit() {}
-template <int N> __device__ __forceinline__ void cp_async_wait() {}
+__device__ __forceinline__ void ldmatrix_x4_trans(unsigned r[4], const void* row_addr,
+                                                  const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+    ldmatrix_x4_impl<true>(r, row_addr, file, line);
+}
+
+__device__ __forceinline__ void cp_async_16(void* smem_dst, const void* gmem_src, bool pred,
+                                            const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+    ::gpuconv_sim::cp_async_16(file, line, smem_dst, gmem_src, pred);
+}
+__device__ __forceinline__ void cp_async_commit(const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+    ::gpuconv_sim::cp_async_commit(file, line);
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait(const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+    static_assert(N >= 0, "cp.async.wait_group takes a non-negative constant");
+    ::gpuconv_sim::cp_async_wait(file, line, N);
+}
 
 #else
 // ---------------------------------------------------------------- GPU versions

@@ -6,6 +6,15 @@ g++ against a CUDA shim (include/gpuconv_sim.h), one fiber per CUDA thread.
     fn = b.get_function("conv2d_direct.cu", NAME_EXPRESSIONS, "conv2d_direct<float, 0>")
     fn(grid, block, (x, w, b, y, np.int32(N), ...), shared_mem=0)   # as a cupy.RawKernel
 
+Checks (README "Running the kernels without a GPU" lists what each costs):
+    SimBackend(schedule="random", seed=3)  another interleaving of the threads
+    SimBackend(racecheck=True)             shared-memory race detector (instrumented build)
+    SimBackend(alignment=True)             -fsanitize=alignment build (misaligned typed accesses)
+Always on: static and dynamic shared memory poisoned per block, cp.async
+queued per thread and commit group (destination poisoned while in flight),
+alignment and state space of cp.async and ldmatrix, __launch_bounds__ and the
+48 KiB static + dynamic shared-memory limit.
+
 Same interface as the CuPy backend (gpuconv/cuda/backend.py): `name`, `xp`
 (numpy: launchers allocate buffers with it), `get_function(module,
 name_expressions, name)`.  Every argument is checked against the kernel's C++
@@ -22,9 +31,12 @@ read garbage).  Failures raise:
 """
 from __future__ import annotations
 
+import functools
 import operator
 import platform
+import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -42,6 +54,14 @@ MAX_BLOCK = (1024, 1024, 64)
 MAX_GRID = (2**31 - 1, 65535, 65535)
 DEFAULT_DYNAMIC_SMEM = 48 * 1024          # above this CUDA needs cudaFuncAttributeMaxDynamicSharedMemorySize
 MAX_DYNAMIC_SMEM = 227 * 1024             # opt-in limit per block on sm_90 (H100) and sm_80 (A100: 163 KiB)
+SCHEDULES = {"default": 0, "reversed": 1, "warp-greedy": 2, "random": 3}
+# The race detector's build: g++ calls __asan_{load,store}N_noabort before every
+# memory access (kernel-address mode links no sanitizer runtime; the simulator's
+# runtime defines the callbacks); -g lets reports name source lines.
+RACECHECK_FLAGS = ("-DGPUCONV_SIM_RACE", "-fsanitize=kernel-address",
+                   "--param=asan-instrumentation-with-call-threshold=0", "--param=asan-stack=0",
+                   "--param=asan-globals=0", "-g")
+ALIGNMENT_FLAGS = ("-fsanitize=alignment",)
 
 
 class SimError(RuntimeError):
@@ -192,7 +212,21 @@ class SimFunction:
         self.name = name
         self.signature = signature
         self.params = [Param(d) for d in signature.split(";")] if signature else []
-        self.max_dynamic_shared_size_bytes = DEFAULT_DYNAMIC_SMEM
+        self._max_dynamic_smem: int | None = None
+
+    @property
+    def max_dynamic_shared_size_bytes(self) -> int:
+        """As cupy.RawKernel's: setting it opts the kernel in to more than 48 KiB of
+        static + dynamic shared memory (cudaFuncAttributeMaxDynamicSharedMemorySize)."""
+        return DEFAULT_DYNAMIC_SMEM if self._max_dynamic_smem is None else self._max_dynamic_smem
+
+    @max_dynamic_shared_size_bytes.setter
+    def max_dynamic_shared_size_bytes(self, value: int) -> None:
+        v = operator.index(value)
+        if not 0 <= v <= MAX_DYNAMIC_SMEM:
+            raise ValueError(f"{self.name}: max_dynamic_shared_size_bytes={v} is outside [0, {MAX_DYNAMIC_SMEM}]; "
+                             f"CUDA would refuse the attribute")
+        self._max_dynamic_smem = v
 
     def __repr__(self) -> str:
         return f"<SimFunction {self.name}({', '.join(map(str, self.params))})>"
@@ -246,13 +280,17 @@ class SimFunction:
         regions = self._regions(arrays, packed)
         b_ = self._backend
         worker, handle = b_._load(self._lib)
+        opt_in = self._max_dynamic_smem if self._max_dynamic_smem is not None else 0
         try:
-            st, msg = worker.run(handle, self._index, g, b, smem, b_.timeout_s, regions, packed)
+            st, msg = worker.run(handle, self._index, g, b, smem, b_.timeout_s, regions, packed,
+                                 SCHEDULES[b_.schedule], b_.seed, max(opt_in, 1) if self._max_dynamic_smem is not None
+                                 else 0)
         except WorkerDied as e:
             cls = SimTimeoutError if e.kind == "timeout" else SimCrashError
             raise cls(f"kernel {self.name} (grid {g}, block {b}) {e}") from None
         if st == OK:
             return
+        msg = _symbolize(msg, self._lib)
         if st == KERNEL_ERROR:
             raise SimKernelError(msg)
         if st == DEADLOCK:
@@ -293,6 +331,34 @@ class SimFunction:
         return regions
 
 
+_PC = re.compile(r"\{\{pc:([0-9a-f]+)\}\}")
+
+
+def _symbolize(msg: str, lib: Path) -> str:
+    """Replace the runtime's {{pc:OFFSET}} marks by source lines (addr2line on the
+    module library; race-check builds carry -g)."""
+    pcs = sorted(set(_PC.findall(msg)))
+    if not pcs or shutil.which("addr2line") is None:
+        return _PC.sub(lambda m: f"pc 0x{m.group(1)} in {lib.name}", msg)
+    names = {pc: _addr2line(str(lib), pc) for pc in pcs}
+    return _PC.sub(lambda m: names[m.group(1)], msg)
+
+
+@functools.lru_cache(maxsize=4096)
+def _addr2line(lib: str, pc: str) -> str:
+    r = subprocess.run(["addr2line", "-e", lib, "-f", "-C", "-i", f"0x{pc}"], capture_output=True, text=True,
+                       check=False)
+    lines = r.stdout.split("\n")
+    frames = []                                   # innermost first: (function, file:line)
+    for fn, loc in zip(lines[0::2], lines[1::2]):
+        loc = loc.split(" (discriminator")[0]
+        if loc.startswith("??"):
+            continue
+        path, _, line = loc.rpartition(":")
+        frames.append(f"{Path(path).name}:{line} ({fn.split('(')[0]})")
+    return " <- ".join(frames) if frames else f"pc 0x{pc} in {Path(lib).name}"
+
+
 class SimBackend:
     """Kernel backend that runs kernels_cu on the CPU (see module docstring).
 
@@ -304,14 +370,40 @@ class SimBackend:
     cxx:        the C++ compiler (g++).
     cxx_flags:  extra compiler flags for the modules, e.g. ("-g",) or
                 ("-DGPUCONV_SIM_UCONTEXT",) for the portable swapcontext fibers.
+    schedule:   the order threads run in between barriers and warp operations:
+                "default" (thread order to the next barrier, direction alternating
+                per __syncthreads), "reversed", "warp-greedy" (one warp until it
+                reaches a block barrier) or "random" (seeded by `seed`; also
+                switches after every barrier and warp operation).
+    racecheck:  build with every memory access instrumented and report shared-memory
+                races (two threads, one barrier epoch, no __syncthreads or warp
+                operation between, at least one writing), reads of bytes never
+                written in the block and of cp.async destinations still in flight,
+                and accesses outside the shared memory the launch has (SimKernelError).
+    alignment:  build with -fsanitize=alignment: a misaligned typed access (float4,
+                double2, ...) fails the launch with its source line.
     """
 
     name = "sim"
     xp = np
 
     def __init__(self, asan: bool = False, *, timeout_s: int = 120, source_dir: str | Path | None = None,
-                 cxx: str = "g++", cxx_flags: tuple[str, ...] = ()):
+                 cxx: str = "g++", cxx_flags: tuple[str, ...] = (), schedule: str = "default", seed: int = 0,
+                 racecheck: bool = False, alignment: bool = False):
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(map(repr, SCHEDULES))}, got {schedule!r}")
+        seed = operator.index(seed)
+        if not 0 <= seed < 2**64:
+            raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+        if racecheck and asan:
+            raise ValueError("racecheck=True and asan=True cannot be combined (both instrument every access); "
+                             "use two backends")
         self.asan = bool(asan)
+        self.schedule = schedule
+        self.seed = seed
+        self.racecheck = bool(racecheck)
+        self.alignment = bool(alignment)
+        cxx_flags = tuple(cxx_flags) + (RACECHECK_FLAGS if racecheck else ()) + (ALIGNMENT_FLAGS if alignment else ())
         self.cxx_flags = tuple(cxx_flags)
         self.timeout_s = int(timeout_s)
         self.source_dir = Path(source_dir) if source_dir is not None else None
@@ -319,7 +411,9 @@ class SimBackend:
         self._functions: dict[tuple, SimFunction] = {}
 
     def __repr__(self) -> str:
-        return f"SimBackend(asan={self.asan})"
+        extra = "".join(f", {k}=True" for k in ("racecheck", "alignment") if getattr(self, k))
+        sched = f", schedule={self.schedule!r}" + (f", seed={self.seed}" if self.schedule == "random" else "")
+        return f"SimBackend(asan={self.asan}{sched}{extra})"
 
     def _source(self, module) -> Path:
         if isinstance(module, Path):

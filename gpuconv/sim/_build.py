@@ -99,11 +99,57 @@ def _replace_extern_shared(m: re.Match) -> str:
     return decl + "\n" * m.group(0).count("\n")
 
 
+# `[__align__(n)] __shared__ [__align__(n)] T a[..][..], b[..];` (static shared memory)
+# becomes references into the launch's shared-memory window, allocated on first
+# use per declaration and template instance and poisoned at every block start
+# (a function-local static would hold the previous block's data, never poison).
+_ALIGN_N = r"(?:(?:__align__|alignas)\s*\(\s*\d+\s*\)\s*)*"
+_STATIC_SHARED = re.compile(
+    rf"(?<![\w`])(?P<pre>{_ALIGN_N})__shared__\s+(?P<post>{_ALIGN_N})"
+    r"(?P<type>(?:const\s+|volatile\s+)*[A-Za-z_][\w:]*(?:\s*<[^;<>{}]*>)?(?:\s+(?:unsigned|signed|short|long|int|char))*)"
+    r"\s+(?P<decls>[A-Za-z_]\w*(?:\s*\[[^\];]+\])*(?:\s*,\s*[A-Za-z_]\w*(?:\s*\[[^\];]+\])*)*)\s*;")
+_DECL = re.compile(r"(?P<name>[A-Za-z_]\w*)(?P<dims>(?:\s*\[[^\]]+\])*)")
+_LAUNCH_BOUNDS = re.compile(r"__launch_bounds__\s*\((?P<args>(?:[^()]|\((?:[^()]|\([^()]*\))*\))*)\)")
+
+
+def _replace_static_shared(m: re.Match) -> str:
+    typ = " ".join(m.group("type").split())
+    aligns = [int(a) for a in re.findall(r"\(\s*(\d+)\s*\)", m.group("pre") + m.group("post"))]
+    align = f"alignof({typ})" if not aligns else f"({max(aligns)} > alignof({typ}) ? {max(aligns)} : alignof({typ}))"
+    out = []
+    for d in _DECL.finditer(m.group("decls")):
+        name, dims = d.group("name"), "".join(d.group("dims").split())
+        key = f"gpuconv_sim_key_{name}"
+        ref, ptr = (f"(&{name}){dims}", f"(*){dims}") if dims else (f"&{name}", "*")
+        out.append(f"static char {key}; {typ} {ref} = *reinterpret_cast<{typ} {ptr}>(::gpuconv_sim::static_smem("
+                   f"&{key}, sizeof({typ}{dims}), {align}, {_cxx_string(name + dims)}, __FILE__, __LINE__));")
+    return " ".join(out) + "\n" * m.group(0).count("\n")
+
+
+def _check_launch_bounds(text: str) -> str:
+    """A call checking the block size against __launch_bounds__ at the top of the
+    kernel's body (same line as its `{`)."""
+    out, pos = [], 0
+    for m in _LAUNCH_BOUNDS.finditer(text):
+        line_start = text.rfind("\n", 0, m.start()) + 1
+        body = text.find("{", m.end())
+        if "//" in text[line_start:m.start()] or body < 0 or ";" in text[m.end():body] or body < pos:
+            continue
+        out.append(text[pos:body + 1])
+        out.append(f" ::gpuconv_sim::launch_bounds(__FILE__, __LINE__, {m.group('args')});")
+        pos = body + 1
+    out.append(text[pos:])
+    return "".join(out)
+
+
 def rewrite_source(text: str, origin: Path) -> str:
     """The source as g++ compiles it: extern __shared__ declarations become
-    pointers into the launch's dynamic shared memory; line numbers unchanged."""
+    pointers into the launch's dynamic shared memory, static __shared__ ones
+    references into its static part, __launch_bounds__ a check; line numbers unchanged."""
     quoted = str(origin).replace("\\", "\\\\").replace('"', '\\"')
-    return f'#line 1 "{quoted}"\n' + _EXTERN_SHARED.sub(_replace_extern_shared, text)
+    text = _EXTERN_SHARED.sub(_replace_extern_shared, text)
+    text = _check_launch_bounds(_STATIC_SHARED.sub(_replace_static_shared, text))
+    return f'#line 1 "{quoted}"\n' + text
 
 
 def _source_files(d: Path) -> list[Path]:

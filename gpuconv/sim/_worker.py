@@ -162,7 +162,8 @@ class Worker:
         self._arena_size = new
 
     def run(self, handle: int, index: int, grid, block, smem: int, timeout: int,
-            regions: list, args: list) -> tuple[int, str]:
+            regions: list, args: list, schedule: int = 0, seed: int = 0,
+            max_dynamic_attr: int = 0) -> tuple[int, str]:
         """regions: [(src uint8 array view, write_back: uint8 array view or None)];
         args: [(0, bytes) | (1, region, offset) | (2,)]."""
         with self._lock:
@@ -176,8 +177,8 @@ class Worker:
                 if src.size:
                     view[off:off + src.size] = src
             self.timeout_s = timeout
-            parts = [struct.pack("=IIIIIIIIIQQII", 2, handle, index, *grid, *block, smem, self._arena_size,
-                                 timeout, len(regions))]
+            parts = [struct.pack("=IIIIIIIIIQQIIQQI", 2, handle, index, *grid, *block, smem, self._arena_size,
+                                 timeout, schedule, seed, max_dynamic_attr, len(regions))]
             parts += [struct.pack("=QQ", off, src.size) for (src, _), off in zip(regions, offs)]
             parts.append(struct.pack("=I", len(args)))
             for a in args:

@@ -7,19 +7,31 @@
 //
 // Execution model (implemented in ../src/gpuconv_sim_runtime.inc):
 //   * blocks run one after another; the threads of a block are user-level
-//     fibers, each run until it reaches a barrier (__syncthreads, a warp
-//     operation) or exits, in thread order, alternating the direction after
-//     every block-wide barrier -- so a missing __syncthreads reads stale
-//     shared memory deterministically instead of by luck;
+//     fibers.  The schedule (SimBackend(schedule=...)) picks which fiber runs
+//     next whenever one blocks at a barrier (__syncthreads, a warp operation):
+//     "default" runs each in thread order to its next barrier, alternating the
+//     direction after every block-wide barrier; "reversed" starts from the last
+//     thread; "warp-greedy" runs one warp until all its lanes wait at a block
+//     barrier before the next warp starts; "random" picks a runnable fiber at
+//     random (seeded) and also switches after every completed barrier and warp
+//     operation;
 //   * threadIdx/blockIdx/blockDim/gridDim read the scheduler's state;
-//   * __shared__ is a function-local static (one block lives at a time);
-//     `extern __shared__ T name[];` is rewritten by gpuconv/sim/_build.py into a
-//     pointer to this launch's dynamic shared memory (filled with 0xFF bytes
-//     -- NaN for floating point, -1 for integers -- at the start of each block);
+//   * shared memory is one window per launch: static `__shared__` variables
+//     (rewritten by gpuconv/sim/_build.py into references into its first 48 KiB,
+//     allocated on first use, key: the declaration in its template instance)
+//     and `extern __shared__ T name[];` (a pointer to the dynamic part); both
+//     are filled with 0xFF bytes -- NaN for floating point, -1 for integers --
+//     at the start of every block;
+//   * cp.async (kernels_cu/mma.cuh) queues 16-byte copies per thread; the
+//     destination holds poison from issue until the issuing thread's
+//     cp.async.wait_group completes the copy's group (or the thread exits);
 //   * warp operations exchange values through per-lane slots and complete when
 //     every live lane named in the mask has arrived at the same operation;
 //   * atomics are plain read-modify-writes: fibers switch only at barriers, so
-//     nothing can interleave with them.
+//     nothing can interleave with them;
+//   * with GPUCONV_SIM_RACE (SimBackend(racecheck=True)) the compiler calls the
+//     runtime on every load and store (-fsanitize=kernel-address with calls),
+//     and the runtime checks shared-memory accesses for races (see the runtime).
 // GPU-only code (inline PTX) must sit behind `#ifdef GPUCONV_SIM`;
 // __CUDA_ARCH__ is not defined here.
 #pragma once
@@ -43,7 +55,7 @@
 #define __forceinline__ inline
 #define __noinline__ __attribute__((noinline))
 #define __restrict__ __restrict
-#define __launch_bounds__(...)
+#define __launch_bounds__(...)       // checked: _build.py calls gpuconv_sim::launch_bounds in the body
 #define __maxnreg__(n)
 #define __constant__
 #define __managed__
@@ -123,6 +135,8 @@ struct Fiber {
 };
 
 extern Fiber* g_cur;
+extern unsigned char* g_win;                  // shared-memory window of this launch (race-check fast path)
+extern size_t g_win_size;
 extern ::uint3 g_block_idx;
 extern ::dim3 g_block_dim, g_grid_dim;
 extern unsigned char* g_dyn_smem;
@@ -132,6 +146,22 @@ int syncthreads_reduce(const char* file, int line, int op, int pred);
 unsigned long long warp_op(const char* file, int line, int kind, unsigned mask,
                            unsigned long long value, int param, int width);
 inline unsigned char* dynamic_smem() { return g_dyn_smem; }
+// Storage of a static __shared__ variable (one per declaration and template
+// instance, `key` is a function-local static of that instance), poisoned at
+// every block start; fails the launch past 48 KiB of static shared memory or
+// past the kernel's static + dynamic limit.
+void* static_smem(const void* key, size_t size, size_t align, const char* name, const char* file, int line);
+// __launch_bounds__(max_threads[, min_blocks[, max_cluster]]): a block larger
+// than max_threads is a launch CUDA refuses.
+void check_launch_bounds(const char* file, int line, long long max_threads);
+template <class... A> inline void launch_bounds(const char* file, int line, long long max_threads, A...) {
+    check_launch_bounds(file, line, max_threads);
+}
+// Support for kernels_cu/mma.cuh's CPU versions (file/line: the kernel's call site).
+void cp_async_16(const char* file, int line, void* dst, const void* src, bool pred);
+void cp_async_commit(const char* file, int line);
+void cp_async_wait(const char* file, int line, int n);
+void check_ldmatrix_row(const char* file, int line, const void* row, const char* what);
 
 enum WarpKind { W_SYNC = 1, W_SHFL, W_SHFL_UP, W_SHFL_DOWN, W_SHFL_XOR, W_BALLOT, W_ANY, W_ALL,
                 W_MATCH_ANY, W_MATCH_ALL, W_REDUCE_ADD, W_REDUCE_MIN, W_REDUCE_MAX,
@@ -215,17 +245,19 @@ template <class T> static inline void __stwt(T* p, T v) { *p = v; }
 
 // ---------------------------------------------------------------- atomics
 // Fibers switch only at barriers, so a plain read-modify-write is atomic here.
-template <class T> static inline T atomicAdd(T* p, T v) { T o = *p; *p = o + v; return o; }
-template <class T> static inline T atomicSub(T* p, T v) { T o = *p; *p = o - v; return o; }
-template <class T> static inline T atomicExch(T* p, T v) { T o = *p; *p = v; return o; }
-template <class T> static inline T atomicMin(T* p, T v) { T o = *p; *p = v < o ? v : o; return o; }
-template <class T> static inline T atomicMax(T* p, T v) { T o = *p; *p = v > o ? v : o; return o; }
-template <class T> static inline T atomicAnd(T* p, T v) { T o = *p; *p = o & v; return o; }
-template <class T> static inline T atomicOr(T* p, T v) { T o = *p; *p = o | v; return o; }
-template <class T> static inline T atomicXor(T* p, T v) { T o = *p; *p = o ^ v; return o; }
-template <class T> static inline T atomicCAS(T* p, T cmp, T v) { T o = *p; if (o == cmp) *p = v; return o; }
-static inline unsigned atomicInc(unsigned* p, unsigned v) { unsigned o = *p; *p = (o >= v) ? 0u : o + 1u; return o; }
-static inline unsigned atomicDec(unsigned* p, unsigned v) { unsigned o = *p; *p = (o == 0u || o > v) ? v : o - 1u; return o; }
+// GPUCONV_SIM_ATOMIC: not instrumented in race-check builds (an atomic is no race).
+#define GPUCONV_SIM_ATOMIC __attribute__((no_sanitize_address))
+template <class T> GPUCONV_SIM_ATOMIC static inline T atomicAdd(T* p, T v) { T o = *p; *p = o + v; return o; }
+template <class T> GPUCONV_SIM_ATOMIC static inline T atomicSub(T* p, T v) { T o = *p; *p = o - v; return o; }
+template <class T> GPUCONV_SIM_ATOMIC static inline T atomicExch(T* p, T v) { T o = *p; *p = v; return o; }
+template <class T> GPUCONV_SIM_ATOMIC static inline T atomicMin(T* p, T v) { T o = *p; *p = v < o ? v : o; return o; }
+template <class T> GPUCONV_SIM_ATOMIC static inline T atomicMax(T* p, T v) { T o = *p; *p = v > o ? v : o; return o; }
+template <class T> GPUCONV_SIM_ATOMIC static inline T atomicAnd(T* p, T v) { T o = *p; *p = o & v; return o; }
+template <class T> GPUCONV_SIM_ATOMIC static inline T atomicOr(T* p, T v) { T o = *p; *p = o | v; return o; }
+template <class T> GPUCONV_SIM_ATOMIC static inline T atomicXor(T* p, T v) { T o = *p; *p = o ^ v; return o; }
+template <class T> GPUCONV_SIM_ATOMIC static inline T atomicCAS(T* p, T cmp, T v) { T o = *p; if (o == cmp) *p = v; return o; }
+GPUCONV_SIM_ATOMIC static inline unsigned atomicInc(unsigned* p, unsigned v) { unsigned o = *p; *p = (o >= v) ? 0u : o + 1u; return o; }
+GPUCONV_SIM_ATOMIC static inline unsigned atomicDec(unsigned* p, unsigned v) { unsigned o = *p; *p = (o == 0u || o > v) ? v : o - 1u; return o; }
 #define GPUCONV_SIM_ATOMIC_SCOPES(name) \
     template <class... A> static inline auto name##_block(A... a) -> decltype(name(a...)) { return name(a...); } \
     template <class... A> static inline auto name##_system(A... a) -> decltype(name(a...)) { return name(a...); }

@@ -282,8 +282,8 @@ static inline __half2 operator/(__half2 a, __half2 b) { return __h2div(a, b); }
 static inline __half2& operator+=(__half2& a, __half2 b) { return a = __hadd2(a, b); }
 static inline __half2& operator*=(__half2& a, __half2 b) { return a = __hmul2(a, b); }
 
-static inline __half atomicAdd(__half* p, __half v) { __half o = *p; *p = __hadd(o, v); return o; }
-static inline __half2 atomicAdd(__half2* p, __half2 v) { __half2 o = *p; *p = __hadd2(o, v); return o; }
+GPUCONV_SIM_ATOMIC static inline __half atomicAdd(__half* p, __half v) { __half o = *p; *p = __hadd(o, v); return o; }
+GPUCONV_SIM_ATOMIC static inline __half2 atomicAdd(__half2* p, __half2 v) { __half2 o = *p; *p = __hadd2(o, v); return o; }
 
 // ---------------------------------------------------------------- __nv_bfloat16
 static inline __nv_bfloat16 gpuconv_sim_mk_bf16(unsigned short b) { return __nv_bfloat16(__nv_bfloat16_raw{b}); }
@@ -331,4 +331,4 @@ static inline __nv_bfloat162 __halves2bfloat162(__nv_bfloat16 a, __nv_bfloat16 b
 static inline __nv_bfloat162 __hfma2(__nv_bfloat162 a, __nv_bfloat162 b, __nv_bfloat162 c) {
     return __nv_bfloat162(__hfma(a.x, b.x, c.x), __hfma(a.y, b.y, c.y));
 }
-static inline __nv_bfloat16 atomicAdd(__nv_bfloat16* p, __nv_bfloat16 v) { __nv_bfloat16 o = *p; *p = __hadd(o, v); return o; }
+GPUCONV_SIM_ATOMIC static inline __nv_bfloat16 atomicAdd(__nv_bfloat16* p, __nv_bfloat16 v) { __nv_bfloat16 o = *p; *p = __hadd(o, v); return o; }

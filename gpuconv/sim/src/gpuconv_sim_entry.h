@@ -14,6 +14,17 @@ int run_grid(const char* name, const unsigned* grid, const unsigned* block, unsi
 typedef int (*LaunchFn)(const char* name, const unsigned* grid, const unsigned* block, unsigned long long smem,
                         void** args, char* err, size_t errlen);
 
+// Per-launch settings, set by worker.cpp through gpuconv_sim_configure before
+// each launch (layout shared with worker.cpp).
+struct LaunchConfig {
+    unsigned schedule;                         // 0 default, 1 reversed, 2 warp-greedy, 3 random
+    unsigned nregions;
+    unsigned long long seed;
+    unsigned long long max_dynamic_attr;       // RawKernel.max_dynamic_shared_size_bytes, 0 if never set
+    const unsigned char* const* region_base;   // the array arguments (global memory)
+    const unsigned long long* region_size;
+};
+
 // Layout shared with worker.cpp.
 struct Entry {
     const char* name;

@@ -20,7 +20,8 @@
 //   LOAD  u32 1, u32 len, path            -> i32 0, u32 handle, u32 n, n x (str name, str signature)
 //                                          | i32 -1, str error
 //   RUN   u32 2, u32 handle, u32 index, u32 grid[3], u32 block[3], u64 smem,
-//         u64 arena_size, u32 timeout_s, u32 nregions, nregions x (u64 off, u64 size),
+//         u64 arena_size, u32 timeout_s, u32 schedule, u64 seed, u64 max_dynamic_attr,
+//         u32 nregions, nregions x (u64 off, u64 size),
 //         u32 nargs, nargs x (u32 kind: 0 value {u32 size, bytes} | 1 pointer {u32 region, u64 offset} | 2 null)
 //                                          -> i32 status (0 ok, 1 kernel error, 4 bad request,
 //                                             5 deadlock or barrier not reached by all),
@@ -47,9 +48,19 @@ struct Entry {
     LaunchFn launch;
     const char* (*signature)();
 };
+struct LaunchConfig {                       // gpuconv_sim_entry.h
+    unsigned schedule;
+    unsigned nregions;
+    unsigned long long seed;
+    unsigned long long max_dynamic_attr;
+    const unsigned char* const* region_base;
+    const unsigned long long* region_size;
+};
+typedef void (*ConfigureFn)(const LaunchConfig*);
 struct Module {
     const Entry* entries;
     unsigned n;
+    ConfigureFn configure;
 };
 
 int in_fd, out_fd, arena_fd;
@@ -130,6 +141,8 @@ bool do_load(Reader& r) {
     if (!f) return reply(-1, "module has no gpuconv_sim_entries: " + p);
     Module m;
     m.entries = f(&m.n);
+    m.configure = (ConfigureFn)dlsym(h, "gpuconv_sim_configure");
+    if (!m.configure) return reply(-1, "module has no gpuconv_sim_configure: " + p);
     modules.push_back(m);
     Writer w;
     w.i32(0);
@@ -169,6 +182,8 @@ bool do_run(Reader& r) {
     for (auto& b : block) b = r.get<uint32_t>();
     const uint64_t smem = r.get<uint64_t>(), asize = r.get<uint64_t>();
     const uint32_t timeout = r.get<uint32_t>();
+    const uint32_t schedule = r.get<uint32_t>();
+    const uint64_t seed = r.get<uint64_t>(), max_dyn = r.get<uint64_t>();
     const uint32_t nreg = r.get<uint32_t>();
     std::vector<uint64_t> roff(nreg), rsize(nreg);
     for (uint32_t i = 0; i < nreg; ++i) { roff[i] = r.get<uint64_t>(); rsize[i] = r.get<uint64_t>(); }
@@ -213,6 +228,9 @@ bool do_run(Reader& r) {
         store[i].reserve(64);                                 // heap storage: aligned for any scalar type
         argv[i] = &store[i][0];
     }
+    std::vector<unsigned long long> sizes(rsize.begin(), rsize.end());
+    const LaunchConfig cfg{schedule, nreg, seed, max_dyn, base.data(), sizes.data()};
+    modules[handle].configure(&cfg);
     static char msg[1 << 16];
     msg[0] = 0;
     if (timeout) alarm(timeout);
