@@ -9,8 +9,23 @@
 //   stored as __half and accumulated in float32 (as torch and cuDNN do);
 //   integers accumulate in the unsigned type of the same width, so overflow
 //   wraps exactly like NumPy (signed overflow would be undefined behaviour).
+// * CONV_GEOMETRY_PARAMS: the one parameter list of a convolution's sizes, used by
+//   every conv kernel's signature (after its pointers, before its own extras), so a
+//   kernel cannot take ph where pw is passed.  1-D and 2-D problems arrive as 3-D
+//   with unit leading dims (D = KD = OD = 1, sd = dd = 1, pd = 0); 2-D kernels
+//   ignore the depth terms.  The values come from one function,
+//   gpuconv/cuda/launch.py geometry_args, whose field order a test compares with
+//   this list.  Input D x H x W, kernel KD x R x S, output OD x P x Q; stride,
+//   low-side zero padding and dilation per dim; K output channels; groups.
 #pragma once
 #include <cuda_fp16.h>
+
+#define CONV_GEOMETRY_PARAMS                                                      \
+    int N, int C, int D, int H, int W, int K, int KD, int R, int S, int OD, int P, \
+    int Q, int sd, int sh, int sw, int pd, int ph, int pw, int dd, int dh, int dw, \
+    int groups
+#define CONV_GEOMETRY_ARGS \
+    N, C, D, H, W, K, KD, R, S, OD, P, Q, sd, sh, sw, pd, ph, pw, dd, dh, dw, groups
 
 typedef long long i64;
 

@@ -1,8 +1,8 @@
 // conv2d_depthwise.cu -- depthwise convolution (one input channel per group, C/groups == 1,
 // any depth multiplier m = K/C), 2-D (1-D runs as H = R = 1).
 //
-// Variants (registry name "depthwise"; launcher gpuconv/cuda/launchers.py chooses the tile,
-// the planes per block and the filter-size specialisation at run time):
+// Variants (registry name "depthwise"; launcher gpuconv/cuda/families/conv2d_depthwise.py
+// chooses the tile, the planes per block and the filter-size specialisation at run time):
 //   1. conv2d_depthwise<T, ACT, TP=8, TQ=32, QPT=4, KS>: 8 warps-worth of a plane tile of
 //      8x32 outputs, 4 consecutive outputs per thread along a row, 4 planes per block
 //      (blockDim = (8, 8, 4)): the large maps (112x112 .. 28x28).
@@ -23,9 +23,11 @@
 //   one barrier; each thread computes QPT outputs of one row from shared memory into
 //   registers and stores them (a warp writes 4 rows x 32 consecutive elements).
 //
-// Napkin math (MobileNetV2 block 3 depthwise: N=32, C=K=144, 56x56, 3x3 s1 p1, float32):
+// Napkin math from the H100 datasheet; estimates, no GPU has run this kernel (MobileNetV2
+// block 3 depthwise: N=32, C=K=144, 56x56, 3x3 s1 p1, float32):
 //   bytes = 4 * (N*C*H*W + N*K*P*Q) = 4 * (14.45M + 14.45M) = 115.6 MB (weights 5 KB);
-//   at the measured 3.0 TB/s copy bandwidth that is 38.5 us, so the 75% target is 51 us.
+//   at ~3.0 TB/s of copy bandwidth (an H100 SXM's, estimated) that is 38.5 us, so the 75%
+//   target is 51 us.
 //   FLOPs = 2*9*14.45M = 0.26 GFLOP = 6.8 TFLOP/s at 38.5 us: 10% of FP32 peak; memory bound.
 //   Halo overhead: a 8x32 tile reads 10x34 inputs = 1.33x its own; neighbours' halos hit
 //   L2 (50 MB), so DRAM traffic stays ~input + output.  Shared loads per output: 3*(4+2)/4
@@ -40,8 +42,7 @@
 template <typename T, int ACT, int TP, int TQ, int QPT, int KS>
 __global__ void __launch_bounds__(256)
 conv2d_depthwise(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
-                 T* __restrict__ y, int N, int C, int H, int W, int K, int R, int S, int P, int Q,
-                 int sh, int sw, int ph, int pw, int dh, int dw, int has_bias) {
+                 T* __restrict__ y, CONV_GEOMETRY_PARAMS, int has_bias) {
     typedef typename num<T>::acc A;
     constexpr int TX = TQ / QPT;
     static_assert(TQ % QPT == 0, "a row of the tile must divide into per-thread runs");

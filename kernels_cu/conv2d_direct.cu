@@ -1,6 +1,6 @@
 // conv2d_direct.cu -- the readable baseline convolution, kept forever.
 //
-// Variants (launcher: gpuconv/cuda/launchers.py, registry name "direct"):
+// Variants (launcher: gpuconv/cuda/families/conv2d_direct.py, registry name "direct"):
 //   1. conv_direct<T, ACT>: one thread per output element, grid-stride loop
 //      over the flat output index (32-bit below 2^31 outputs, else 64-bit).  Handles every geometry the spec
 //      allows -- 1-D, 2-D and 3-D (a 2-D spec is D=1, KD=1; 1-D also H=1, R=1),
@@ -25,9 +25,7 @@
 template <typename T, int ACT, typename I>
 __device__ __forceinline__ void
 conv_direct_body(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
-                 T* __restrict__ y, int N, int C, int D, int H, int W, int K, int KD, int R, int S,
-                 int OD, int P, int Q, int sd, int sh, int sw, int pd, int ph, int pw,
-                 int dd, int dh, int dw, int groups, int has_bias) {
+                 T* __restrict__ y, CONV_GEOMETRY_PARAMS, int has_bias) {
     typedef typename num<T>::acc A;
     const int Cg = C / groups, Kg = K / groups;
     const I total = (I)N * K * OD * P * Q;
@@ -71,14 +69,10 @@ conv_direct_body(const T* __restrict__ x, const T* __restrict__ w, const T* __re
 template <typename T, int ACT>
 __global__ void __launch_bounds__(256)
 conv_direct(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
-            T* __restrict__ y, int N, int C, int D, int H, int W, int K, int KD, int R, int S,
-            int OD, int P, int Q, int sd, int sh, int sw, int pd, int ph, int pw,
-            int dd, int dh, int dw, int groups, int has_bias) {
+            T* __restrict__ y, CONV_GEOMETRY_PARAMS, int has_bias) {
     // the grid-stride step must not overflow I either: blocks * 256 <= 2^28 (launcher cap)
     if ((i64)N * K * OD * P * Q + (i64)gridDim.x * blockDim.x <= 0x7fffffffLL)
-        conv_direct_body<T, ACT, int>(x, w, bias, y, N, C, D, H, W, K, KD, R, S, OD, P, Q,
-                                      sd, sh, sw, pd, ph, pw, dd, dh, dw, groups, has_bias);
+        conv_direct_body<T, ACT, int>(x, w, bias, y, CONV_GEOMETRY_ARGS, has_bias);
     else
-        conv_direct_body<T, ACT, i64>(x, w, bias, y, N, C, D, H, W, K, KD, R, S, OD, P, Q,
-                                      sd, sh, sw, pd, ph, pw, dd, dh, dw, groups, has_bias);
+        conv_direct_body<T, ACT, i64>(x, w, bias, y, CONV_GEOMETRY_ARGS, has_bias);
 }

@@ -1,6 +1,6 @@
 // conv2d_implicit_gemm.cu -- tensor-core implicit GEMM (fp16/bf16 in, fp32 accumulate).
 //
-// Variants (registry name "implicit_gemm"; launcher gpuconv/cuda/launch_implicit_gemm.py):
+// Variants (registry name "implicit_gemm"; launcher gpuconv/cuda/families/conv2d_implicit_gemm.py):
 //   1. conv2d_implicit_gemm<T, ACT, BM=128, BN=128, BK=32, WM=64, WN=32, STAGES=3>:
 //      8 warps (2 x 4), each a 64x32 warp tile = 4x4 mma.sync.m16n8k16 per k16 step;
 //      3-stage cp.async pipeline, ldmatrix.x4 to registers, fp32 accumulators, bias +
@@ -38,7 +38,8 @@
 //   minimum bytes 2*(N*C*H*W + K*C*9 + N*K*P*Q) = 2*(1.6M + 0.59M + 1.6M) = 7.6 MB;
 //   staging adds a read + write of x (2 * 3.2 MB) and of w (2 * 1.2 MB): ~8.8 MB more,
 //   ~3 us at 3 TB/s against ~75 us of tensor-core time at ~400 TFLOP/s (mma.sync on
-//   H100 reaches a third to a half of wgmma's 790 measured): ~4%.  For C=3 (a first
+//   H100 reaches a third to a half of the ~790 a wgmma bf16 GEMM reaches, a published
+//   figure): ~4%, an estimate.  For C=3 (a first
 //   layer) Cgp = 8 inflates x by 8/3 and GEMM K from 27 to 72 (2.7x the MMA work) --
 //   still fast, but such layers are better left to the FMA kernels (dispatcher).
 //   Per k-tile a block moves (128+128)*32*2 B = 16 KB for 2*128*128*32 = 1 MFLOP: 64
@@ -101,8 +102,7 @@ __device__ __forceinline__ int igemm_swz(int row, int ch) { return row * 32 + ((
 template <typename T, int ACT, int BM, int BN, int BK, int WM, int WN, int STAGES>
 __global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32)
 conv2d_implicit_gemm(const T* __restrict__ xs, const T* __restrict__ ws, const T* __restrict__ bias,
-                     T* __restrict__ y, int N, int H, int W, int K, int R, int S, int P, int Q,
-                     int sh, int sw, int ph, int pw, int dh, int dw, int groups, int Cgp, int has_bias) {
+                     T* __restrict__ y, CONV_GEOMETRY_PARAMS, int Cgp, int has_bias) {
     constexpr int NWM = BM / WM, NWN = BN / WN, NT = NWM * NWN * 32;
     constexpr int MT = WM / 16, NT8 = WN / 8, CH = BK / 8;
     constexpr int ROWS_PER_PASS = NT / CH, A_PER = BM / ROWS_PER_PASS, B_PER = BN / ROWS_PER_PASS;

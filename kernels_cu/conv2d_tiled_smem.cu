@@ -1,7 +1,7 @@
 // conv2d_tiled_smem.cu -- output tile per block, input tile + filter slice in shared memory.
 //
-// Variants (registry names; launcher gpuconv/cuda/launchers.py picks the dynamic
-// shared memory and the input-channel stage depth CT at run time):
+// Variants (registry names; launcher gpuconv/cuda/families/conv2d_tiled_smem.py picks the
+// dynamic shared memory and the input-channel stage depth CT at run time):
 //   1. tiled_smem        <T, ACT, TP=8, TQ=16, TK=32, QPT=4, KPT=8>: 128 threads,
 //      an 8x16 output tile x 32 output channels per block, 4x8 outputs per thread.
 //   2. tiled_smem_small  <T, ACT, TP=4, TQ=8,  TK=32, QPT=2, KPT=8>: 64 threads,
@@ -35,8 +35,7 @@
 template <typename T, int ACT, int TP, int TQ, int TK, int QPT, int KPT>
 __global__ void __launch_bounds__((TQ / QPT) * TP * (TK / KPT))
 conv2d_tiled_smem(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
-                  T* __restrict__ y, int N, int C, int H, int W, int K, int R, int S, int P, int Q,
-                  int sh, int sw, int ph, int pw, int dh, int dw, int groups, int has_bias, int CT) {
+                  T* __restrict__ y, CONV_GEOMETRY_PARAMS, int has_bias, int CT) {
     typedef typename num<T>::acc A;
     constexpr int TX = TQ / QPT, TZ = TK / KPT, NT = TX * TP * TZ, TKP = TK + 1;
     static_assert(TQ % QPT == 0 && TK % KPT == 0, "tile must divide into per-thread work");

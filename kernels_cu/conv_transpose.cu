@@ -15,7 +15,7 @@
 // inverse is passed in by the launcher); p falls by dh/g from one valid r to the next.
 // A stride-2 4x4 upsampling layer thus runs 2x2 taps per output, not 4x4 over zeros.
 //
-// Variants (launcher gpuconv/cuda/transpose.py):
+// Variants (launcher gpuconv/cuda/families/conv_transpose.py):
 //   1. conv_transpose<T, ACT, CPT=1>: one thread per output element (depthwise-transposed,
 //      C/groups < 4).
 //   2. conv_transpose<T, ACT, CPT=4>: one thread per 4 output channels of one position:
@@ -27,7 +27,7 @@
 //   FLOPs = 2*N*K*16*16*C*16 (the forward conv's) = 8.6 GFLOP; each output position sees
 //   2x2 taps per input channel.  Loads per FMA (CPT=4): (1 dy + 4 w) / 4 = 1.25, all L1/L2
 //   hits after the first: like conv2d_direct it is load-issue bound, ~1/4 of FP32 peak at
-//   best (~15 TFLOP/s, 0.6 ms).  The zero-upsampled forward form it replaces does the same
+//   best (~15 TFLOP/s, 0.6 ms).  The zero-upsampled forward form would do the same
 //   work over 4x the taps (3/4 of them multiplying zeros) plus an upsampled copy of dy.
 //   A shared-memory tiled version per residue class is the next step (MEASURE first).
 #include "common.cuh"
@@ -58,15 +58,13 @@ __device__ __forceinline__ TapRun tap_run(int h, int pad, int stride, int dil, i
 }
 
 // Index math in 32 bits: the launcher refuses (and gpuconv falls back to the forward-conv
-// form) when N*groups*ceil(Cg/CPT)*D*H*W + the grid reaches 2^31.  A 64-bit path like
-// conv2d_direct's was tried: its 64-bit divisions are calls, and with them ptxas capped
-// the kernel at 64 registers and spilled 40-120 B.  Element offsets stay 64-bit.
+// form) when N*groups*ceil(Cg/CPT)*D*H*W + the grid reaches 2^31.  No 64-bit index path
+// like conv2d_direct's: 64-bit divisions are calls, and with them ptxas caps this kernel
+// at 64 registers and spills 40-120 B (ptxas report).  Element offsets stay 64-bit.
 template <typename T, int ACT, int CPT, typename I>
 __device__ __forceinline__ void
 conv_transpose_body(const T* __restrict__ dy, const T* __restrict__ w, const T* __restrict__ bias,
-                    T* __restrict__ dx, int N, int C, int D, int H, int W, int K, int KD, int R, int S,
-                    int OD, int P, int Q, int sd, int sh, int sw, int pd, int ph, int pw,
-                    int dd, int dh, int dw, int groups, int has_bias,
+                    T* __restrict__ dx, CONV_GEOMETRY_PARAMS, int has_bias,
                     int gd, int gh, int gw, int invd, int invh, int invw) {
     typedef typename num<T>::acc A;
     const int Cg = C / groups, Kg = K / groups;
@@ -136,11 +134,8 @@ conv_transpose_body(const T* __restrict__ dy, const T* __restrict__ w, const T* 
 template <typename T, int ACT, int CPT>
 __global__ void __launch_bounds__(256)
 conv_transpose(const T* __restrict__ dy, const T* __restrict__ w, const T* __restrict__ bias,
-               T* __restrict__ dx, int N, int C, int D, int H, int W, int K, int KD, int R, int S,
-               int OD, int P, int Q, int sd, int sh, int sw, int pd, int ph, int pw,
-               int dd, int dh, int dw, int groups, int has_bias,
+               T* __restrict__ dx, CONV_GEOMETRY_PARAMS, int has_bias,
                int gd, int gh, int gw, int invd, int invh, int invw) {
-    conv_transpose_body<T, ACT, CPT, int>(dy, w, bias, dx, N, C, D, H, W, K, KD, R, S, OD, P, Q,
-                                          sd, sh, sw, pd, ph, pw, dd, dh, dw, groups, has_bias,
+    conv_transpose_body<T, ACT, CPT, int>(dy, w, bias, dx, CONV_GEOMETRY_ARGS, has_bias,
                                           gd, gh, gw, invd, invh, invw);
 }

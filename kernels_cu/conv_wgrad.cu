@@ -5,7 +5,8 @@
 // A GEMM per group, dW_g (Kg x Cg*R*S) = dy_g (Kg x L) @ cols_g^T (L x Cg*R*S), L = N*P*Q,
 // with the columns gathered from x on the fly (no im2col buffer).
 //
-// Variants (launcher gpuconv/cuda/wgrad.py; J = Cg*R*S flattened as j = (c*R + r)*S + s):
+// Variants (launcher gpuconv/cuda/families/conv_wgrad.py; J = Cg*R*S flattened as
+// j = (c*R + r)*S + s):
 //   1. conv_wgrad<T, TK=4, TJ=8, MODE>: a block owns a 4 (k) x 8 (j) tile of dW and one
 //      fixed chunk of L (blockIdx.z = split); its 128 threads take positions l = start +
 //      tid, start + tid + 128, ... (consecutive threads: consecutive q, coalesced loads),
@@ -20,10 +21,10 @@
 //   MODE 1 (deterministic=False): the same block sums, then atomicAdd into one zeroed
 //      accumulator buffer (no per-split workspace; run-to-run order varies with scheduling).
 // Accumulation: float16 and float32 in float32, float64 in float64, partials in that same
-// type.  fp64 partials for fp32 were considered and not taken: every partial is already a
-// sum of <= chunk/128 serial products plus a 7-level tree, so the error grows like
-// (chunk/128 + 7 + splits) ulps rather than L ulps; fp64 would double the workspace and
-// run the FMAs at 1/2 (H100) to 1/64 (consumer parts) of the fp32 rate.
+// type, not fp64 for fp32: every partial is already a sum of <= chunk/128 serial
+// products plus a 7-level tree, so the error grows like (chunk/128 + 7 + splits) ulps
+// rather than L ulps; fp64 would double the workspace and run the FMAs at 1/2 (H100) to
+// 1/64 (consumer parts) of the fp32 rate.
 //
 // Napkin math (ResNet-50 3x3 C=K=64 56x56 N=32, fp32): FLOPs = 2*64*576*100352 = 7.4 GFLOP.
 //   Variant 1 re-reads x once per k-tile (Kg/4 = 16 times) and dy once per j-tile (72
@@ -38,8 +39,7 @@
 template <typename T, int TK, int TJ, int MODE>
 __global__ void __launch_bounds__(128)
 conv_wgrad(const T* __restrict__ x, const T* __restrict__ dy, typename num<T>::acc* __restrict__ ws,
-           int N, int C, int H, int W, int K, int R, int S, int P, int Q,
-           int sh, int sw, int ph, int pw, int dh, int dw, int groups, i64 chunk) {
+           CONV_GEOMETRY_PARAMS, i64 chunk) {
     typedef typename num<T>::acc A;
     constexpr int NT = 128;
     static_assert(TK * TJ <= NT, "one thread per tile element writes the result");

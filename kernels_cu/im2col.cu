@@ -1,6 +1,6 @@
 // im2col.cu -- lowering to a GEMM, for cuBLAS (the launcher calls xp.matmul).
 //
-// Variants (registry name "im2col"; launcher gpuconv/cuda/launchers.py):
+// Variants (registry name "im2col"; launcher gpuconv/cuda/families/im2col.py):
 //   1. im2col<T>: a chunk of nb images -> column matrix cols[C*taps][nb*L]
 //      (row = (c, kd, r, s), column = (image, od, p, q); L = OD*P*Q), so that
 //      for group g rows g*Cg*taps .. form the (Cg*taps x nb*L) right operand of
@@ -24,9 +24,7 @@
 
 template <typename T>
 __global__ void __launch_bounds__(256)
-im2col(const T* __restrict__ x, T* __restrict__ cols, int n0, int nb, int C, int D, int H, int W,
-       int KD, int R, int S, int OD, int P, int Q, int sd, int sh, int sw, int pd, int ph, int pw,
-       int dd, int dh, int dw) {
+im2col(const T* __restrict__ x, T* __restrict__ cols, CONV_GEOMETRY_PARAMS, int n0, int nb) {
     const i64 L = (i64)OD * P * Q;
     const i64 ncol = (i64)nb * L;
     const int taps = KD * R * S;

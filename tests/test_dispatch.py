@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import numpy as np
 import pytest
 
 import gpuconv.cuda as gcuda
-from gpuconv.cuda import dispatch, variants
+from gpuconv._paths import kernels_dir
+from gpuconv.cuda import dispatch, families, launch, variants
 from gpuconv.cuda.facts import DeviceFacts
-from gpuconv.cuda.launchers import SMEM_LIMIT, im2col_chunk, im2col_image_bytes, tiled_smem_bytes, TILES
+from gpuconv.cuda.families import conv2d_direct, conv2d_tiled_smem, im2col
+from gpuconv.cuda.families.conv2d_tiled_smem import TILES
+from gpuconv.cuda.launch import SMEM_LIMIT
 from gpuconv.spec import make_spec
 
 
@@ -29,15 +33,59 @@ def test_registry_names_stable_and_complete():
 
 
 def test_instantiation_names_unique_and_cover_launchers():
-    from gpuconv.cuda import launchers as L
     for mod, exprs in variants.MODULES.items():
         assert len(set(exprs)) == len(exprs), mod
     for dt in (np.float16, np.float32, np.float64):
         for a in range(5):
-            assert L.direct_name(dt, a) in variants.MODULES[L.DIRECT_MODULE]
-            assert L.col2out_name(dt, a) in variants.MODULES[L.IM2COL_MODULE]
+            assert conv2d_direct.kernel_name(dt, a) in variants.MODULES[conv2d_direct.MODULE]
+            assert im2col.col2out_name(dt, a) in variants.MODULES[im2col.MODULE]
             for t in TILES.values():
-                assert L.tiled_name(t, dt, a) in variants.MODULES[L.TILED_MODULE]
+                assert conv2d_tiled_smem.kernel_name(t, dt, a) in variants.MODULES[conv2d_tiled_smem.MODULE]
+
+
+def test_family_modules_match_kernel_files():
+    """One family module per kernels_cu/*.cu, named after it (a .cu that includes another
+    family's template belongs to that family); MODULES lists every .cu file."""
+    cu = {p.name for p in kernels_dir().glob("*.cu")}
+    assert set(variants.MODULES) == cu
+    for fam in families.FAMILIES:
+        assert fam.__name__.rsplit(".", 1)[1] + ".cu" in fam.SOURCES, fam.__name__
+    assert [v.name for v in families.VARIANTS] == list(variants.conv_variant_names())
+
+
+def _macro_params(text: str, name: str) -> list[str]:
+    m = re.search(rf"#define {name}\b((?:.*\\\n)*.*)", text)
+    assert m, name
+    body = m.group(1).replace("\\\n", " ")
+    return [p.split()[-1] for p in body.split(",")]
+
+
+def test_geometry_order_matches_the_cuda_parameter_list():
+    """geometry_args produces CONV_GEOMETRY_PARAMS's values in its order, from view3d."""
+    common = (kernels_dir() / "common.cuh").read_text()
+    assert _macro_params(common, "CONV_GEOMETRY_PARAMS") == list(launch.GEOMETRY_FIELDS)
+    assert _macro_params(common, "CONV_GEOMETRY_ARGS") == list(launch.GEOMETRY_FIELDS)
+    # every value lands in its named slot: distinct sizes, 2-D and 1-D as 3-D
+    sp = make_spec((2, 9, 40, 31), (6, 3, 4, 5), None, (2, 3), ((1, 4), (3, 0)), (3, 2), 3,
+                   np.float32, 2)[0]
+    g = dict(zip(launch.GEOMETRY_FIELDS, (int(a) for a in launch.geometry_args(sp))))
+    assert g == dict(N=2, C=9, D=1, H=40, W=31, K=6, KD=1, R=4, S=5, OD=1, P=sp.out_size[0],
+                     Q=sp.out_size[1], sd=1, sh=2, sw=3, pd=0, ph=1, pw=3, dd=1, dh=3, dw=2, groups=3)
+    assert all(type(a) is np.int32 for a in launch.geometry_args(sp))
+    s1 = make_spec((1, 2, 17), (4, 2, 3), None, 2, 1, 2, 1, np.float32, 1)[0]
+    g1 = launch.geometry(s1)
+    assert (g1.D, g1.H, g1.W, g1.KD, g1.R, g1.S, g1.sh, g1.sw, g1.ph, g1.pw, g1.dh, g1.dw) == \
+        (1, 1, 17, 1, 1, 3, 1, 2, 0, 1, 1, 2)
+    with pytest.raises(ValueError, match="N=2147483648"):
+        launch.geometry_args(make_spec((2**31, 1, 4, 4), (1, 1, 3, 3), None, 1, 0, 1, 1, np.float32, 2)[0])
+
+
+def test_no_kernel_spells_the_geometry_by_hand():
+    """Every conv kernel takes the geometry through CONV_GEOMETRY_PARAMS: no .cu file
+    declares a padding parameter of its own."""
+    for path in kernels_dir().glob("*.cu"):
+        text = path.read_text()
+        assert not re.search(r"\bint\s+ph\s*,\s*int\s+pw\b", text), path.name
 
 
 # ResNet-50 / VGG / MobileNetV2 style layers and the expected family
@@ -98,17 +146,17 @@ def test_tiled_config_fits_shared_memory():
             if ok:
                 cfg = variants.get(name).default_config(sp, DeviceFacts())
                 assert 1 <= cfg["ct"] <= 16
-                assert tiled_smem_bytes(tile, sp, cfg["ct"]) <= SMEM_LIMIT
+                assert conv2d_tiled_smem.smem_bytes(tile, sp, cfg["ct"]) <= SMEM_LIMIT
 
 
 def test_im2col_chunk_bounded_by_free_memory():
     sp = spec2d((256, 256, 56, 56), (256, 256, 3, 3), padding=1)
-    per = im2col_image_bytes(sp)
-    big = im2col_chunk(sp, 80 * 1024**3)
+    per = im2col.image_bytes(sp)
+    big = im2col.chunk(sp, 80 * 1024**3)
     assert big * per <= 1 << 30 and big >= 1
-    small = im2col_chunk(sp, 8 * per)          # a quarter of "free" memory is 2 images
+    small = im2col.chunk(sp, 8 * per)          # a quarter of "free" memory is 2 images
     assert small == 2
-    assert im2col_chunk(sp, 0) == 1            # never zero: one image, OOM fallback reports clearly
+    assert im2col.chunk(sp, 0) == 1            # never zero: one image, OOM fallback reports clearly
     cfg = variants.get("im2col").default_config(sp, DeviceFacts(free_bytes=8 * per))
     assert variants.get("im2col").workspace_bytes(sp, cfg) == 2 * per
     pw = spec2d((256, 256, 56, 56), (256, 256, 1, 1))

@@ -191,6 +191,7 @@ def test_public_api_end_to_end(backend, monkeypatch):
     import torch
     import torch.nn.functional as F
 
+    import gpuconv
     from gpuconv.api import conv_forward
 
     monkeypatch.setattr(conv, "POISON_OUTPUT", True)
@@ -212,13 +213,15 @@ def test_public_api_end_to_end(backend, monkeypatch):
                        stride=(1, 2), padding=tpad, groups=2)
         ref = F.silu(ref).numpy()
         for variant in supporting:
-            out = conv_forward(2, "conv2d", backend.xp.asarray(x), backend.xp.asarray(w),
-                               backend.xp.asarray(b), (1, 2), (2, 1), 1, 2, padding_mode, "silu",
-                               algorithm=variant, backend=backend)
+            with gpuconv.use_backend(backend):
+                out = conv_forward(2, "conv2d", backend.xp.asarray(x), backend.xp.asarray(w),
+                                   backend.xp.asarray(b), (1, 2), (2, 1), 1, 2, padding_mode, "silu",
+                                   algorithm=variant)
             assert_close(out, ref, 1e-5, f"api {variant} padding_mode={padding_mode}")
     # unbatched
-    out = conv_forward(2, "conv2d", backend.xp.asarray(x[0]), backend.xp.asarray(w), None, 1, 1, 1, 2,
-                       "zeros", None, algorithm="auto", backend=backend)
+    with gpuconv.use_backend(backend):
+        out = conv_forward(2, "conv2d", backend.xp.asarray(x[0]), backend.xp.asarray(w), None, 1, 1, 1, 2,
+                           "zeros", None, algorithm="auto")
     ref = F.conv2d(torch.from_numpy(x[:1]).double(), torch.from_numpy(w).double(), padding=1, groups=2)
     assert_close(out, ref.numpy()[0], 1e-5, "api unbatched auto")
 

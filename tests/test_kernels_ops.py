@@ -14,9 +14,9 @@ import torch.nn.functional as F
 
 import gpuconv
 from gpuconv import activations, reference
-from gpuconv.cuda import conv, launchers, separable as csep, transpose as ctr, wgrad as cwg
-from gpuconv.cuda.ops_modules import WGRAD_INSTANTIATIONS, WGRAD_MODULE
-from gpuconv.spec import make_spec
+from gpuconv.cuda import conv, separable as csep, transpose as ctr, wgrad as cwg
+from gpuconv.cuda.families import conv2d_depthwise, conv_wgrad
+from gpuconv.spec import ConvSpec, make_spec, transpose_spec
 
 from kernel_helpers import TOL, assert_close, backend_params, make_backend, to_host
 
@@ -62,17 +62,17 @@ def test_depthwise(backend, case, dtype, rng):
     _, xs, ws, stride, padding, dilation, has_bias, act = case
     dt = np.dtype(dtype)
     spec, _ = make_spec(xs, ws, (ws[0],) if has_bias else None, stride, padding, dilation, xs[1], dt, 2)
-    assert launchers.depthwise_supports(spec)[0]
+    assert conv2d_depthwise.supports(spec)[0]
     x, w = _rand(rng, xs, dt), _rand(rng, ws, dt)
     b = _rand(rng, (ws[0],), dt) if has_bias else None
     ref = activations.apply(reference.conv(x, w, b, spec, accumulate="float64"), act)
     xp = backend.xp
-    for tile in launchers.DEPTHWISE_TILES:
+    for tile in conv2d_depthwise.TILES:
         out = _poison(backend, spec.output_shape, dt)
-        cfg = {"tile": tile, "planes": launchers.depthwise_planes(tile, spec)}
-        launchers.launch_depthwise(backend, xp.asarray(x), xp.asarray(w),
-                                   None if b is None else xp.asarray(b), out, spec,
-                                   activations.ACTIVATION_CODES[act], cfg)
+        cfg = {"tile": tile, "planes": conv2d_depthwise.planes_per_block(tile, spec)}
+        conv2d_depthwise.launch(backend, xp.asarray(x), xp.asarray(w),
+                                None if b is None else xp.asarray(b), out, spec,
+                                activations.ACTIVATION_CODES[act], cfg)
         assert_close(out, ref, TOL[dt], f"depthwise {case[0]} {dtype} tile={tile}")
 
 
@@ -120,18 +120,14 @@ def _torch_transpose(x, w, b, stride, padding, output_padding, dilation, groups,
               output_padding=output_padding, groups=groups, dilation=dilation).numpy()
 
 
-def _expand(v, nd):
-    return tuple(v) if isinstance(v, tuple) else (v,) * nd
-
-
 @pytest.mark.parametrize("dtype", REAL)
 @pytest.mark.parametrize("case", TR_CASES, ids=[c[0] for c in TR_CASES])
 def test_transpose(backend, case, dtype, rng):
     _, xs, ws, stride, padding, outpad, dilation, groups, has_bias, act = case
     dt = np.dtype(dtype)
     nd = len(ws) - 2
-    spec = ctr.spec_for_transpose(xs, ws, _expand(stride, nd), _expand(padding, nd),
-                                  _expand(outpad, nd), _expand(dilation, nd), groups, dt)
+    spec, _ = transpose_spec(xs, ws, (ws[1] * groups,) if has_bias else None, stride, padding, outpad,
+                             groups, dilation, dt, nd)
     assert spec.output_shape == tuple(xs) and spec.weight_shape == tuple(ws)
     assert ctr.transpose_supports(spec)[0]
     x, w = _rand(rng, xs, dt), _rand(rng, ws, dt)
@@ -148,8 +144,9 @@ def test_transpose(backend, case, dtype, rng):
 
 def test_transpose_is_input_gradient(backend, rng):
     """With a forward spec's own geometry (input size not reachable by output_padding alone
-    under torch's rule), the kernel is torch.nn.grad.conv2d_input; spec_from_geometry
-    agrees with spec_for_transpose."""
+    under torch's rule), the kernel is torch.nn.grad.conv2d_input; transpose_spec maps
+    torch's transposed-conv arguments to that forward spec (output_padding as a lower
+    high pad)."""
     dt = np.dtype(np.float64)
     spec, _ = make_spec((3, 4, 12, 11), (6, 2, 3, 3), None, (3, 2), ((2, 2), (1, 1)), (1, 2), 2, dt, 2)
     dy = _rand(rng, spec.output_shape, dt)
@@ -160,12 +157,11 @@ def test_transpose_is_input_gradient(backend, rng):
     ctr.forward(backend.xp.asarray(dy), backend.xp.asarray(w), None, spec, backend=backend, out=out)
     assert_close(out, ref, TOL[dt], "input gradient")
 
-    from gpuconv.transpose import make_transpose_geometry
-    geom, _ = make_transpose_geometry((2, 4, 5, 6), (4, 3, 3, 4), None, 2, 1, (1, 0), 2, 1,
-                                      np.float32, 2)
-    a = ctr.spec_from_geometry(geom)
-    b = ctr.spec_for_transpose((2, 4, 5, 6), (4, 3, 3, 4), (2, 2), (1, 1), (1, 0), (1, 1), 2, np.float32)
-    assert a == b
+    a, batched = transpose_spec((2, 4, 5, 6), (4, 3, 3, 4), None, 2, 1, (1, 0), 2, 1, np.float32, 2)
+    # out = (in - 1)*stride - 2*padding + dilation*(kernel - 1) + output_padding + 1
+    b = ConvSpec(n=2, c=6, k=4, in_size=(10, 12), kernel=(3, 4), stride=(2, 2),
+                 pad=((1, 0), (1, 1)), dilation=(1, 1), groups=2, dtype=np.dtype(np.float32))
+    assert batched and a == b and a.output_shape == (2, 4, 5, 6)
 
 
 # ---------------------------------------------------------------- weight gradient
@@ -206,7 +202,7 @@ def _wg_spec(case, dt):
 def test_wgrad(backend, case, dtype, rng, monkeypatch):
     # small chunks: these shapes then split the positions over several blocks (and the
     # ascending-order reduction kernel sums more than one partial)
-    monkeypatch.setattr(cwg, "MIN_CHUNK", 2 * cwg.THREADS)
+    monkeypatch.setattr(conv_wgrad, "MIN_CHUNK", 2 * conv_wgrad.THREADS)
     dt = np.dtype(dtype)
     spec = _wg_spec(case, dt)
     x, dy = _rand(rng, spec.input_shape, dt), _rand(rng, spec.output_shape, dt)
@@ -233,7 +229,7 @@ def test_wgrad_plan_is_shape_only_and_splits():
 def test_wgrad_deterministic_bit_identical(backend, rng, monkeypatch):
     """Two runs of the default path give bit-identical results, and the default path is
     the split-partials + ordered-reduction structure (no atomics)."""
-    monkeypatch.setattr(cwg, "MIN_CHUNK", cwg.THREADS)
+    monkeypatch.setattr(conv_wgrad, "MIN_CHUNK", conv_wgrad.THREADS)
     dt = np.dtype(np.float32)
     spec = _wg_spec(("det", (3, 6, 15, 14), (8, 3, 3, 3), 1, 1, 1, 2), dt)
     assert cwg.wgrad_plan(spec)["splits"] > 1
@@ -255,7 +251,7 @@ def test_wgrad_deterministic_bit_identical(backend, rng, monkeypatch):
     assert any(n.startswith("conv_wgrad<float, 4, 8, 0>") for n in names), names
     assert any(n.startswith("conv_wgrad_reduce<") for n in names)
     assert not any(n.endswith(", 1>") and n.startswith("conv_wgrad<") for n in names)
-    assert all(n in WGRAD_INSTANTIATIONS for n in names) and WGRAD_MODULE == "conv_wgrad.cu"
+    assert all(n in conv_wgrad.INSTANTIATIONS for n in names) and conv_wgrad.MODULE == "conv_wgrad.cu"
 
 
 # ---------------------------------------------------------------- separable (fused)
@@ -330,7 +326,7 @@ def test_ops_kernels_asan(rng):
         assert_close(out, activations.apply(reference.conv(x, w, b, spec, accumulate="float64"), "relu"),
                      TOL[dt], "asan depthwise")
     # transposed: C_out/groups = 5 (a partial block of 4 channels)
-    spec = ctr.spec_for_transpose((2, 3, 4, 5), (3, 5, 3, 3), (2, 2), (1, 0), (1, 1), (1, 1), 1, dt)
+    spec, _ = transpose_spec((2, 3, 4, 5), (3, 5, 3, 3), None, 2, (1, 0), 1, 1, 1, dt, 2)
     x, w = _rand(rng, spec.output_shape, dt), _rand(rng, spec.weight_shape, dt)
     out = np.full(spec.input_shape, np.nan, dt)
     ctr.forward(x, w, None, spec, backend=be, out=out)
@@ -361,8 +357,9 @@ def test_public_weight_gradient_both_reductions(rng, deterministic):
         pytest.skip("simulator not available")
     x = rng.standard_normal((3, 4, 9, 8))
     dy = rng.standard_normal((3, 6, 5, 8))
-    got = weight_grad(2, "conv2d_weight", x, (6, 2, 3, 3), dy, (2, 1), 1, 1, 2, backend=SimBackend(),
-                      deterministic=deterministic)
+    with gpuconv.use_backend(SimBackend()):
+        got = weight_grad(2, "conv2d_weight", x, (6, 2, 3, 3), dy, (2, 1), 1, 1, 2,
+                          deterministic=deterministic)
     want = torch.nn.grad.conv2d_weight(torch.from_numpy(x), [6, 2, 3, 3], torch.from_numpy(dy),
                                        (2, 1), 1, 1, 2).numpy()
     assert_close(got, want, 1e-12, "conv2d_weight deterministic=%s" % deterministic)
@@ -383,8 +380,9 @@ def test_public_separable_algorithms(rng, algorithm):
     dw = rng.standard_normal((6, 1, 3, 3))
     pw = rng.standard_normal((5, 6, 1, 1))
     b = rng.standard_normal(5)
-    got = separable_forward(2, "separable_conv2d", x, dw, pw, b, 1, 1, 1, activation="relu",
-                            algorithm=algorithm, backend=SimBackend())
+    with gpuconv.use_backend(SimBackend()):
+        got = separable_forward(2, "separable_conv2d", x, dw, pw, b, 1, 1, 1, activation="relu",
+                                algorithm=algorithm)
     T = torch.from_numpy
     want = F.relu(F.conv2d(F.conv2d(T(x), T(dw), None, 1, 1, 1, 3), T(pw), T(b))).numpy()
     assert_close(got, want, 1e-12, f"separable {algorithm}")

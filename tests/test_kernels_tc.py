@@ -17,7 +17,7 @@ import pytest
 
 from gpuconv import activations, reference
 from gpuconv.cuda import conv, variants
-from gpuconv.cuda import launch_implicit_gemm as IG
+from gpuconv.cuda.families import conv2d_implicit_gemm, mma_check
 from gpuconv.spec import make_spec
 
 from kernel_helpers import TOL, assert_close, backend_params, make_backend, to_host
@@ -33,7 +33,7 @@ def backend(request):
 
 
 def _fn(backend, name):
-    return backend.get_function(IG.MMA_CHECK_MODULE, IG.MMA_CHECK_INSTANTIATIONS, name)
+    return backend.get_function(mma_check.MODULE, mma_check.INSTANTIATIONS, name)
 
 
 def _pack(lo_bits, hi_bits):
@@ -249,7 +249,8 @@ def test_implicit_gemm_bf16_instantiation(backend):
                                            spec, accumulate="float64"), "relu")
     xp = backend.xp
     y = xp.full(spec.output_shape, 0xFFFF, dtype=np.uint16)            # NaN in bfloat16
-    IG._launch(backend, xp.asarray(xb), xp.asarray(wb), xp.asarray(bb), y, spec, 1, "__nv_bfloat16", np.uint16)
+    conv2d_implicit_gemm.launch_typed(backend, xp.asarray(xb), xp.asarray(wb), xp.asarray(bb), y, spec, 1,
+                                      "__nv_bfloat16", np.uint16)
     got = (to_host(y).astype(np.uint32) << 16).view(np.float32)
     assert_close(got, ref, 1e-2, "implicit_gemm bf16")
 

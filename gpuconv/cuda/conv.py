@@ -15,35 +15,14 @@ way (for end-to-end runs through the public API).
 """
 from __future__ import annotations
 
-import numpy as np
-
 from .. import activations
 from ..spec import ConvSpec
 from . import variants
 from .backend import default_backend, device_facts
 from .dispatch import choose
+from .launch import check_array, output_array
 
 POISON_OUTPUT = False
-
-
-def check_array(name, a, shape, dtype):
-    """Shape and dtype of an argument of a device operation (conv, transposed conv,
-    weight gradient, separable conv)."""
-    if tuple(a.shape) != tuple(shape):
-        raise ValueError(f"{name} has shape {tuple(a.shape)}, the spec expects {tuple(shape)}")
-    if np.dtype(a.dtype) != dtype:
-        raise TypeError(f"{name} has dtype {a.dtype}, the spec expects {dtype}")
-
-
-def output_array(xp, out, shape, dtype, poison=False):
-    """`out` checked (shape, dtype, C order), or a new array: empty, or NaN-filled with
-    `poison`."""
-    if out is None:
-        return xp.full(shape, np.nan, dtype=dtype) if poison else xp.empty(shape, dtype=dtype)
-    check_array("out", out, shape, dtype)
-    if not out.flags.c_contiguous:
-        raise ValueError("out must be C-contiguous")
-    return out
 
 
 def resolve(spec: ConvSpec, algorithm: str, backend) -> tuple[str, dict]:

@@ -1,10 +1,10 @@
 """The dispatcher: a pure function (spec, device facts) -> (variant, config, reasons).
 
-No GPU measurement exists yet: every threshold below is napkin math from the
-H100 SXM datasheet numbers in design.md (67 TFLOP/s FP32, 989 TFLOP/s FP16
-dense, ~3 TB/s) and the kernels' own header comments.  Each one is marked
-MEASURE: re-derive it from `gpuconv bench` on a GPU and replace the estimate
-with the measurement (and say which run in the comment).
+No GPU measurement exists yet: every threshold below is an estimate, napkin math
+from the H100 datasheet (67 TFLOP/s FP32, 989 TFLOP/s FP16 dense, ~3 TB/s HBM) and
+the kernels' own header comments.  Each one is marked MEASURE: re-derive it from
+`gpuconv bench` on a GPU and replace the estimate with the measurement (and say
+which run in the comment).
 
 Rules, in order (first match wins; every variant returned supports the spec):
   1. complex dtype            -> im2col (the only complex variant: cuBLAS cgemm/zgemm).
@@ -34,7 +34,9 @@ import numpy as np
 
 from . import variants
 from .facts import DeviceFacts
-from .launchers import TILES, is_pointwise
+from .families.conv2d_implicit_gemm import MIN_CC as IGEMM_MIN_CC
+from .families.conv2d_tiled_smem import TILES
+from .families.im2col import is_pointwise
 from ..spec import ConvSpec
 
 # MEASURE. Below this many FLOPs a layer is launch-latency bound (~3-5 us per
@@ -58,7 +60,8 @@ DEPTHWISE_ND = 2
 # MEASURE. Output tile utilisation below which the 8x16 tile yields to 4x8.
 TILE_UTIL_MIN = 0.75
 # MEASURE. float16 tensor-core implicit GEMM vs im2col + cuBLAS HGEMM.  mma.sync on H100
-# reaches only ~1/3-1/2 of wgmma's ~790 TFLOP/s measured bf16 GEMM, i.e. ~260-400 TFLOP/s,
+# reaches only ~1/3-1/2 of the ~790 TFLOP/s a wgmma bf16 GEMM reaches (a published H100
+# SXM figure, not a run of these kernels), i.e. ~260-400 TFLOP/s,
 # and the 128-channel N tile is Kg/128 used for Kg < 128: at Kg = 64 ~130-200 TFLOP/s.
 # im2col writes and re-reads every column element (2 + 2 B at 3 TB/s = 1.3 ps) for 2*Kg
 # FLOPs of GEMM (0.2 ps at ~600 TFLOP/s for Kg = 64): the lowering is ~6x the GEMM, so the
@@ -66,7 +69,6 @@ TILE_UTIL_MIN = 0.75
 # the staging copy (4 B per input element) make the FMA kernels competitive.  Pointwise
 # 1x1/stride-1 layers need no lowering and stay on cuBLAS (rule 2).
 IGEMM_MIN_KG = 32
-IGEMM_MIN_CC = (8, 0)          # cp.async, mma.sync m16n8k16 with f32 accumulators
 
 
 def _tile_util(tile, spec: ConvSpec) -> float:

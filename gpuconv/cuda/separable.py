@@ -1,5 +1,5 @@
 """Depthwise-separable convolution on a device backend: the fused kernel
-(kernels_cu/separable_fused.cu) or two passes (the depthwise conv, then the 1x1 conv,
+(kernels_cu/separable_fused.cu, gpuconv/cuda/families/separable_fused.py) or two passes (the depthwise conv, then the 1x1 conv,
 each through gpuconv.cuda.conv.forward and its dispatcher).
 
     forward(x, dw, pw, b, spec, activation=None, algorithm="auto", backend=None, out=None)
@@ -14,17 +14,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
-
 from .. import activations
 from ..spec import ConvSpec
-from ._types import REAL
 from .backend import default_backend
-from .conv import check_array, forward as conv_forward, output_array
-from .launchers import I32, INT32_MAX, SMEM_LIMIT, _bias_args, _geom2
-from .ops_modules import SEPARABLE_INSTANTIATIONS, SEPARABLE_MODULE, SEPARABLE_TILE, separable_name
+from .conv import forward as conv_forward
+from .families.separable_fused import launch as launch_fused, supports as fused_supports
+from .launch import check_array, output_array
 
-THREADS = 128
 ALGORITHMS = ("auto", "fused", "two_pass")
 # MEASURE. The fused kernel's pointwise step is an FMA loop (no tensor cores, ~1.25 loads
 # per FMA); two passes move 2 x mid more bytes but run the 1x1 step on cuBLAS.  Napkin
@@ -40,31 +36,6 @@ def _pw_spec(spec: ConvSpec, k: int) -> ConvSpec:
     nd = spec.nd
     return replace(spec, c=cm, k=k, in_size=spec.out_size, kernel=(1,) * nd, stride=(1,) * nd,
                    pad=((0, 0),) * nd, dilation=(1,) * nd, groups=1)
-
-
-def fused_smem_bytes(spec: ConvSpec) -> int:
-    acc = 8 if spec.dtype == np.float64 else 4
-    TP, TQ, _ = SEPARABLE_TILE
-    return spec.k * TP * TQ * acc
-
-
-def fused_supports(spec: ConvSpec, k: int) -> tuple[bool, str]:
-    if spec.dtype not in REAL:
-        return False, f"dtype {spec.dtype} (the fused kernel is real-only)"
-    if spec.nd not in (1, 2):
-        return False, f"{spec.nd}-D (the fused kernel is 2-D; 1-D runs as H=1)"
-    if spec.c_per_group != 1:
-        return False, "the first step is not depthwise (C/groups != 1)"
-    smem = fused_smem_bytes(spec)
-    if smem > SMEM_LIMIT:
-        return False, (f"the tile's {spec.k} intermediate channels need {smem} B of shared memory "
-                       f"(> {SMEM_LIMIT})")
-    TP, TQ, _ = SEPARABLE_TILE
-    *_, P, Q = _geom2(spec)[:6]
-    blocks = spec.n * (-(-P // TP)) * (-(-Q // TQ))
-    if blocks > INT32_MAX or k > INT32_MAX:
-        return False, "grid exceeds the launch limit"
-    return True, "depthwise 2-D/1-D whose intermediate tile fits in shared memory"
 
 
 def choose(spec: ConvSpec, k: int) -> tuple[str, str]:
@@ -103,16 +74,6 @@ def forward(x, dw, pw, b, spec: ConvSpec, activation=None, algorithm="auto", bac
         raise ValueError(f"the fused separable kernel refuses this layer: {why}")
     if y.size == 0:
         return y
-    H, W, R, S, P, Q, sh, sw, ph, pw_, dh, dw_ = _geom2(spec)
-    TP, TQ, _ = SEPARABLE_TILE
-    blocks = spec.n * (-(-P // TP)) * (-(-Q // TQ))
-    fn = backend.get_function(SEPARABLE_MODULE, SEPARABLE_INSTANTIATIONS, separable_name(spec.dtype, act))
-    b = None if b is None else xp.ascontiguousarray(b)
-    pw = xp.ascontiguousarray(pw)
-    bias, has_bias = _bias_args(b, pw)
-    fn((blocks,), (THREADS,),
-       (xp.ascontiguousarray(x), xp.ascontiguousarray(dw), pw, bias, y,
-        I32(spec.n), I32(spec.c), I32(H), I32(W), I32(spec.k), I32(k), I32(R), I32(S), I32(P), I32(Q),
-        I32(sh), I32(sw), I32(ph), I32(pw_), I32(dh), I32(dw_), has_bias),
-       shared_mem=fused_smem_bytes(spec))
+    launch_fused(backend, xp.ascontiguousarray(x), xp.ascontiguousarray(dw), xp.ascontiguousarray(pw),
+                 None if b is None else xp.ascontiguousarray(b), y, spec, act)
     return y

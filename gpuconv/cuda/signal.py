@@ -18,10 +18,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._types import ctype, expr
+from ._types import CTYPES, ctype, expr
 from .backend import default_backend
-from .launchers import INT32_MAX, SMEM_LIMIT, _blocks
-from .variants import SIGNAL_BOUNDARIES, SIGNAL_DTYPES, SIGNAL_INSTANTIATIONS, SIGNAL_MODULE
+from .launch import INT32_MAX, SMEM_LIMIT, blocks as _blocks
+
+SIGNAL_MODULE = "signal2d.cu"
+SIGNAL_BOUNDARIES = {"fill": 0, "wrap": 1, "symm": 2}
+SIGNAL_KERNELS = ("correlate2d_tiled", "correlate2d_direct")
+# scipy.signal never computes in float16, so the signal core has no __half instantiation
+SIGNAL_DTYPES = tuple(np.dtype(t) for t in (np.float32, np.float64, np.complex64, np.complex128,
+                                            np.int32, np.int64))
+SIGNAL_INSTANTIATIONS = tuple(
+    expr(k, CTYPES[dt], b) for k in SIGNAL_KERNELS for dt in SIGNAL_DTYPES
+    for b in SIGNAL_BOUNDARIES.values())
 
 TILE_X, TILE_Y, ROWS = 32, 8, 4          # kernels_cu/signal2d.cu SIG_TX, SIG_TY, SIG_ROWS
 TILE_H = TILE_Y * ROWS
