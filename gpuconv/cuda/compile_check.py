@@ -2,7 +2,7 @@
 without a GPU and report registers, spills and shared memory from ptxas.
 
     python -m gpuconv.cuda.compile_check [--arch sm_80,sm_90] [--module conv2d_direct.cu]
-        [--json] [--fail-on-spill REGEX ...] [--jobs N] [--compiler nvcc|nvrtc]
+        [--json] [--fail-on-spill REGEX ...] [--jobs N] [--compiler nvcc|nvrtc] [--sass]
 
 nvcc (`nvcc -cubin -arch=sm_XX -Xptxas -v`) is used when on PATH, else NVRTC
 through ctypes (the nvidia-cuda-nvrtc wheel; `--ptxas-options=-v` puts the
@@ -236,6 +236,9 @@ def main(argv=None) -> int:
     ap.add_argument("--fail-on-spill", nargs="*", metavar="REGEX",
                     help="exit 2 if a matching instantiation spills (no REGEX: the float32 hot kernels)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--sass", action="store_true",
+                    help="instead: the SASS of each instantiation, its innermost loops and their "
+                         "instruction mix (gpuconv.cuda.sass)")
     args = ap.parse_args(argv)
 
     compiler = args.compiler or available_compiler()
@@ -248,6 +251,9 @@ def main(argv=None) -> int:
         print(f"gpuconv kernels: unknown module(s) {unknown}; known: {list(MODULES)}", file=sys.stderr)
         return 1
     archs = [a.strip() for a in args.arch.split(",") if a.strip()]
+    if args.sass:
+        from . import sass
+        return sass.report(modules, archs, compiler, MODULES, as_json=args.json, jobs=args.jobs)
     jobs = [(m, a) for m in modules for a in archs]
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as ex:
         results = list(ex.map(lambda job: compile_module(job[0], job[1], compiler), jobs))
