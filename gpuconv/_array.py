@@ -53,6 +53,11 @@ def convert(name: str, obj, *, allow_array_like: bool = False) -> Converted:
             t = obj.detach()
             if t.is_conj():
                 t = t.resolve_conj()
+            if t.dtype == sys.modules["torch"].bfloat16:
+                # torch has no NumPy bfloat16: the same bits, viewed as ml_dtypes' (no copy)
+                from .spec import bfloat16_dtype
+                bf16 = bfloat16_dtype()
+                return Converted(t.view(sys.modules["torch"].int16).numpy().view(bf16), "numpy", "torch")
             return Converted(t.numpy(), "numpy", "torch")
         if obj.device.type == "cuda":
             import cupy
@@ -105,7 +110,10 @@ def wrap(result, like: Converted):
     if like.origin == "torch":
         import torch
         if like.kind == "numpy":
-            return torch.from_numpy(np.ascontiguousarray(result))
+            result = np.ascontiguousarray(result)
+            if result.dtype.kind == "V" and result.dtype.name == "bfloat16":
+                return torch.from_numpy(result.view(np.int16)).view(torch.bfloat16)
+            return torch.from_numpy(result)
         return torch.from_dlpack(result)
     return result
 

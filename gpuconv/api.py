@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import activations, engine
+from . import activations, engine, precision as _precision
 from ._array import convert, wrap
 from .spec import PADDING_MODES, check_dtypes, check_padding_mode_limits, make_spec
 
@@ -33,7 +33,7 @@ def check_algorithm(algorithm, path) -> str:
 
 
 def parse_conv(nd: int, fname: str, input, weight, bias, stride, padding, dilation, groups,
-               padding_mode="zeros", activation=None, algorithm="auto"):
+               padding_mode="zeros", activation=None, algorithm="auto", precision=None):
     """torch's argument rules for conv{nd}d -> (path, spec, batched, converted input,
     x, w, b) with x batched; raises before any computation."""
     xi = convert("input", input)
@@ -43,6 +43,7 @@ def parse_conv(nd: int, fname: str, input, weight, bias, stride, padding, dilati
     check_padding_mode(padding_mode)
     activation = activations.check_activation(activation)
     check_algorithm(algorithm, path)
+    _precision.resolve(precision)
     x, w = xi.array, wi.array
     b = None if bi is None else bi.array
     dtype = check_dtypes(x.dtype, w.dtype, None if b is None else b.dtype)
@@ -54,20 +55,20 @@ def parse_conv(nd: int, fname: str, input, weight, bias, stride, padding, dilati
 
 
 def conv_forward(nd: int, fname: str, input, weight, bias, stride, padding, dilation, groups,
-                 padding_mode="zeros", activation=None, algorithm="auto"):
+                 padding_mode="zeros", activation=None, algorithm="auto", precision=None):
     """Shared body of conv1d/conv2d/conv3d: parse, validate, run fprop on the engine."""
     path, spec, batched, xi, x, w, b = parse_conv(nd, fname, input, weight, bias, stride, padding,
                                                   dilation, groups, padding_mode, activation,
-                                                  algorithm)
+                                                  algorithm, precision)
     out = engine.run("fprop", spec, x, w, path=path, bias=b, activation=activation,
                      algorithm="auto" if algorithm == "reference" else algorithm,
-                     padding_mode=padding_mode)
+                     padding_mode=padding_mode, precision=_precision.resolve(precision))
     return wrap(out if batched else out[0], xi)
 
 
 @engine.public("input")
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           padding_mode="zeros", activation=None, algorithm="auto"):
+           padding_mode="zeros", activation=None, algorithm="auto", precision=None):
     """2-D convolution (cross-correlation) with torch.nn.functional.conv2d's semantics.
 
     input: (N, C, H, W) or unbatched (C, H, W); weight: (K, C/groups, R, S); bias: (K,).
@@ -76,32 +77,34 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     padding_mode: 'zeros', 'reflect', 'replicate', 'circular' (as nn.Conv2d).
     activation: None, 'relu', 'relu6', 'silu', 'gelu', applied after the bias
     (fused into the kernel on the GPU).  algorithm: 'auto' (the dispatcher) or
-    a registered GPU variant name (see gpuconv.explain).
+    a registered GPU variant name (see gpuconv.explain), or 'fft'.  precision: the
+    float32 policy for this call, "highest", "high" or "medium" (None: the value of
+    gpuconv.set_float32_precision; see gpuconv.precision).
 
     NumPy in -> NumPy out (CPU); CuPy in -> CuPy out on the same device and
     current stream; torch tensors in -> torch tensor out (zero-copy on CUDA).
     The output dtype is the input dtype; float16 accumulates in float32.
     """
     return conv_forward(2, "conv2d", input, weight, bias, stride, padding, dilation, groups,
-                        padding_mode, activation, algorithm)
+                        padding_mode, activation, algorithm, precision)
 
 
 @engine.public("input")
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           padding_mode="zeros", activation=None, algorithm="auto"):
+           padding_mode="zeros", activation=None, algorithm="auto", precision=None):
     """1-D convolution with torch.nn.functional.conv1d's semantics: input (N, C, L) or
     (C, L), weight (K, C/groups, R).  Arguments as conv2d."""
     return conv_forward(1, "conv1d", input, weight, bias, stride, padding, dilation, groups,
-                        padding_mode, activation, algorithm)
+                        padding_mode, activation, algorithm, precision)
 
 
 @engine.public("input")
 def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           padding_mode="zeros", activation=None, algorithm="auto"):
+           padding_mode="zeros", activation=None, algorithm="auto", precision=None):
     """3-D convolution with torch.nn.functional.conv3d's semantics: input (N, C, D, H, W)
     or (C, D, H, W), weight (K, C/groups, T, R, S).  Arguments as conv2d."""
     return conv_forward(3, "conv3d", input, weight, bias, stride, padding, dilation, groups,
-                        padding_mode, activation, algorithm)
+                        padding_mode, activation, algorithm, precision)
 
 
 def output_size(size, kernel, stride=1, padding=0, dilation=1):

@@ -33,14 +33,14 @@ import math
 import sys
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from . import activations
 from ._array import Converted, common_kind, device_scope
 from .derived import crop_unread, dgrad_as_fprop, wgrad_as_fprop
-from .spec import PADDING_MODES, ConvSpec, check_op
+from .spec import PADDING_MODES, ConvSpec, check_op, is_bfloat16
 
 
 # ----------------------------------------------------------------------------
@@ -247,12 +247,19 @@ _RUN = {
 
 
 def run(op: str, spec: ConvSpec, a, b, *, path: Path, bias=None, activation=None,
-        algorithm: str = "auto", padding_mode: str = "zeros", deterministic: bool = True):
+        algorithm: str = "auto", padding_mode: str = "zeros", deterministic: bool = True,
+        precision: str = "highest"):
     """Operator `op` of `spec` on batched arrays a, b of path.xp (see the module
     docstring for their roles); returns a new array of the operator's result shape
     in spec.dtype.  bias/activation apply to fprop and dgrad; padding_mode and
-    algorithm to fprop; deterministic to wgrad (the device kernel's atomics)."""
+    algorithm to fprop; deterministic to wgrad (the device kernel's atomics);
+    precision (gpuconv.precision) to float32 on the device: until TF32 kernels are
+    registered every precision computes as "highest" (never less accurate than asked)."""
     check_op(op)
+    if path.is_device and is_bfloat16(spec.dtype):
+        return _run_bfloat16_widened(op, spec, a, b, path=path, bias=bias, activation=activation,
+                                     algorithm=algorithm, padding_mode=padding_mode,
+                                     deterministic=deterministic)
     shape = spec.operand_shapes(op)[2]
     if op == "fprop":
         a, spec = apply_padding_mode(path.xp, a, spec, padding_mode)
@@ -261,6 +268,18 @@ def run(op: str, spec: ConvSpec, a, b, *, path: Path, bias=None, activation=None
         return _empty_result(path, op, spec, shape, bias, activation)
     return _RUN[(op, path.name)](path, spec, a, b, bias=bias, activation=activation,
                                  algorithm=algorithm, deterministic=deterministic)
+
+
+def _run_bfloat16_widened(op, spec, a, b, *, path, bias, **options):
+    """bfloat16 on the device: the operator on float32 copies, rounded once to
+    bfloat16 (as the CPU path computes it).  No bfloat16 kernel is registered with
+    the dispatcher yet; this costs 3x the compulsory traffic (read bf16, write and
+    read float32 copies) and stays correct for every operator and shape."""
+    f32 = np.dtype(np.float32)
+    wide = replace(spec, dtype=f32)
+    out = run(op, wide, a.astype(f32), b.astype(f32), path=path,
+              bias=None if bias is None else bias.astype(f32), **options)
+    return out.astype(spec.dtype)
 
 
 def _no_reduction(op: str, spec: ConvSpec) -> bool:
@@ -297,6 +316,10 @@ def separable(dspec: ConvSpec, x, dw, pw, *, path: Path, bias=None, activation=N
               algorithm: str = "auto", padding_mode: str = "zeros"):
     """Depthwise step `dspec` (groups = C), then the 1x1 weight pw, bias, activation."""
     k = int(pw.shape[0])
+    if path.is_device and is_bfloat16(dspec.dtype):         # two widened steps (run)
+        mid = run("fprop", dspec, x, dw, path=path, padding_mode=padding_mode)   # rounded, as on the CPU
+        return run("fprop", pointwise_spec(dspec, k), mid, pw, path=path, bias=bias,
+                   activation=activation)
     if path.is_device and padding_mode == "zeros":
         from .cuda import separable as cuda_separable
         return cuda_separable.forward(x, dw, pw, bias, dspec, activation=activation,

@@ -32,15 +32,15 @@ import numbers
 
 import numpy as np
 
-from . import engine
+from . import engine, precision as _precision
 from ._array import convert, wrap
-from .spec import FLOAT_DTYPES, ConvSpec, _fmt_shape, check_dtypes, check_groups, make_spec
+from .spec import ConvSpec, _fmt_shape, check_dtypes, check_groups, is_floating, make_spec
 
 
 def _check_real(dtype, fname):
-    if np.dtype(dtype) not in FLOAT_DTYPES:
-        raise TypeError(f"{fname}: gradients are computed for float16, float32 and float64 "
-                        f"arrays, got dtype {np.dtype(dtype)}")
+    if not is_floating(dtype):
+        raise TypeError(f"{fname}: gradients are computed for float16, bfloat16, float32 and "
+                        f"float64 arrays, got dtype {np.dtype(dtype)}")
 
 
 def _as_shape(name: str, value) -> tuple[int, ...]:
@@ -71,11 +71,12 @@ def _check_output_shape(spec: ConvSpec, batched: bool, go_shape, fname, what):
 # input gradient
 
 def input_grad(nd: int, fname: str, input_size, weight, grad_output, stride=1, padding=0,
-               dilation=1, groups=1):
+               dilation=1, groups=1, precision=None):
     """Shared body of conv{1,2,3}d_input: parse, validate, run dgrad on the engine."""
     wi = convert("weight", weight)
     gi = convert("grad_output", grad_output)
     path = engine.resolve({"grad_output": gi, "weight": wi})
+    precision = _precision.resolve(precision)
     w, go = wi.array, gi.array
     _check_real(go.dtype, fname)
     dtype = check_dtypes(go.dtype, w.dtype)
@@ -104,7 +105,7 @@ def input_grad(nd: int, fname: str, input_size, weight, grad_output, stride=1, p
     spec, _ = make_spec(in_shape, w.shape, None, stride, padding, dilation, groups, dtype, nd,
                         fname)
     _check_output_shape(spec, batched, go.shape, fname, f"an input of size {_fmt_shape(in_shape)}")
-    out = engine.run("dgrad", spec, go if batched else go[None], w, path=path)
+    out = engine.run("dgrad", spec, go if batched else go[None], w, path=path, precision=precision)
     return wrap(out if batched else out[0], gi)
 
 
@@ -112,13 +113,14 @@ def input_grad(nd: int, fname: str, input_size, weight, grad_output, stride=1, p
 # weight gradient
 
 def weight_grad(nd: int, fname: str, input, weight_size, grad_output, stride=1, padding=0,
-                dilation=1, groups=1, deterministic=True):
+                dilation=1, groups=1, deterministic=True, precision=None):
     """Shared body of conv{1,2,3}d_weight: parse, validate, run wgrad on the engine."""
     if not isinstance(deterministic, (bool, np.bool_)):
         raise TypeError(f"deterministic must be a bool, got {deterministic!r}")
     xi = convert("input", input)
     gi = convert("grad_output", grad_output)
     path = engine.resolve({"input": xi, "grad_output": gi})
+    precision = _precision.resolve(precision)
     x, go = xi.array, gi.array
     _check_real(x.dtype, fname)
     if np.dtype(go.dtype) != np.dtype(x.dtype):
@@ -142,7 +144,8 @@ def weight_grad(nd: int, fname: str, input, weight_size, grad_output, stride=1, 
                         f"{_fmt_shape(wsize)}")
     if not batched:
         x, go = x[None], go[None]
-    out = engine.run("wgrad", spec, x, go, path=path, deterministic=bool(deterministic))
+    out = engine.run("wgrad", spec, x, go, path=path, deterministic=bool(deterministic),
+                     precision=precision)
     return wrap(out, xi)
 
 
@@ -156,15 +159,17 @@ def _no_string_padding(fname, padding):
 
 
 @engine.public("grad_output")
-def conv1d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1):
+def conv1d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
+                 precision=None):
     """Gradient of conv1d with respect to its input (torch.nn.grad.conv1d_input)."""
     _no_string_padding("conv1d_input", padding)
     return input_grad(1, "conv1d_input", input_size, weight, grad_output, stride, padding,
-                      dilation, groups)
+                      dilation, groups, precision)
 
 
 @engine.public("grad_output")
-def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1):
+def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
+                 precision=None):
     """Gradient of conv2d with respect to its input (torch.nn.grad.conv2d_input).
 
     input_size: (N, C, H, W), or (H, W); weight: (K, C/groups, R, S); grad_output:
@@ -173,29 +178,30 @@ def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=
     convolution of grad_output, with the output padding that reproduces input_size."""
     _no_string_padding("conv2d_input", padding)
     return input_grad(2, "conv2d_input", input_size, weight, grad_output, stride, padding,
-                      dilation, groups)
+                      dilation, groups, precision)
 
 
 @engine.public("grad_output")
-def conv3d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1):
+def conv3d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
+                 precision=None):
     """Gradient of conv3d with respect to its input (torch.nn.grad.conv3d_input)."""
     _no_string_padding("conv3d_input", padding)
     return input_grad(3, "conv3d_input", input_size, weight, grad_output, stride, padding,
-                      dilation, groups)
+                      dilation, groups, precision)
 
 
 @engine.public("input")
 def conv1d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
-                  deterministic=True):
+                  deterministic=True, precision=None):
     """Gradient of conv1d with respect to its weight (torch.nn.grad.conv1d_weight)."""
     _no_string_padding("conv1d_weight", padding)
     return weight_grad(1, "conv1d_weight", input, weight_size, grad_output, stride, padding,
-                       dilation, groups, deterministic=deterministic)
+                       dilation, groups, deterministic=deterministic, precision=precision)
 
 
 @engine.public("input")
 def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
-                  deterministic=True):
+                  deterministic=True, precision=None):
     """Gradient of conv2d with respect to its weight (torch.nn.grad.conv2d_weight).
 
     input: (N, C, H, W) (or unbatched (C, H, W)); weight_size: (K, C/groups, R, S);
@@ -205,13 +211,13 @@ def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation
     path is deterministic either way."""
     _no_string_padding("conv2d_weight", padding)
     return weight_grad(2, "conv2d_weight", input, weight_size, grad_output, stride, padding,
-                       dilation, groups, deterministic=deterministic)
+                       dilation, groups, deterministic=deterministic, precision=precision)
 
 
 @engine.public("input")
 def conv3d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
-                  deterministic=True):
+                  deterministic=True, precision=None):
     """Gradient of conv3d with respect to its weight (torch.nn.grad.conv3d_weight)."""
     _no_string_padding("conv3d_weight", padding)
     return weight_grad(3, "conv3d_weight", input, weight_size, grad_output, stride, padding,
-                       dilation, groups, deterministic=deterministic)
+                       dilation, groups, deterministic=deterministic, precision=precision)

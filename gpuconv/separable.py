@@ -14,7 +14,7 @@ fits; else the two passes on the dispatcher's kernels).
 """
 from __future__ import annotations
 
-from . import activations, engine
+from . import activations, engine, precision as _precision
 from ._array import convert, wrap
 from .api import check_padding_mode
 from .cuda.separable import ALGORITHMS
@@ -23,7 +23,7 @@ from .spec import _fmt_shape, check_dtypes, check_padding_mode_limits, make_spec
 
 def separable_forward(nd: int, fname: str, input, depthwise_weight, pointwise_weight, bias=None,
                       stride=1, padding=0, dilation=1, padding_mode="zeros", activation=None,
-                      algorithm="auto"):
+                      algorithm="auto", precision=None):
     """Shared body of separable_conv1d/2d/3d: parse, validate both steps, run on the engine."""
     xi = convert("input", input)
     di = convert("depthwise_weight", depthwise_weight)
@@ -33,6 +33,7 @@ def separable_forward(nd: int, fname: str, input, depthwise_weight, pointwise_we
                            "bias": bi})
     check_padding_mode(padding_mode)
     activation = activations.check_activation(activation)
+    _precision.resolve(precision)
     if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
     x, dw, pw = xi.array, di.array, pi.array
@@ -71,7 +72,8 @@ def separable_forward(nd: int, fname: str, input, depthwise_weight, pointwise_we
 
 @engine.public("input")
 def separable_conv2d(input, depthwise_weight, pointwise_weight, bias=None, stride=1, padding=0,
-                     dilation=1, *, padding_mode="zeros", activation=None, algorithm="auto"):
+                     dilation=1, *, padding_mode="zeros", activation=None, algorithm="auto",
+                     precision=None):
     """Depthwise-separable 2-D convolution.
 
     input: (N, C, H, W) or (C, H, W); depthwise_weight: (C*m, 1, R, S) (depth
@@ -82,22 +84,27 @@ def separable_conv2d(input, depthwise_weight, pointwise_weight, bias=None, strid
     'auto', 'fused' (one kernel, the depthwise tile kept in shared memory) or
     'two_pass' (two forward convolutions); the CPU path ignores it."""
     return separable_forward(2, "separable_conv2d", input, depthwise_weight, pointwise_weight,
-                             bias, stride, padding, dilation, padding_mode, activation, algorithm)
+                             bias, stride, padding, dilation, padding_mode, activation, algorithm,
+                             precision)
 
 
 @engine.public("input")
 def separable_conv1d(input, depthwise_weight, pointwise_weight, bias=None, stride=1, padding=0,
-                     dilation=1, *, padding_mode="zeros", activation=None, algorithm="auto"):
+                     dilation=1, *, padding_mode="zeros", activation=None, algorithm="auto",
+                     precision=None):
     """Depthwise-separable 1-D convolution: depthwise_weight (C*m, 1, R), pointwise_weight
     (K, C*m, 1).  Arguments as separable_conv2d."""
     return separable_forward(1, "separable_conv1d", input, depthwise_weight, pointwise_weight,
-                             bias, stride, padding, dilation, padding_mode, activation, algorithm)
+                             bias, stride, padding, dilation, padding_mode, activation, algorithm,
+                             precision)
 
 
 @engine.public("input")
 def separable_conv3d(input, depthwise_weight, pointwise_weight, bias=None, stride=1, padding=0,
-                     dilation=1, *, padding_mode="zeros", activation=None, algorithm="auto"):
+                     dilation=1, *, padding_mode="zeros", activation=None, algorithm="auto",
+                     precision=None):
     """Depthwise-separable 3-D convolution: depthwise_weight (C*m, 1, T, R, S), pointwise_weight
     (K, C*m, 1, 1, 1).  Arguments as separable_conv2d."""
     return separable_forward(3, "separable_conv3d", input, depthwise_weight, pointwise_weight,
-                             bias, stride, padding, dilation, padding_mode, activation, algorithm)
+                             bias, stride, padding, dilation, padding_mode, activation, algorithm,
+                             precision)

@@ -33,6 +33,38 @@ COMPLEX_DTYPES = (np.dtype(np.complex64), np.dtype(np.complex128))
 INT_DTYPES = tuple(np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.int32, np.int64))
 CONV_DTYPES = FLOAT_DTYPES + COMPLEX_DTYPES + INT_DTYPES
 
+# bfloat16 is ml_dtypes' NumPy dtype (CuPy 14 and torch exchange it): its kind is 'V',
+# not 'f', so NumPy's own tests (np.floating, dtype.kind) miss it.  These two
+# functions are the one place that recognises it; ml_dtypes is imported only when a
+# bfloat16 dtype must be made (a torch bfloat16 tensor on the CPU), never by
+# `import gpuconv`.
+
+
+def is_bfloat16(dtype) -> bool:
+    dt = np.dtype(dtype)
+    return dt.kind == "V" and dt.itemsize == 2 and dt.name == "bfloat16" and dt.names is None
+
+
+def bfloat16_dtype() -> np.dtype:
+    """ml_dtypes.bfloat16 as a NumPy dtype (TypeError naming the extra if missing)."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise TypeError("bfloat16 arrays need the ml_dtypes package: pip install "
+                        "\"gpuconv[bfloat16]\"") from None
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+def is_floating(dtype) -> bool:
+    """float16/32/64 or bfloat16: the dtypes with gradients, activations and tensor cores."""
+    dt = np.dtype(dtype)
+    return dt in FLOAT_DTYPES or is_bfloat16(dt)
+
+
+def is_conv_dtype(dtype) -> bool:
+    dt = np.dtype(dtype)
+    return dt in CONV_DTYPES or is_bfloat16(dt)
+
 
 def _fmt_shape(shape) -> str:
     return "[" + ", ".join(str(int(s)) for s in shape) + "]"
@@ -240,9 +272,10 @@ def check_op(op) -> str:
 def check_dtypes(input_dtype, weight_dtype, bias_dtype=None) -> np.dtype:
     """torch's rule: input, weight and bias share one dtype."""
     dt = np.dtype(input_dtype)
-    if dt not in CONV_DTYPES:
+    if not is_conv_dtype(dt):
         names = ", ".join(str(d) for d in CONV_DTYPES)
-        raise TypeError(f"input dtype {dt} is not supported: convolution takes {names}")
+        raise TypeError(f"input dtype {dt} is not supported: convolution takes {names} and "
+                        f"bfloat16 (ml_dtypes)")
     if np.dtype(weight_dtype) != dt:
         raise TypeError(f"input dtype ({dt}) and weight dtype ({np.dtype(weight_dtype)}) should be the same")
     if bias_dtype is not None and np.dtype(bias_dtype) != dt:

@@ -445,7 +445,7 @@ def test_hypothesis_floats(ishape, kshape, fname, mode, boundary, dtype, seed):
 @pytest.mark.sim
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128, np.int32, np.int8])
 def test_cuda_core_matches_numpy_core_on_simulator(rng, dtype):
-    sim = pytest.importorskip("gpuconv.sim")
+    from gpuconv import sim
     from gpuconv.cuda import signal as cuda_signal
     from gpuconv.signal import canonicalize, correlate_core
     backend = sim.SimBackend()

@@ -13,6 +13,12 @@ TOLERANCE = {
     np.dtype(np.complex64): 1e-5,
     np.dtype(np.complex128): 1e-12,
 }
+try:                                    # bfloat16 (ml_dtypes): 8 significant bits, like float16's 11
+    import ml_dtypes                    # a rounding of 2^-9 relative, computed in float32
+    BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+    TOLERANCE[BFLOAT16] = 1e-2
+except ImportError:
+    BFLOAT16 = None
 
 
 def randn(rng, shape, dtype=np.float64):
@@ -36,6 +42,7 @@ def assert_close(actual, expected, dtype=None, tol=None, what="output"):
     tol = TOLERANCE[np.dtype(dtype or actual.dtype)] if tol is None else tol
     a = actual.astype(np.complex128 if actual.dtype.kind == "c" else np.float64)
     e = expected.astype(np.complex128 if expected.dtype.kind == "c" else np.float64)
+    actual = a if actual.dtype.kind == "V" else actual       # bfloat16 prints as its value
     scale = max(float(np.abs(e).max()), 1e-30)
     err = np.abs(a - e)
     bad = ~(err <= tol * scale)          # NaN (unwritten or poisoned) counts as bad
