@@ -32,14 +32,11 @@ from .winograd import conv_winograd, usable as winograd_usable
 
 
 def use_winograd(spec: ConvSpec, dt) -> bool:
-    """Winograd F(2x2, 3x3) for 3x3 stride-1 2-D convs with wide enough channels.
-
-    Measured (float32, 2 cores, min of 15): 8x64x56x56 -> 64 pad 1: im2col+GEMM
-    16.2 ms, Winograd 14.1 ms (12.6 with the GEMM output transform); 4x32x64x64
-    -> 32 dilation 2: im2col 3.7 ms, Winograd 4.6 ms (16 GEMMs of 32x32 run at
-    ~70 GFLOP/s and the transforms cost as much as the FLOPs saved); remeasured
-    after the polyphase im2col and the GEMM output transform: 3.4 vs 3.9 ms.  Hence per-group channels >= 64.  Integer
-    dtypes stay on the exact GEMM path."""
+    """Winograd F(2x2, 3x3) for 3x3 stride-1 2-D convs with at least 64 channels per
+    group in and out: below that its 16 small GEMMs (~70 GFLOP/s at 32x32) and the
+    transforms cost more than the 2.25x fewer FLOPs save (64 channels: 12.6 vs
+    16.2 ms for im2col; 32: 3.9 vs 3.4 ms; bench/README.md, "CPU path").
+    Integer dtypes stay on the exact GEMM path."""
     return (winograd_usable(spec, dt) and spec.c_per_group >= _WINOGRAD_MIN_CHANNELS
             and spec.k_per_group >= _WINOGRAD_MIN_CHANNELS)
 
@@ -159,20 +156,11 @@ def _conv_im2col(x: np.ndarray, w: np.ndarray, spec: ConvSpec, dt) -> np.ndarray
     one contiguous copy per tap, one batched GEMM over the groups, the output
     positions copied out of the GEMM's runs through a strided view.
 
-    Single-threaded on purpose: OpenBLAS's threads spin after each GEMM, and the
-    same gather on the thread pool measured slower (4x32x64x64 3x3 d2: 4.9 ms
-    threaded, 4.0 inline; 8x128x28x28 s2: 7.7 vs 7.2).  The buffers are per-thread
-    scratch (_cpu.scratch) and the phase buffer is zeroed once per call: only its
-    interior is rewritten per chunk.
-
-    Measured (float32, 2 cores, min of 15), before (strided per-tap gather; for
-    stride 1 np.pad + shifted runs + np.take) -> after: 1x3x224x224 -> 64 7x7 s2
-    2.67 -> 2.47 ms (GEMM 64x147x12877 1.53 of it, tap copies 0.40, crop 0.20,
-    phases 0.14; torch 1.38); 8x128x28x28 -> 256 3x3 s2 6.84 -> 6.7-6.9 (two
-    256x1152x836 GEMMs 5.5 of it at 183 GFLOP/s; torch 5.44); 4x32x64x64 3x3 d2
-    3.90 -> 3.3 (four 32x288x4348 GEMMs 2.3 of it; torch 1.83).  Chunks: all 8
-    images of the s2 case in one chunk measured the same (6.68 vs 6.72 ms); all
-    4 of the d2 case made the tap copies 1.1 ms instead of 4 x 0.17 (out of L2)."""
+    Single-threaded on purpose: OpenBLAS's threads spin after each GEMM, so the
+    gather on the thread pool is ~10-20% slower than inline.  The buffers are
+    per-thread scratch (_cpu.scratch) and the phase buffer is zeroed once per
+    call: only its interior is rewritten per chunk.  The GEMM is 60-80% of the
+    time on the reference layers (bench/README.md, "CPU path")."""
     n, g = spec.n, spec.groups
     c, k = spec.c, spec.k
     cg, kg = spec.c_per_group, spec.k_per_group
@@ -271,15 +259,9 @@ def depthwise_kernel(spec: ConvSpec) -> str:
     vector lanes) for rows of 16 or fewer outputs, and of 32 or fewer when
     strided; 'depthwise' (vectorised along the rows) otherwise.  The weight and
     input gradients follow the same choice.  Fewer than 8 groups leave lanes
-    idle.  Measured, float32, 8 images, 3x3, 2 cores, rows / lanes (ms):
-      forward: 7x7 0.65 / 0.43, 14x14 0.79 / 0.79, 28x28 0.69 / 0.95, 56x56
-        1.72 / 2.69; stride 2 from 14x14 0.91 / 0.38, from 28x28 0.72 / 0.43,
-        from 56x56 1.24 / 0.98, from 112x112 2.59 / 2.49;
-      weight gradient: 7x7 2.0 / 0.73, 14x14 2.2 / 1.4, 28x28 1.6 / 1.7, 56x56
-        2.4 / 4.6; stride 2 from 14x14 1.7 / 0.52, from 56x56 1.6 / 1.0, from
-        112x112 2.9 / 2.8;
-      input gradient, stride 2: from 14x14 2.0 / 0.58, from 28x28 1.5 / 0.75,
-        from 56x56 2.5 / 2.1, from 112x112 4.4 / 5.8."""
+    idle.  The bounds are where the lanes form stops winning on 3x3 layers
+    (stride 1: 7x7 1.5x faster, 14x14 equal, 28x28 0.7x; the per-size table is
+    in bench/README.md, "CPU path")."""
     short = 32 if max(spec.stride) > 1 else 16
     if spec.groups >= 8 and spec.out_size[-1] <= short:
         return "depthwise_lanes"
@@ -353,14 +335,10 @@ def _depthwise_flat(x, w, spec: ConvSpec, dt) -> np.ndarray:
     a (gb, 1) broadcast weight makes NumPy call its inner loop once per channel
     (measured 3.8-4.2 Gelem/s against 8-9 for same-shape contiguous operands,
     float32, 3300-element rows).  The last add writes the cropped result
-    straight into the output.
-
-    8x128x56x56, 3x3, float32, 2 cores, min of 15: before (np.pad, 17
-    broadcast passes over (gb, length) rows, crop copy) 8.2 ms, this 7.5 ms,
-    torch 1.6-1.8 ms.  Slabs (padded elements per job): 2^14 23 ms (GIL
-    hand-offs), 2^15 10.9, 2^16 7.8, 2^17 7.5, 2^18 6.9-7.5; one thread 12 ms.
-    The floor is NumPy itself: 17 passes, the multiplies at ~4.3 Gelem/s once
-    the nine weight tiles spill the 1 MiB L2."""
+    straight into the output.  Slabs of 2^17 padded elements per job: smaller
+    ones hand the GIL back and forth (2^14: 3x slower).  The floor is NumPy
+    itself: 17 passes at ~4.3 Gelem/s, ~7.5 ms on 8x128x56x56 (the compiled
+    kernel of gpuconv._native takes ~1.5 ms); this form is its fallback."""
     n, g, kg, nd = spec.n, spec.groups, spec.k_per_group, spec.nd
     padded = tuple(i + lo + hi for i, (lo, hi) in zip(spec.in_size, spec.pad))
     gsize = math.prod(padded)
