@@ -14,6 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 _pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+# Set in the pool's threads: a job that itself calls run_jobs runs its jobs
+# inline, since waiting on the pool from inside it deadlocks once every pool
+# thread is such a waiter (8 caller threads x nested jobs on a 2-thread pool).
+_IN_POOL = threading.local()
 
 
 def n_threads() -> int:
@@ -26,9 +31,28 @@ def n_threads() -> int:
 
 def _forget_pool_after_fork() -> None:
     # A forked child inherits the executor object but none of its threads:
-    # work submitted to it would wait forever.  The child starts a pool of its own.
-    global _pool
+    # work submitted to it would wait forever.  The child starts a pool of its own
+    # (and a fresh lock: a parent thread may have held it when it forked).
+    global _pool, _pool_lock
     _pool = None
+    _pool_lock = threading.Lock()
+
+
+def _mark_pool_thread() -> None:
+    _IN_POOL.active = True
+
+
+def _get_pool() -> ThreadPoolExecutor:
+    """The process's pool, made once even when several threads ask at once."""
+    global _pool
+    pool = _pool
+    if pool is None:
+        with _pool_lock:
+            if _pool is None:
+                _pool = ThreadPoolExecutor(n_threads(), thread_name_prefix="gpuconv-cpu",
+                                           initializer=_mark_pool_thread)
+            pool = _pool
+    return pool
 
 
 if hasattr(os, "register_at_fork"):
@@ -36,16 +60,17 @@ if hasattr(os, "register_at_fork"):
 
 
 def run_jobs(fn, jobs, n_elements: int, min_elements: int = 1 << 16) -> None:
-    """Call fn(*job) for every job, on the pool when the work is big enough."""
-    global _pool
+    """Call fn(*job) for every job, on the pool when the work is big enough.
+    Safe from any number of threads at once: they share the pool's threads,
+    each waits for its own jobs; called from a pool thread, the jobs run inline."""
     jobs = list(jobs)
-    if n_threads() == 1 or len(jobs) < 2 or n_elements < min_elements:
+    if (n_threads() == 1 or len(jobs) < 2 or n_elements < min_elements
+            or getattr(_IN_POOL, "active", False)):
         for job in jobs:
             fn(*job)
         return
-    if _pool is None:
-        _pool = ThreadPoolExecutor(n_threads(), thread_name_prefix="gpuconv-cpu")
-    for f in [_pool.submit(fn, *job) for job in jobs]:
+    futures = [_get_pool().submit(fn, *job) for job in jobs]
+    for f in futures:
         f.result()
 
 
