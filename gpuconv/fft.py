@@ -1,0 +1,836 @@
+"""FFT convolution: scipy's signal core and the three operators of a ConvSpec.
+
+One code path for every array namespace: NumPy arrays transform with scipy.fft
+(``workers=`` = the cores this process may use; numpy.fft when SciPy is not
+installed), CuPy arrays with cupy.fft (cuFFT), any other namespace with its
+``xp.fft``.  Nothing below branches on the device except that choice of module
+and the cost model's constants, so the CPU tests run every line the GPU runs.
+
+    correlate_core_fft(a, k, out_shape, origin, boundary, fillvalue, xp)
+        gpuconv.signal's core contract (see its module docstring):
+        out[i, j] = sum_{r,s} ext(a)[i + origin0 + r, j + origin1 + s] * k[r, s].
+    fprop(x, w, spec, xp), dgrad(dy, w, spec, xp), wgrad(x, dy, spec, xp)
+        gpuconv.reference's conv/dgrad/wgrad of a ConvSpec (no bias), in
+        reference.compute_dtype(spec.dtype).
+    choose_method(...), conv_cost_model(spec, ...)
+        the cost models behind method="auto" / algorithm="auto".
+
+Method.  A correlation out[p] = sum_t A[p + o + t] B[t] (A zero outside its
+array) is, per axis, a circular convolution of A with the flipped B of length
+L read at (p + o + len(B) - 1) mod L.  The smallest L that aliases no needed
+output is max(len(A) - o, o + Q + len(B) - 1, len(A), len(B)) (Q outputs), so
+'valid' transforms len(A), not len(A) + len(B) - 1 as scipy.signal.fftconvolve
+does; L is rounded up to a 7-smooth length (2^a 3^b 5^c 7^d: fast in pocketfft
+and cuFFT).  Real inputs use rfftn/irfftn, complex ones fftn/ifftn.
+
+Boundaries of the signal core:
+  * 'fill': A = the part of `a` the outputs read, minus fillvalue (when an
+    output reads outside `a`), zero-extended; fillvalue * sum(k) added back.
+    One transform no larger than a zero fill's, whatever the fillvalue.
+  * 'wrap': ext(a) is periodic with period M, so per axis either a circular
+    transform of exactly length M (the kernel folded modulo M: kernels longer
+    than the image work) or the explicit extension of the rows the outputs read
+    (Q + kh - 1, zero-extended, 7-smooth length), whichever the FFT cost
+    model finds cheaper (a prime M costs a Bluestein transform, ~4x).
+  * 'symm': ext(a) is periodic with period 2M and one period is [a, a[::-1]]
+    (the reflected extension): the same two choices with period 2M.
+Integer inputs never take this path (the direct core is exact, as scipy is);
+correlate_core_fft raises TypeError for them.
+
+Convolutions: per-channel real FFTs of input and (dilated, embedded) kernel, a
+per-frequency contraction over the channels of each group (a batched complex
+matmul: (groups, bins) batches of (N x C/g) @ (C/g x K/g) on BLAS / cuBLAS),
+one inverse FFT per output plane, crop.  Stride s by one of two forms:
+  * "subsample": the stride-1 correlation, every s-th output kept;
+  * "polyphase": input and kernel split into s^nd phases that become extra
+    channels (x_ph[m] = xpad[m*s + ph], w_ph[v] = wd[v*s + ph]): transforms
+    s^nd times smaller per plane, s^nd times fewer output samples, the same
+    forward work and contraction FLOPs; phases of a dilated kernel that hold no
+    tap (ph not = r*d mod s) are dropped.
+conv_cost_model prices both and picks.  dgrad always uses the polyphase form
+(the zero-upserted dy of the other form has s^nd more forward work and the
+same rest) and wgrad too (the phases of x against dy, summed over the batch).
+
+Accuracy.  A floating-point FFT convolution has an error that scales with the
+largest terms, not with each output: per output
+    |fft - exact| <~ c * eps * log2(L) * max|ext(a)| * sum|k|       (signal)
+    |fft - exact| <~ c * eps * log2(L) * max|x| * max_k sum_{c,t} |w[k, c, t]|  (fprop)
+(L the transform size in elements, eps the compute dtype's: 1.2e-7 float32,
+2.2e-16 float64; c a small constant, < 1 in the tests' measurements with the
+bound below).  The direct sum's error is bounded by each output's own
+eps * kh*kw * sum|ext(a)||k|, so an output much smaller than the largest terms
+(cancellation, or a dim region of a high-dynamic-range image) is exact to
+fewer digits here than with the direct method.  tests/test_fft.py holds
+|fft - reference| <= 4 * eps * log2(L) * max|ext(a)| * sum|k| (+ the
+fillvalue term) on random data, including images spanning 1e-6..1e6.
+fillvalue must be finite for method="fft" (one inf or nan spreads over every
+output of an FFT, as in scipy.signal.fftconvolve); "auto" picks direct then.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from itertools import product
+
+import numpy as np
+
+from .spec import ConvSpec
+
+__all__ = ["correlate_core_fft", "choose_method", "signal_costs", "fprop", "dgrad", "wgrad",
+           "conv_cost_model", "FFTCost", "fast_length", "fft_backend"]
+
+FFT_DTYPES = tuple(np.dtype(t) for t in (np.float32, np.float64, np.complex64, np.complex128))
+BOUNDARIES = ("fill", "wrap", "symm")
+STRIDE_FORMS = ("subsample", "polyphase")
+
+
+# ----------------------------------------------------------------------------
+# namespaces and transform lengths
+# ----------------------------------------------------------------------------
+
+def namespace_of(a):
+    """numpy for NumPy arrays, cupy for CuPy arrays, else a.__array_namespace__()."""
+    if isinstance(a, np.ndarray):
+        return np
+    mod = type(a).__module__.split(".")[0]
+    if mod == "cupy":
+        import cupy
+        return cupy
+    return a.__array_namespace__()
+
+
+def fft_backend(xp):
+    """(module, keyword arguments) of the FFT for array namespace `xp`:
+    scipy.fft with workers= on NumPy (numpy.fft without SciPy), cupy.fft on
+    CuPy, xp.fft otherwise (the array API's fft extension)."""
+    name = getattr(xp, "__name__", "")
+    if name == "numpy":
+        try:
+            import scipy.fft as sfft
+        except ImportError:
+            return np.fft, {}
+        from ._cpu import n_threads
+        return sfft, {"workers": n_threads()}
+    if name == "cupy":
+        import cupy.fft
+        return cupy.fft, {}
+    return xp.fft, {}
+
+
+def _smooth(n: int, primes=(2, 3, 5, 7)) -> bool:
+    for p in primes:
+        while n % p == 0:
+            n //= p
+    return n == 1
+
+
+@functools.lru_cache(maxsize=4096)
+def fast_length(n: int) -> int:
+    """The smallest 7-smooth integer >= n (2^a 3^b 5^c 7^d): cuFFT's and pocketfft's
+    fast sizes.  Pure Python, so the CPU and GPU paths pick the same lengths."""
+    n = max(int(n), 1)
+    best = 1 << (n - 1).bit_length()
+    p7 = 1
+    while p7 < best:
+        p5 = p7
+        while p5 < best:
+            p3 = p5
+            while p3 < best:
+                m = p3
+                while m < n:
+                    m *= 2
+                best = min(best, m)
+                p3 *= 3
+            p5 *= 5
+        p7 *= 7
+    return best
+
+
+# Relative time of one transform of length n versus a 7-smooth length: a
+# non-smooth length runs Bluestein's algorithm (three transforms of a smooth
+# length >= 2n).  Measured with scipy.fft on this machine (2 cores, complex128,
+# 2048 rows): length 1009 (prime) 4.1x the time of 1008; cuFFT has the same
+# structure (MEASURE on a GPU).
+_BLUESTEIN_FACTOR = 4.0
+
+
+def _fft_cost(n: int) -> float:
+    """Cost of a length-n transform in units of n*log2(n) of a smooth length."""
+    c = n * max(math.log2(n), 1.0)
+    return c if _smooth(n) else _BLUESTEIN_FACTOR * c
+
+
+def zero_plan(la: int, lb: int, origin: int, q: int) -> tuple[int, int]:
+    """(L, w0) for out[p] = sum_t A[p + origin + t] B[t], p < q, A of length la zero
+    outside, B of length lb: the 7-smooth transform length that aliases no needed
+    output, and where output 0 sits in the circular convolution of A and flip(B)."""
+    need = max(la - origin, origin + q + lb - 1, la, lb, 1)
+    return fast_length(need), origin + lb - 1
+
+
+# ----------------------------------------------------------------------------
+# spectra
+# ----------------------------------------------------------------------------
+
+class _Transforms:
+    """Forward and inverse transforms over the LEADING nd axes at lengths Ls, and the
+    crop back to the outputs (w0s, qs).
+
+    Spatial axes lead and channels trail, so a transform's output is already
+    frequency-major: (*bins, groups, rows, cols) is a stack of contiguous
+    matrices for the per-frequency GEMM, with no transpose of the spectra.
+    (Measured: transposing channel-first spectra to that layout ran at ~0.3 GB/s
+    and cost 5-10x the GEMM itself; transforms over leading axes run within
+    +-30% of last-axes ones in scipy.fft.)"""
+
+    def __init__(self, xp, real: bool, Ls, w0s, qs):
+        self.xp = xp
+        self.fft, self.kw = fft_backend(xp)
+        self.real = real
+        self.Ls = tuple(int(L) for L in Ls)
+        self.w0s = tuple(int(w) for w in w0s)
+        self.qs = tuple(int(q) for q in qs)
+        self.axes = tuple(range(len(self.Ls)))
+
+    @property
+    def bins(self) -> tuple[int, ...]:
+        if self.real:
+            return self.Ls[:-1] + (self.Ls[-1] // 2 + 1,)
+        return self.Ls
+
+    def forward(self, arr, flip=False):
+        if flip:
+            arr = arr[(slice(None, None, -1),) * len(self.Ls)]
+        f = self.fft.rfftn if self.real else self.fft.fftn
+        return f(arr, s=self.Ls, axes=self.axes, **self.kw)
+
+    def inverse(self, spec):
+        f = self.fft.irfftn if self.real else self.fft.ifftn
+        c = f(spec, s=self.Ls, axes=self.axes, **self.kw)
+        return crop_circular(self.xp, c, self.Ls, self.w0s, self.qs)
+
+
+def crop_circular(xp, c, Ls, w0s, qs):
+    """c[(w0 + p) mod L, ...] for p < q along each of the leading len(Ls) axes (a
+    slice where that does not wrap, a gather where it does)."""
+    for axis, (L, w0, q) in enumerate(zip(Ls, w0s, qs)):
+        w0 %= L
+        if w0 + q <= L:
+            c = c[(slice(None),) * axis + (slice(w0, w0 + q),)]
+        else:
+            c = xp.take(c, (w0 + xp.arange(q)) % L, axis=axis)
+    return c
+
+
+def freq_matmul(xp, A, B):
+    """C[..., m, n] = sum_k A[..., m, k] * B[..., k, n]: one batched complex GEMM over
+    the leading (bins, groups) axes; an outer product when k == 1 (depthwise)."""
+    if A.shape[-1] == 1:
+        return A * B
+    return xp.matmul(A, B)
+
+
+def _spatial_first(xp, a, nd: int, order):
+    """(*spatial, ...) contiguous copy of a channels-first array: `order` lists the
+    non-spatial axes in the wanted order."""
+    lead = a.ndim - nd
+    return xp.ascontiguousarray(a.transpose(tuple(range(lead, a.ndim)) + tuple(order)))
+
+
+# ----------------------------------------------------------------------------
+# the signal core
+# ----------------------------------------------------------------------------
+
+def _check_fft_dtype(dt, who):
+    dt = np.dtype(dt)
+    if dt.kind in "iub":
+        raise TypeError(f"{who}: integer dtype {dt} has no FFT path (the direct method is exact, "
+                        f"as scipy's is); use method='direct'")
+    if dt not in FFT_DTYPES:
+        raise TypeError(f"{who}: dtype {dt} is not supported by the FFT path "
+                        f"(supported: {', '.join(str(d) for d in FFT_DTYPES)})")
+    return dt
+
+
+def _ext_index(xp, t, m: int, boundary: str):
+    """ext(a)'s index into a for integer positions t along an axis of length m."""
+    if boundary == "wrap":
+        return t % m
+    u = t % (2 * m)
+    return xp.where(u < m, u, 2 * m - 1 - u)
+
+
+def _fold(xp, k, axis: int, period: int):
+    """k summed modulo `period` along `axis` (a circular kernel of that length)."""
+    kk = k.shape[axis]
+    if kk <= period:
+        return k
+    reps = -(-kk // period)
+    pad_shape = list(k.shape)
+    pad_shape[axis] = reps * period - kk
+    k = xp.concatenate([k, xp.zeros(tuple(pad_shape), dtype=k.dtype)], axis=axis)
+    shape = k.shape[:axis] + (reps, period) + k.shape[axis + 1:]
+    return k.reshape(shape).sum(axis=axis)
+
+
+def periodic_axis_choice(m: int, kk: int, q: int, boundary: str) -> str:
+    """'circular' (one period, exact length) or 'linear' (the explicit extension)
+    for a 'wrap'/'symm' axis: the cheaper transform by _fft_cost."""
+    period = m if boundary == "wrap" else 2 * m
+    return "circular" if _fft_cost(period) <= _fft_cost(fast_length(q + kk - 1)) else "linear"
+
+
+def correlate_core_fft(a, k, out_shape, origin, boundary, fillvalue, xp=None):
+    """The signal core by FFT: out[i, j] = sum_{r,s} ext(a)[i + o0 + r, j + o1 + s] * k[r, s].
+
+    Parameters as gpuconv.signal.correlate_core (`a` (M, N) and `k` (kh, kw) in
+    one dtype: float32/64 or complex64/128; `k` already flipped or conjugated),
+    plus `xp`, the array namespace (default: `a`'s).  Every boundary works for
+    every size: 'fill' with any finite fillvalue, 'wrap' and 'symm' also with
+    kernels longer than the image.  Returns a new array of `out_shape`, a.dtype.
+
+    Raises TypeError for integer or other dtypes and mismatched dtypes,
+    ValueError for an unknown boundary, a non-finite fillvalue, or an empty `a`
+    that 'wrap'/'symm' would have to extend.
+    """
+    xp = namespace_of(a) if xp is None else xp
+    if boundary not in BOUNDARIES:
+        raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
+    if a.ndim != 2 or k.ndim != 2:
+        raise ValueError(f"correlate_core_fft takes 2-D arrays, got {a.ndim}-D and {k.ndim}-D")
+    dt = _check_fft_dtype(a.dtype, "correlate_core_fft")
+    if np.dtype(k.dtype) != dt:
+        raise TypeError(f"a ({a.dtype}) and k ({k.dtype}) must share one dtype")
+    out_shape = tuple(int(s) for s in out_shape)
+    origin = tuple(int(o) for o in origin)
+    if 0 in out_shape or 0 in k.shape:
+        return xp.zeros(out_shape, dtype=dt)
+    if boundary != "fill" and 0 in a.shape:
+        raise ValueError(f"boundary={boundary!r} cannot extend an empty image of shape {a.shape}")
+    real = dt.kind == "f"
+
+    if boundary == "fill":
+        fill = np.asarray(fillvalue).astype(dt)[()]
+        if not np.isfinite(fill):
+            raise ValueError(f"fillvalue={fillvalue!r} is not finite: an FFT would spread it over "
+                             f"every output; use method='direct'")
+        # rows/cols the outputs read: [o, o + q + kk - 1) per axis, cut to a
+        lo = [max(o, 0) for o in origin]
+        hi = [min(o + q + kk - 1, m) for o, q, kk, m in zip(origin, out_shape, k.shape, a.shape)]
+        outside = any(o < 0 or o + q + kk - 1 > m
+                      for o, q, kk, m in zip(origin, out_shape, k.shape, a.shape))
+        shift = outside and fill != 0
+        ksum = k.sum() * fill if shift else None
+        if any(l >= h for l, h in zip(lo, hi)):      # every tap reads fillvalue
+            return xp.zeros(out_shape, dtype=dt) + (k.sum() * fill).astype(dt)
+        A = a[lo[0]:hi[0], lo[1]:hi[1]]
+        if shift:
+            A = A - fill
+        plans = [zero_plan(la, kk, o - l, q)
+                 for la, kk, o, l, q in zip(A.shape, k.shape, origin, lo, out_shape)]
+        B = k
+    else:
+        A, B, plans = a, k, []
+        for axis in range(2):
+            m, kk, o, q = a.shape[axis], k.shape[axis], origin[axis], out_shape[axis]
+            if periodic_axis_choice(m, kk, q, boundary) == "circular":
+                if boundary == "symm":
+                    A = xp.concatenate([A, xp.flip(A, axis=axis)], axis=axis)
+                period = A.shape[axis]
+                B = _fold(xp, B, axis, period)
+                plans.append((period, o + B.shape[axis] - 1))
+            else:
+                idx = _ext_index(xp, xp.arange(o, o + q + kk - 1), m, boundary)
+                A = xp.take(A, idx, axis=axis)
+                plans.append(zero_plan(A.shape[axis], kk, 0, q))
+        shift = False
+    tr = _Transforms(xp, real, [L for L, _ in plans], [w for _, w in plans], out_shape)
+    out = tr.inverse(tr.forward(A) * tr.forward(B, flip=True))
+    if shift:
+        out = out + ksum
+    return xp.ascontiguousarray(out.astype(dt, copy=False))
+
+
+# ----------------------------------------------------------------------------
+# the cost models
+# ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DeviceConstants:
+    """Seconds per unit of work in double precision (single: half), for the cost models.
+
+    fft_s: per element * log2(transform length) of a real-to-complex transform
+        (complex transforms cost 2x), batched over many planes.
+    cmac_s: per complex multiply-add of the per-frequency channel contraction.
+    elem_s: per complex bin of the element-wise product of two spectra (signal).
+    tap_s: per output per kernel tap of the direct signal core (complex: 3x).
+    conv_flops: FLOP/s of the direct convolution path (im2col + GEMM) on large
+        kernels, float32 (float64 half).
+    fixed_s: per-call overhead of the FFT path beyond the model.
+    """
+    fft_s: float
+    cmac_s: float
+    elem_s: float
+    tap_s: float
+    conv_flops: float
+    fixed_s: float
+
+
+# Measured on this machine (AMD EPYC, 2 cores shared, load average 6-11 while
+# measuring: every figure is a loaded-machine figure), float64 unless noted:
+#   fft_s: scipy.fft rfftn workers=2 of 64 planes 512x512 and 8 of 1024x1024:
+#          1.6-1.9 ns per element*log2 (float32 0.64-0.79 ns, half of it);
+#   cmac_s: numpy matmul over 1024 bins of (8x64)@(64x64): 0.85 ns per complex
+#          MAC (complex64 0.55 ns);
+#   elem_s: spectra product 1.4 ns per bin (complex64 0.6);
+#   tap_s: gpuconv.signal's tap loop on 2048^2 'same' 9x9: 2.7 ns per output per
+#          tap (float32 1.0, complex128 7.5, complex64 4.7);
+#   conv_flops: gpuconv.cpu.conv float32 at ~1/3 of the 189 GFLOP/s SGEMM ceiling
+#          of the committed CPU bench (idle machine); the loaded run reached 3-5.
+CPU_CONSTANTS = DeviceConstants(fft_s=1.6e-9, cmac_s=0.85e-9, elem_s=1.4e-9, tap_s=2.7e-9,
+                                conv_flops=60e9, fixed_s=2e-4)
+# H200 napkin math, not measured (MEASURE): cuFFT is memory bound at ~4.8 TB/s,
+# ~3 passes of 8-16 B per element per transform -> ~1e-12 s per element*log2 at
+# log2 ~ 20; cuBLAS ZGEMM batches at ~30 TFLOP/s -> 2.7e-13 s per complex MAC;
+# signal2d's tiled kernel at ~30% of 67 TFLOP/s -> 1e-13 s per tap; im2col /
+# implicit GEMM at ~40 TFLOP/s fp32 on large kernels; ~20 us of launches per call.
+GPU_CONSTANTS = DeviceConstants(fft_s=1e-12, cmac_s=2.7e-13, elem_s=3e-12, tap_s=1e-13,
+                                conv_flops=40e12, fixed_s=2e-5)
+
+
+def _constants(device: str) -> DeviceConstants:
+    if device in ("cpu", "numpy"):
+        return CPU_CONSTANTS
+    if device in ("gpu", "cuda", "cupy"):
+        return GPU_CONSTANTS
+    raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+
+
+def _precision(dtype) -> float:
+    """Cost scale of a dtype's precision: 1 for double, 0.5 for single."""
+    return 0.5 if np.dtype(dtype) in (np.dtype(np.float32), np.dtype(np.complex64),
+                                      np.dtype(np.float16)) else 1.0
+
+
+def _transform_s(Ls, planes: int, real: bool, c: DeviceConstants) -> float:
+    size = math.prod(Ls)
+    per = sum(_fft_cost(L) / L for L in Ls) * size     # sum over axes of size * log2(L)
+    return c.fft_s * planes * per * (1.0 if real else 2.0)
+
+
+def _bins(Ls, real: bool) -> int:
+    return math.prod(Ls[:-1]) * (Ls[-1] // 2 + 1) if real else math.prod(Ls)
+
+
+def signal_plan(a_shape, k_shape, out_shape, origin, boundary):
+    """Per-axis transform lengths the FFT core would use."""
+    Ls = []
+    for axis in range(2):
+        m, kk, o, q = a_shape[axis], k_shape[axis], origin[axis], out_shape[axis]
+        if boundary == "fill":
+            lo, hi = max(o, 0), min(o + q + kk - 1, m)
+            Ls.append(zero_plan(max(hi - lo, 0), kk, o - lo, q)[0])
+        elif periodic_axis_choice(m, kk, q, boundary) == "circular":
+            Ls.append(m if boundary == "wrap" else 2 * m)
+        else:
+            Ls.append(fast_length(q + kk - 1))
+    return Ls
+
+
+def signal_costs(a_shape, k_shape, out_shape, origin, boundary, dtype, device="cpu"):
+    """(direct seconds, FFT seconds) estimated for the signal core on `device`.
+
+    direct = tap_s * H*W * kh*kw (x3 complex);
+    fft = fft_s * 3 transforms * sum_axes(prod(L) * log2 L) (x2 complex; x4 for a
+          non-7-smooth axis length) + elem_s * bins + fixed_s;
+    both x0.5 in single precision.
+    """
+    c = _constants(device)
+    dt = np.dtype(dtype)
+    real = dt.kind != "c"
+    scale = _precision(dt)
+    direct = scale * c.tap_s * math.prod(out_shape) * math.prod(k_shape) * (1.0 if real else 3.0)
+    Ls = signal_plan(a_shape, k_shape, out_shape, origin, boundary)
+    fft = scale * (_transform_s(Ls, 3, real, c) + c.elem_s * _bins(Ls, real)) + c.fixed_s
+    return direct, fft
+
+
+def choose_method(a_shape, k_shape, out_shape, origin, boundary, dtype, device="cpu",
+                  fillvalue=0) -> str:
+    """'direct' or 'fft' for the signal core, in the spirit of
+    scipy.signal.choose_conv_method: integers (and bool) always 'direct' (exact);
+    a non-finite fillvalue read by an output 'direct' (an FFT spreads it);
+    otherwise the cheaper of signal_costs' two estimates.
+
+    Where it switches, from these constants on this machine (2 cores, float64,
+    mode 'same', boundary 'fill'): 512x512 image at a 9x9 kernel, 1024x1024 and
+    2048x2048 at 9x9 as well (FFT wins from ~80 taps: direct is 0.42 ns per
+    tap per output, the FFT ~3*0.9 ns * log2(L^2) per output, ~55 ns); float32 the
+    same within one kernel size.  bench/fft_bench.py measures both sides.
+    """
+    dt = np.dtype(dtype)
+    if dt.kind not in "fc" or dt not in FFT_DTYPES:
+        return "direct"
+    if 0 in tuple(out_shape) or 0 in tuple(k_shape):
+        return "direct"
+    if boundary == "fill" and not np.isfinite(np.asarray(fillvalue).astype(np.complex128)):
+        return "direct"
+    direct, fft = signal_costs(a_shape, k_shape, out_shape, origin, boundary, dt, device)
+    return "fft" if fft < direct else "direct"
+
+
+# ----------------------------------------------------------------------------
+# convolutions: geometry of the forms
+# ----------------------------------------------------------------------------
+
+def _dilated_extent(spec: ConvSpec):
+    return tuple(d * (k - 1) + 1 for k, d in zip(spec.kernel, spec.dilation))
+
+
+def _phases(spec: ConvSpec):
+    """Per axis, the phases ph < stride that hold a tap of the dilated kernel (r*d mod s)."""
+    return tuple(sorted({(r * d) % s for r in range(k)})
+                 for k, d, s in zip(spec.kernel, spec.dilation, spec.stride))
+
+
+def _phase_len(spec: ConvSpec):
+    """Per axis, the length of one phase of the dilated kernel: ceil(kd / s)."""
+    return tuple(-(-kd // s) for kd, s in zip(_dilated_extent(spec), spec.stride))
+
+
+def _embed_dilated(xp, w, spec: ConvSpec):
+    """(K, Cg, *kd) with w's taps at multiples of the dilation, zeros between."""
+    if all(d == 1 for d in spec.dilation):
+        return w
+    wd = xp.zeros(w.shape[:2] + _dilated_extent(spec), dtype=w.dtype)
+    wd[(slice(None),) * 2 + tuple(slice(None, None, d) for d in spec.dilation)] = w
+    return wd
+
+
+def _zero_window(xp, x, starts, lengths):
+    """x[..., starts + arange(lengths)] along the last nd axes, zero outside x (a new
+    array only where the window leaves x)."""
+    nd = len(starts)
+    sizes = x.shape[-nd:]
+    if all(s >= 0 and s + L <= n for s, L, n in zip(starts, lengths, sizes)):
+        return x[(Ellipsis,) + tuple(slice(s, s + L) for s, L in zip(starts, lengths))]
+    out = xp.zeros(x.shape[:-nd] + tuple(lengths), dtype=x.dtype)
+    src, dst = [], []
+    for s, L, n in zip(starts, lengths, sizes):
+        lo, hi = max(s, 0), min(s + L, n)
+        if lo >= hi:
+            return out
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - s, hi - s))
+    out[(Ellipsis,) + tuple(dst)] = x[(Ellipsis,) + tuple(src)]
+    return out
+
+
+def _split_phases(xp, xpad, spec: ConvSpec, mlen):
+    """(N, C * nph, *mlen) from a padded input: channel c*nph + j is phase j (row-major
+    over the taps' phases) x_ph[m] = xpad[m*s + ph]."""
+    phs = _phases(spec)
+    parts = []
+    for combo in product(*phs):
+        sl = tuple(slice(ph, ph + s * m, s) for ph, s, m in zip(combo, spec.stride, mlen))
+        parts.append(xpad[(slice(None),) * 2 + sl])
+    st = xp.stack(parts, axis=2)                       # (N, C, nph, *mlen)
+    return st.reshape((st.shape[0], st.shape[1] * st.shape[2]) + tuple(mlen))
+
+
+def _kernel_phases(xp, wd, spec: ConvSpec):
+    """(K, Cg * nph, *Lph): phase j of the dilated kernel, w_ph[v] = wd[v*s + ph],
+    zero-padded to Lph = ceil(kd / s)."""
+    lph = _phase_len(spec)
+    kd = _dilated_extent(spec)
+    full = tuple(l * s for l, s in zip(lph, spec.stride))
+    if full != kd:
+        wd = _zero_window(xp, wd, (0,) * spec.nd, full)
+    return _split_phases(xp, wd, spec, lph)
+
+
+# ----------------------------------------------------------------------------
+# convolutions: the blocked spectral contraction
+# ----------------------------------------------------------------------------
+
+# Spectra held at once (inputs, kernels and products of one block), in bytes.
+# 1 GiB keeps a 2-core, 23 GB machine far from swapping and is small next to a
+# GPU's memory; blocks are cut over the batch and the output channels.
+WORKSPACE_BYTES = 1 << 30
+
+
+def _block(count: int, per_item: int, budget: int) -> int:
+    return max(1, min(count, budget // max(per_item, 1)))
+
+
+def _contract(xp, tr: _Transforms, get_a, get_b, g, m, kk, n, put, cdt):
+    """For blocks of m and n: C[g, m, n] = sum_k A[g, m, k] B[g, k, n] per bin, then the
+    inverse transform of each C plane handed to put(m0, m1, n0, n1, planes)."""
+    nbins = math.prod(tr.bins)
+    item = np.dtype(cdt).itemsize * nbins
+    nb = _block(n, item * g * kk, WORKSPACE_BYTES // 3)
+    mb = _block(m, item * g * (kk + nb), 2 * WORKSPACE_BYTES // 3)
+    for n0 in range(0, n, nb):
+        n1 = min(n, n0 + nb)
+        B = get_b(n0, n1)                                   # (*bins, g, kk, nb)
+        for m0 in range(0, m, mb):
+            m1 = min(m, m0 + mb)
+            C = freq_matmul(xp, get_a(m0, m1), B)           # (*bins, g, mb, nb)
+            put(m0, m1, n0, n1, tr.inverse(C))              # (*q, g, mb, nb)
+
+
+def _check_conv(spec: ConvSpec, who: str):
+    from .reference import compute_dtype
+    if np.dtype(spec.dtype).kind in "iub":
+        raise TypeError(f"{who}: integer dtype {spec.dtype} has no FFT path (integers are "
+                        f"computed exactly by the direct path)")
+    dt = compute_dtype(spec.dtype)
+    _check_fft_dtype(dt, who)
+    return dt
+
+
+def _fprop_unit(xp, x, wd, groups, origins, qs, dt):
+    """y[n, g*Kg + k, p] = sum_{c,t} xz[n, g*Cg + c, p + origin + t] * wd[g*Kg + k, c, t],
+    p < qs, xz = x zero outside: the stride-1 engine of every form."""
+    nd = len(qs)
+    n, c = x.shape[:2]
+    kout, cg = wd.shape[:2]
+    kg = kout // groups
+    plans = [zero_plan(la, lb, o, q) for la, lb, o, q in zip(x.shape[2:], wd.shape[2:], origins, qs)]
+    tr = _Transforms(xp, dt.kind == "f", [L for L, _ in plans], [w for _, w in plans], qs)
+    cdt = np.result_type(dt, np.complex64)
+    out = xp.empty((n, kout) + tuple(qs), dtype=dt)
+    ov = out.reshape((n, groups, kg) + tuple(qs))
+    xs = x.reshape((n, groups, cg) + x.shape[2:])
+    ws = wd.reshape((groups, kg, cg) + wd.shape[2:])
+
+    def get_a(m0, m1):          # input spectra (*bins, g, mb, Cg)
+        return tr.forward(_spatial_first(xp, xs[m0:m1], nd, (1, 0, 2)))
+
+    def get_b(n0, n1):          # kernel spectra (*bins, g, Cg, kb)
+        return tr.forward(_spatial_first(xp, ws[:, n0:n1], nd, (0, 2, 1)), flip=True)
+
+    def put(m0, m1, n0, n1, planes):   # planes (*q, g, mb, kb) -> (mb, g, kb, *q)
+        ov[m0:m1, :, n0:n1] = planes.transpose((nd + 1, nd, nd + 2) + tuple(range(nd)))
+
+    if n and kout and math.prod(qs):
+        _contract(xp, tr, get_a, get_b, groups, n, cg, kg, put, cdt)
+    else:
+        out[...] = 0
+    return out
+
+
+def fprop(x, w, spec: ConvSpec, xp=None, form=None):
+    """Forward convolution of `spec` by FFT (gpuconv.reference.conv without bias).
+
+    x (N, C, *in), w (K, C/groups, *kernel); stride, per-side zero padding,
+    dilation and groups as the spec says; 1-D, 2-D or 3-D.  `form` picks the
+    stride form ('subsample' or 'polyphase'; default: conv_cost_model's).
+    Returns (N, K, *out) in reference.compute_dtype(spec.dtype) (float16 computes
+    in float32).  TypeError for integer dtypes.
+    """
+    xp = namespace_of(x) if xp is None else xp
+    dt = _check_conv(spec, "fft.fprop")
+    x = x.astype(dt, copy=False)
+    w = w.astype(dt, copy=False)
+    wd = _embed_dilated(xp, w, spec)
+    form = _stride_form(spec, form, _device_of(xp))
+    pl = tuple(lo for lo, _ in spec.pad)
+    if form == "subsample":
+        qs = tuple((p - 1) * s + 1 for p, s in zip(spec.out_size, spec.stride))
+        y = _fprop_unit(xp, x, wd, spec.groups, tuple(-p for p in pl), qs, dt)
+        if any(s > 1 for s in spec.stride):
+            y = xp.ascontiguousarray(y[(slice(None),) * 2 + tuple(slice(None, None, s) for s in spec.stride)])
+        return y
+    lph = _phase_len(spec)
+    mlen = tuple(p + l - 1 for p, l in zip(spec.out_size, lph))
+    xpad = _zero_window(xp, x, tuple(-p for p in pl), tuple(m * s for m, s in zip(mlen, spec.stride)))
+    return _fprop_unit(xp, _split_phases(xp, xpad, spec, mlen), _kernel_phases(xp, wd, spec),
+                       spec.groups, (0,) * spec.nd, spec.out_size, dt)
+
+
+def dgrad(dy, w, spec: ConvSpec, xp=None):
+    """dL/dx of `spec` by FFT (gpuconv.reference.dgrad; the transposed convolution).
+
+    Each phase ph of the padded input gradient is a full convolution of dy with
+    phase ph of the dilated kernel: dx_pad[m*s + ph] = sum_o dy[o] w_ph[m - o],
+    i.e. the stride-1 engine on dy with the flipped phase kernels, channels
+    transposed (K/g in, C/g * phases out).  Returns (N, C, *in), compute dtype.
+    """
+    xp = namespace_of(dy) if xp is None else xp
+    dt = _check_conv(spec, "fft.dgrad")
+    dy = dy.astype(dt, copy=False)
+    w = w.astype(dt, copy=False)
+    g, kg, cg, nd = spec.groups, spec.k_per_group, spec.c_per_group, spec.nd
+    wph = _kernel_phases(xp, _embed_dilated(xp, w, spec), spec)      # (K, Cg*nph, *Lph)
+    nph = wph.shape[1] // cg
+    lph = wph.shape[2:]
+    # transposed weight: (g * Cg * nph, Kg, *Lph), each phase kernel flipped
+    wt = wph.reshape((g, kg, cg * nph) + lph)
+    wt = xp.moveaxis(wt, 1, 2).reshape((g * cg * nph, kg) + lph)
+    wt = wt[(Ellipsis,) + (slice(None, None, -1),) * nd]
+    pl = tuple(lo for lo, _ in spec.pad)
+    mlen = tuple(-(-(p + i) // s) for p, i, s in zip(pl, spec.in_size, spec.stride))
+    res = _fprop_unit(xp, dy, wt, g, tuple(1 - l for l in lph), mlen, dt)   # (N, C*nph, *mlen)
+    res = res.reshape((spec.n, spec.c, nph) + mlen)
+    full = tuple(m * s for m, s in zip(mlen, spec.stride))
+    if nph == math.prod(spec.stride):
+        dxp = xp.empty((spec.n, spec.c) + full, dtype=dt)
+    else:
+        dxp = xp.zeros((spec.n, spec.c) + full, dtype=dt)
+    for j, combo in enumerate(product(*_phases(spec))):
+        dxp[(slice(None),) * 2 + tuple(slice(ph, None, s) for ph, s in zip(combo, spec.stride))] = res[:, :, j]
+    crop = tuple(slice(p, p + i) for p, i in zip(pl, spec.in_size))
+    return xp.ascontiguousarray(dxp[(slice(None),) * 2 + crop])
+
+
+def wgrad(x, dy, spec: ConvSpec, xp=None):
+    """dL/dw of `spec` by FFT (gpuconv.reference.wgrad).
+
+    Tap u = v*s + ph of the dilated kernel: dwd[u] = sum_{n,o} dy[n, o] x_ph[n, o + v]
+    with x_ph[m] = xpad[m*s + ph]: per frequency a (K/g x N) @ (N x C/g * phases)
+    complex GEMM per group, one inverse transform per (k, c, phase), then the taps
+    at multiples of the dilation.  Returns (K, C/groups, *kernel), compute dtype.
+    """
+    xp = namespace_of(x) if xp is None else xp
+    dt = _check_conv(spec, "fft.wgrad")
+    x = x.astype(dt, copy=False)
+    dy = dy.astype(dt, copy=False)
+    g, kg, cg, nd, n = spec.groups, spec.k_per_group, spec.c_per_group, spec.nd, spec.n
+    lph = _phase_len(spec)
+    pl = tuple(lo for lo, _ in spec.pad)
+    P = spec.out_size
+    mlen = tuple(p + l - 1 for p, l in zip(P, lph))
+    xpad = _zero_window(xp, x, tuple(-p for p in pl), tuple(m * s for m, s in zip(mlen, spec.stride)))
+    xph = _split_phases(xp, xpad, spec, mlen)                         # (N, C*nph, *mlen)
+    nph = xph.shape[1] // spec.c
+    cph = cg * nph
+    # dwd_ph[v] = sum_o x_ph[o + v] dy[o]: x_ph correlated with dy (dy the filter)
+    plans = [zero_plan(m, p, 0, l) for m, p, l in zip(mlen, P, lph)]
+    tr = _Transforms(xp, dt.kind == "f", [L for L, _ in plans], [w for _, w in plans], lph)
+    cdt = np.result_type(dt, np.complex64)
+    res = xp.empty((g, kg, cph) + lph, dtype=dt)
+    xs = xph.reshape((n, g, cph) + mlen)
+    dys = dy.reshape((n, g, kg) + P)
+
+    def get_a(m0, m1):        # dy spectra (*bins, g, kb, N)
+        return tr.forward(_spatial_first(xp, dys[:, :, m0:m1], nd, (1, 2, 0)), flip=True)
+
+    def get_b(n0, n1):        # input-phase spectra (*bins, g, N, cb)
+        return tr.forward(_spatial_first(xp, xs[:, :, n0:n1], nd, (1, 0, 2)))
+
+    def put(m0, m1, n0, n1, planes):   # (*lph, g, kb, cb) -> (g, kb, cb, *lph)
+        res[:, m0:m1, n0:n1] = planes.transpose((nd, nd + 1, nd + 2) + tuple(range(nd)))
+
+    if n and math.prod(P):
+        _contract(xp, tr, get_a, get_b, g, kg, n, cph, put, cdt)
+    else:
+        res[...] = 0
+    res = res.reshape((spec.k, cg, nph) + lph)
+    full = tuple(l * s for l, s in zip(lph, spec.stride))
+    dwd = xp.zeros((spec.k, cg) + full, dtype=dt)
+    for j, combo in enumerate(product(*_phases(spec))):
+        dwd[(slice(None),) * 2 + tuple(slice(ph, None, s) for ph, s in zip(combo, spec.stride))] = res[:, :, j]
+    taps = tuple(slice(0, (k - 1) * d + 1, d) for k, d in zip(spec.kernel, spec.dilation))
+    return xp.ascontiguousarray(dwd[(slice(None),) * 2 + taps])
+
+
+# ----------------------------------------------------------------------------
+# convolutions: the cost model
+# ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FFTCost:
+    """conv_cost_model's answer: use_fft (FFT estimated faster than the direct/im2col
+    path), the two estimates in seconds, the stride form the FFT would use, its
+    transform lengths, and the peak spectra bytes of one block."""
+    use_fft: bool
+    fft_s: float
+    direct_s: float
+    form: str
+    lengths: tuple
+    workspace_bytes: int
+    reason: str
+
+    def __bool__(self) -> bool:
+        return self.use_fft
+
+
+def _form_cost(spec: ConvSpec, op: str, form: str, c: DeviceConstants):
+    """(seconds, lengths, spectra bytes) of one stride form of operator `op`."""
+    real = np.dtype(spec.dtype).kind != "c"
+    n, g, cg, kg = spec.n, spec.groups, spec.c_per_group, spec.k_per_group
+    kd = _dilated_extent(spec)
+    if form == "subsample":
+        qs = tuple((p - 1) * s + 1 for p, s in zip(spec.out_size, spec.stride))
+        Ls = [zero_plan(i, k, -lo, q)[0] for i, k, (lo, _), q in zip(spec.in_size, kd, spec.pad, qs)]
+        nph = 1
+    else:
+        lph = _phase_len(spec)
+        mlen = [p + l - 1 for p, l in zip(spec.out_size, lph)]
+        Ls = [fast_length(m) for m in mlen]
+        nph = math.prod(len(p) for p in _phases(spec))
+    cin, kin = cg * nph, kg
+    # transforms: inputs, kernels, outputs (planes of each)
+    if op == "fprop":
+        planes = n * g * cin + g * kg * cin + n * g * kg
+    elif op == "dgrad":
+        planes = n * g * kg + g * kg * cin + n * g * cin
+    else:
+        planes = n * g * cin + n * g * kg + g * kg * cin
+    bins = _bins(Ls, real)
+    macs = n * g * kin * cin * bins
+    t = _precision(spec.dtype) * (_transform_s(Ls, planes, real, c) + c.cmac_s * macs) + c.fixed_s
+    cbytes = np.dtype(np.result_type(spec.dtype, np.complex64)).itemsize
+    ws = cbytes * bins * (n * g * cin + g * kg * cin + n * g * kg)
+    return t, tuple(Ls), ws
+
+
+def _device_of(xp) -> str:
+    return "gpu" if getattr(xp, "__name__", "") == "cupy" else "cpu"
+
+
+def _stride_form(spec: ConvSpec, form, device="cpu"):
+    if form is None:
+        if all(s == 1 for s in spec.stride):
+            return "subsample"
+        return conv_cost_model(spec, device=device).form
+    if form not in STRIDE_FORMS:
+        raise ValueError(f"form must be one of {STRIDE_FORMS}, got {form!r}")
+    return form
+
+
+def conv_cost_model(spec: ConvSpec, op: str = "fprop", device: str = "cpu") -> FFTCost:
+    """Whether the FFT path beats the direct/im2col path for `op` of `spec`.
+
+    direct_s = spec.flops / conv_flops (the im2col + GEMM rate on large kernels);
+    fft_s = fft_s * sum over transforms of prod(L) * log2(prod(L)) (x2 complex)
+          + cmac_s * N * groups * (K/g) * (C/g * phases) * bins   (the contraction)
+          + fixed_s,
+    for the cheaper stride form (fprop: subsample or polyphase; dgrad/wgrad:
+    polyphase).  Integer dtypes: never FFT.  Constants: CPU_CONSTANTS (measured
+    here) or GPU_CONSTANTS (napkin math, MEASURE), see their comments.
+
+    Where it switches on this machine (2 cores, float32, stride 1, padding
+    'same'): 8x32x64x64 -> 32 between 5x5 and 7x7 kernels; 1x3x224x224 -> 64
+    between 9x9 and 11x11; depthwise 8x64x64x64 at 7x7.  bench/fft_bench.py
+    holds the measured times.
+    """
+    from .spec import check_op
+    check_op(op)
+    c = _constants(device)
+    direct = spec.flops / c.conv_flops * 2 * _precision(spec.dtype)     # float64 at half the rate
+    if np.dtype(spec.dtype).kind in "iub":
+        return FFTCost(False, math.inf, direct, "subsample", (), 0, "integer dtype: exact direct path")
+    if spec.flops == 0:
+        return FFTCost(False, math.inf, direct, "subsample", (), 0, "empty problem")
+    forms = ("subsample", "polyphase") if op == "fprop" else ("polyphase",)
+    if all(s == 1 for s in spec.stride):
+        forms = ("subsample",) if op == "fprop" else ("polyphase",)
+    best = min((_form_cost(spec, op, f, c) + (f,) for f in forms), key=lambda t: t[0])
+    t, Ls, ws, form = best
+    use = t < direct
+    reason = (f"FFT {t * 1e3:.3g} ms ({form}, lengths {Ls}) vs direct {direct * 1e3:.3g} ms "
+              f"({spec.flops:.3g} FLOP at {c.conv_flops:.3g} FLOP/s)")
+    return FFTCost(use, t, direct, form, Ls, ws, reason)
