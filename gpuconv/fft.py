@@ -80,7 +80,10 @@ from .spec import ConvSpec
 __all__ = ["correlate_core_fft", "choose_method", "signal_costs", "fprop", "dgrad", "wgrad",
            "conv_cost_model", "FFTCost", "fast_length", "fft_backend"]
 
-FFT_DTYPES = tuple(np.dtype(t) for t in (np.float32, np.float64, np.complex64, np.complex128))
+# scipy.fft also transforms long double (numpy.fft and cupy.fft do not: on those
+# namespaces long double is refused by the transform itself).
+FFT_DTYPES = tuple(dict.fromkeys(np.dtype(t) for t in (np.float32, np.float64, np.longdouble,
+                                                       np.complex64, np.complex128, np.clongdouble)))
 BOUNDARIES = ("fill", "wrap", "symm")
 STRIDE_FORMS = ("subsample", "polyphase")
 

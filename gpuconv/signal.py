@@ -35,6 +35,7 @@ from . import engine
 from ._array import convert, wrap
 
 _MODES = ("full", "same", "valid")
+_METHODS = ("auto", "direct", "fft")
 # scipy's _boundarydict; 'reflect' is in it but its C code refuses it.
 _BOUNDARIES = {"fill": "fill", "pad": "fill", "wrap": "wrap", "circular": "wrap",
                "symm": "symm", "symmetric": "symm"}
@@ -45,7 +46,7 @@ _BOUNDARIES = {"fill": "fill", "pad": "fill", "wrap": "wrap", "circular": "wrap"
 # ----------------------------------------------------------------------------
 
 @engine.public("in1")
-def convolve2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
+def convolve2d(in1, in2, mode="full", boundary="fill", fillvalue=0, method="auto"):
     """Convolve two 2-D arrays, with exactly scipy.signal.convolve2d's semantics.
 
     Parameters
@@ -69,6 +70,13 @@ def convolve2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
     fillvalue : scalar or one-element array, optional
         The value outside `in1` for ``boundary='fill'`` (ignored otherwise),
         converted to the result dtype by scipy's rules.  Default 0.
+    method : {'auto', 'direct', 'fft'}, optional
+        As scipy.signal.convolve's: ``direct`` sums every product; ``fft``
+        multiplies spectra (gpuconv.fft: O(n log n), every boundary; its error
+        scales with the largest values, ~eps * log2(n) * max|in1| * sum|in2|,
+        not with each output); ``auto`` (default) picks the faster by
+        gpuconv.fft.choose_method's cost model.  Integer inputs always take the
+        exact direct sum.
 
     Returns
     -------
@@ -99,11 +107,11 @@ def convolve2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
            [8, 8, 8],
            [8, 8, 8]])
     """
-    return _signal2d("convolve2d", True, in1, in2, mode, boundary, fillvalue)
+    return _signal2d("convolve2d", True, in1, in2, mode, boundary, fillvalue, method)
 
 
 @engine.public("in1")
-def correlate2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
+def correlate2d(in1, in2, mode="full", boundary="fill", fillvalue=0, method="auto"):
     """Cross-correlate two 2-D arrays, with exactly scipy.signal.correlate2d's semantics.
 
     ``out[i, j] = sum ext(in1)[i + r + o0, j + s + o1] * conj(in2[r, s])``.
@@ -124,7 +132,7 @@ def correlate2d(in1, in2, mode="full", boundary="fill", fillvalue=0):
            [-8, -8, -8],
            [-8, -8, -8]])
     """
-    return _signal2d("correlate2d", False, in1, in2, mode, boundary, fillvalue)
+    return _signal2d("correlate2d", False, in1, in2, mode, boundary, fillvalue, method)
 
 
 # ----------------------------------------------------------------------------
@@ -224,7 +232,8 @@ def _geometry(mode, flip, in_shape, k_shape):
     return shape, origin
 
 
-def _signal2d(fname, flip, in1, in2, mode, boundary, fillvalue):
+def _signal2d(fname, flip, in1, in2, mode, boundary, fillvalue, method="auto"):
+    _check_choice("method", method, _METHODS)
     c1 = _as_input("in1", in1)
     c2 = _as_input("in2", in2)
     path = engine.resolve({"in1": c1, "in2": c2})
@@ -233,11 +242,26 @@ def _signal2d(fname, flip, in1, in2, mode, boundary, fillvalue):
     if 0 in out_shape or 0 in k.shape:
         # nothing to read: zeros (or an empty result), as scipy, on any path
         out = path.xp.zeros(out_shape, dtype=a.dtype)
+    elif _method(method, a, k, out_shape, origin, bnd, fill, path) == "fft":
+        from .fft import correlate_core_fft
+        out = correlate_core_fft(a, k, out_shape, origin, bnd, fill, path.xp)
     else:
         out = engine.correlate(a, k, out_shape, origin, bnd, fill, path=path)
     if swapped and not flip:
         out = out[::-1, ::-1]
     return wrap(out, c1)
+
+
+def _method(method, a, k, out_shape, origin, boundary, fill, path):
+    """'direct' or 'fft': integers always direct (exact, as scipy keeps them);
+    'auto' asks gpuconv.fft.choose_method's cost model."""
+    if a.dtype.kind not in "fc" or method == "direct":
+        return "direct"
+    if method == "fft":
+        return "fft"
+    from .fft import choose_method
+    return choose_method(a.shape, k.shape, out_shape, origin, boundary, a.dtype,
+                         "gpu" if path.is_device else "cpu", fill)
 
 
 def canonicalize(fname, flip, a, k, mode, boundary, fillvalue):
