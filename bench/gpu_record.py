@@ -38,23 +38,26 @@ and prints their errors (what compute-sanitizer wraps); `--list` names the famil
 """
 from __future__ import annotations
 
-import argparse
-import concurrent.futures as cf
-import contextlib
-import dataclasses
-import datetime as dt
-import json
-import os
-import re
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-import numpy as np
+T_START = time.monotonic()          # the budget counts from here, before the imports
+
+import argparse  # noqa: E402
+import concurrent.futures as cf  # noqa: E402
+import contextlib  # noqa: E402
+import dataclasses  # noqa: E402
+import datetime as dt  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -70,8 +73,9 @@ SCRIPT = Path(__file__).resolve()
 # stages after it) x (time left).  The benchmark is last and takes what is left.
 STAGES = (("env", 3), ("compile", 10), ("smoke", 6), ("tests", 25), ("sanitizer", 16),
           ("agreement", 8), ("bench", 34))
-# Seconds kept back for writing the files and the child processes' exits.
-RESERVE_S = 4.0
+# Seconds kept back for the summary, the record and the child processes' exits
+# (the bench worker draws its own PNG within its stage).
+RESERVE_S = 3.0
 # After SIGTERM a child group gets this long before SIGKILL.
 KILL_GRACE_S = 2.0
 
@@ -355,14 +359,19 @@ def _worker_compile(module: str, sim: bool) -> dict:
     from gpuconv.cuda import variants
     exprs = tuple(variants.MODULES[module])
     t0 = time.perf_counter()
-    if sim:
-        from gpuconv._paths import kernels_dir
-        from gpuconv.sim._build import build_module
-        build_module(kernels_dir() / module, exprs)
-    else:
-        from gpuconv.cuda import loader
-        loader.get_module(module, exprs)
-    return {"module": module, "instantiations": len(exprs), "seconds": round(time.perf_counter() - t0, 3)}
+    try:
+        if sim:
+            from gpuconv._paths import kernels_dir
+            from gpuconv.sim._build import build_module
+            build_module(kernels_dir() / module, exprs)
+        else:
+            from gpuconv.cuda import loader
+            loader.get_module(module, exprs).get_function(exprs[0])      # compiles the RawModule
+    except Exception as exc:  # noqa: BLE001 - one module's failure is one line of the record
+        return {"module": module, "ok": False, "error": f"{type(exc).__name__}: {exc}"[-3000:],
+                "seconds": round(time.perf_counter() - t0, 3)}
+    return {"module": module, "ok": True, "instantiations": len(exprs),
+            "seconds": round(time.perf_counter() - t0, 3)}
 
 
 def _worker_agreement(family: str, sim: bool) -> dict:
@@ -399,8 +408,11 @@ def _emitted(text: str) -> list[dict]:
 def worker(args) -> int:
     """Child-process entry points; each prints one '@@{json}' line per result."""
     sim = args.sim
-    if args.worker == "compile":
-        _emit(_worker_compile(args.module, sim))
+    if args.worker == "env":
+        _emit(Record.env_facts(sim))
+    elif args.worker == "compile":
+        for module in args.module.split(","):
+            _emit(_worker_compile(module, sim))
     elif args.worker == "smoke":
         for check in smoke_checks():
             _emit(_check_record(check, "sim" if sim else "gpu"))
@@ -465,6 +477,9 @@ def _worker_bench(args) -> dict:
 
     result = runner.run(cases, opts, on_case=save)
     save(result)
+    if result["cases"]:
+        from gpuconv.bench import plot
+        plot.plot(result, out / "bench.png")
     return {"cases": len(result["cases"]), "of": len(cases), "path": str(path)}
 
 
@@ -522,7 +537,7 @@ class Record:
         self.args = args
         self.sim = args.sim
         self.out = Path(args.out)
-        self.t0 = time.monotonic()
+        self.t0 = T_START
         self.end = self.t0 + max(args.budget - RESERVE_S, 1.0)
         self.env = _child_env()
         self.data = {"schema": "gpuconv-gpu-record/1", "mode": "sim" if self.sim else "gpu",
@@ -560,9 +575,30 @@ class Record:
 
     # -------------------------------------------------------------- stages
     def env_stage(self, entry, deadline):
-        from gpuconv.bench import env as E
-        info = E.collect("sim" if self.sim else "gpu")
+        # in a child: importing CuPy and torch takes seconds, more on a busy machine
+        rc, text, _ = run_child(_self("--worker", "env", sim=self.sim), deadline - time.monotonic() - 1.0,
+                                self.env)
+        got = _emitted(text)
+        if got:
+            info = got[0]
+        else:
+            import platform
+            from gpuconv.bench import env as E
+            entry["status"] = "deadline" if rc is None else "error"
+            entry["tail"] = text[-2000:]
+            info = {"mode": "sim" if self.sim else "gpu", "python": platform.python_version(),
+                    "numpy": np.__version__, "cpu_model": E.cpu_model(), "cpu_cores": E.cpu_cores(),
+                    "git_commit": E.git_commit(), "cuda": {}, "torch": {}}
         info["commit"] = self.args.commit or info.get("git_commit")
+        self.data["env"] = info
+        if not self.sim and got and not info["cuda"].get("available"):
+            entry["status"] = "no GPU"
+            raise SystemExit(f"no CUDA device ({info['cuda'].get('reason')}); use --sim for a dry run")
+
+    @staticmethod
+    def env_facts(sim: bool) -> dict:
+        from gpuconv.bench import env as E
+        info = E.collect("sim" if sim else "gpu")
         tools = {}
         for tool, flag in (("nvcc", "--version"), ("compute-sanitizer", "--version"), ("ncu", "--version"),
                            ("nvidia-smi", "--query-gpu=name,driver_version,clocks.max.sm,power.limit"
@@ -571,32 +607,34 @@ class Record:
             if exe is None:
                 tools[tool] = None
                 continue
-            rc, text, _ = run_child([exe, *flag.split()], min(10.0, deadline - time.monotonic()))
+            rc, text, _ = run_child([exe, *flag.split()], 10.0)
             tools[tool] = text.strip().splitlines()[-1] if text.strip() else f"exit {rc}"
         info["tools"] = tools
-        self.data["env"] = info
-        if not self.sim and not info["cuda"].get("available"):
-            entry["status"] = "no GPU"
-            raise SystemExit(f"no CUDA device ({info['cuda'].get('reason')}); use --sim for a dry run")
+        return info
 
     def compile_stage(self, entry, deadline):
         from gpuconv.cuda import variants
         modules = list(variants.MODULES)
         entry["modules"] = {}
+        # one process per core, each compiling its share of the modules in turn
+        # (a process costs an interpreter start and the imports; a crash or a
+        # timeout loses one share)
         jobs = max(1, min(len(modules), os.cpu_count() or 1))
+        shares = [modules[i::jobs] for i in range(jobs)]
 
-        def one(m):
-            rc, text, secs = run_child(_self("--worker", "compile", "--module", m, sim=self.sim),
+        def one(share):
+            rc, text, secs = run_child(_self("--worker", "compile", "--module", ",".join(share), sim=self.sim),
                                        deadline - time.monotonic(), self.env)
-            got = _emitted(text)
-            if rc == 0 and got:
-                return m, {"ok": True, **got[0], "wall_s": round(secs, 2)}
-            return m, {"ok": False, "wall_s": round(secs, 2),
-                       "error": "timed out" if rc is None else text[-1500:]}
+            got = {r["module"]: r for r in _emitted(text)}
+            for m in share:
+                if m not in got:
+                    got[m] = {"module": m, "ok": False,
+                              "error": "not finished by the deadline" if rc is None else text[-1500:]}
+            return got
 
         with cf.ThreadPoolExecutor(jobs) as pool:
-            for m, res in pool.map(one, modules):
-                entry["modules"][m] = res
+            for got in pool.map(one, shares):
+                entry["modules"].update(got)
                 self.save()
         entry["compiled"] = sum(r["ok"] for r in entry["modules"].values())
         entry["of"] = len(modules)
@@ -641,6 +679,10 @@ class Record:
 
     def sanitizer_stage(self, entry, deadline):
         names = list(targets())
+        if self.sim:
+            # one at a time, the operation families first: an AddressSanitizer build of
+            # a module takes 5-30 s on 2 cores the first time, then comes from the cache
+            names = [n for n in names if not n.startswith("conv:")] + [n for n in names if n.startswith("conv:")]
         exe = None if self.sim else shutil.which("compute-sanitizer")
         if not self.sim and exe is None:
             entry["status"] = "compute-sanitizer not found"
@@ -670,7 +712,7 @@ class Record:
 
         # compute-sanitizer slows a launch 10-100x but leaves the GPU mostly idle:
         # four at once; the simulator's ASan builds share the cores
-        jobs = 2 if self.sim else 4
+        jobs = 1 if self.sim else 4
         with cf.ThreadPoolExecutor(jobs) as pool:
             for (name, tool), verdict in pool.map(one, runs):
                 entry["runs"].setdefault(name, {})[tool] = verdict
@@ -698,9 +740,9 @@ class Record:
                 self.save()
 
     def bench_stage(self, entry, deadline):
-        # the worker stops starting cases at its deadline; the parent kills it a
-        # little after (a case already running may take a few seconds more)
-        margin = min(10.0, 0.1 * (deadline - time.monotonic()))
+        # the worker stops starting cases at its deadline and draws the PNG; the
+        # parent kills it at the stage's (a case already running, the plot: ~3 s)
+        margin = min(15.0, max(4.0, 0.1 * (deadline - time.monotonic())))
         secs = deadline - time.monotonic() - margin
         rc, text, _ = run_child(_self("--worker", "bench", "--out", str(self.out), "--seconds", f"{secs:.1f}",
                                       sim=self.sim), deadline - time.monotonic(), self.env)
@@ -718,12 +760,17 @@ class Record:
         """bench.png and summary.md from what exists."""
         path = self.out / "bench.json"
         bench = json.loads(path.read_text()) if path.exists() else None
-        if bench and bench["cases"]:
-            try:
-                from gpuconv.bench import plot
-                plot.plot(bench, self.out / "bench.png")
-            except Exception as exc:  # noqa: BLE001 - no matplotlib: the JSON and summary still stand
-                self.data["plot_error"] = f"{type(exc).__name__}: {exc}"
+        png = self.out / "bench.png"
+        if bench and bench["cases"] and (not png.exists() or png.stat().st_mtime < path.stat().st_mtime):
+            # the bench worker was stopped before its plot: draw it here if time allows
+            if self.left() + RESERVE_S >= 4.0:
+                try:
+                    from gpuconv.bench import plot
+                    plot.plot(bench, png)
+                except Exception as exc:  # noqa: BLE001 - no matplotlib: the JSON and summary still stand
+                    self.data["plot_error"] = f"{type(exc).__name__}: {exc}"
+            else:
+                self.data["plot_error"] = "no time left for the plot"
         (self.out / "summary.md").write_text(summary(self.data, bench))
         self.data["finished"] = _now()
         self.save()
@@ -833,7 +880,7 @@ def main(argv=None) -> int:
     p.add_argument("--first", action="store_true", help="with --target: its first check only")
     p.add_argument("--backend", choices=("gpu", "sim", "sim-asan"), default="gpu")
     p.add_argument("--list", action="store_true", help="list the kernel families")
-    p.add_argument("--worker", choices=("compile", "smoke", "agreement", "bench"), help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=("env", "compile", "smoke", "agreement", "bench"), help=argparse.SUPPRESS)
     p.add_argument("--module", help=argparse.SUPPRESS)
     p.add_argument("--seconds", type=float, default=60.0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)

@@ -100,9 +100,10 @@ def test_stage_deadlines_share_what_is_left(tmp_path):
     rec = gpu_record.Record(args)
     weights = dict(gpu_record.STAGES)
     total = sum(weights.values())
+    # the budget counts from the script's start (before its imports)
+    assert rec.end == pytest.approx(gpu_record.T_START + 104.0 - gpu_record.RESERVE_S)
     now = time.monotonic()
     left = rec.end - now
-    assert left == pytest.approx(100.0, abs=0.5)
     assert rec.deadline("env") - now == pytest.approx(left * weights["env"] / total, abs=0.5)
     # the last stage gets all that is left
     assert rec.deadline("bench") == pytest.approx(rec.end, abs=0.5)
@@ -154,7 +155,7 @@ def test_summary_from_a_record():
     md = gpu_record.summary(rec, None)
     assert "| tests | deadline | 100 | 100 | 300 passed, 1 failed of 500 selected |" in md
     assert "| compile | not reached |" in md
-    assert "`tests/test_kernels.py::test_x[a]`" in md and "| wgrad | clean (3.0 s) | - |" in md
+    assert "`tests/test_kernels.py::test_x[a]`" in md and "| wgrad | clean (3.0 s) |" in md
 
 
 @pytest.mark.sim
@@ -172,5 +173,5 @@ def test_short_dry_run_keeps_its_budget(tmp_path):
     data = json.loads((tmp_path / "record.json").read_text())
     assert data["mode"] == "sim" and data.get("finished")
     assert [s for s, _ in gpu_record.STAGES] == list(data["stages"])
-    assert data["stages"]["env"]["status"] == "done"
+    assert data["stages"]["env"]["status"] in ("done", "deadline") and data["env"]["numpy"]
     assert "# gpuconv simulator dry run" in (tmp_path / "summary.md").read_text()

@@ -35,3 +35,22 @@ def test_quickstart_claims():
     np.testing.assert_array_equal(gpuconv.conv2d(image[None, None], kernel[None, None])[0, 0], np.full((3, 3), -8.0))
     np.testing.assert_array_equal(gpuconv.correlate2d(image, kernel, mode="valid"), np.full((3, 3), -8.0))
     np.testing.assert_array_equal(gpuconv.convolve2d(image, kernel, mode="valid"), np.full((3, 3), 8.0))
+
+
+def _tagged(tag: str) -> list[str]:
+    """The README lines .ci/run reads: `grep -E "^[^#].*# <tag>$"`, the command before the '#'."""
+    return [ln.split("#")[0].strip() for ln in README.read_text().splitlines()
+            if re.match(rf"^[^#].*# {tag}$", ln)]
+
+
+def test_install_line_installs_and_runs_the_benchmark():
+    """The first command a newcomer runs installs gpuconv and runs its main job; the
+    second runs the tests (CI runs both, from these lines)."""
+    (install,) = _tagged("install")
+    (test,) = _tagged("test")
+    assert install.startswith('python -m pip install ".[') and install.endswith("&& gpuconv bench")
+    extras = re.search(r'"\.\[([^]]+)\]"', install).group(1).split(",")
+    assert {"test", "torch", "bench"} <= set(extras)
+    assert test == "python -m pytest"
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert "readme_cmd install" in ci and "readme_cmd test" in ci
