@@ -55,7 +55,11 @@ def convolve2d(in1, in2, mode="full", boundary="fill", fillvalue=0, method="auto
         First input (numpy.ndarray, cupy.ndarray, torch.Tensor, or an array_like
         such as nested lists, which is treated as a NumPy array).
     in2 : array
-        Second input, 2-D like `in1`, on the same device.
+        Second input, 2-D like `in1`, on the same device.  Either input may carry
+        leading batch dimensions, (..., H, W) and (..., R, S), broadcast against
+        each other by NumPy's rules: the result is (*batch, out_H, out_W), every
+        image with the same mode and boundary (one kernel launch on the GPU).
+        scipy takes 2-D inputs only; 2-D inputs behave exactly as scipy's.
     mode : {'full', 'valid', 'same'}, optional
         ``full``: the full discrete linear convolution (default).
         ``valid``: only the outputs that do not depend on the boundary; one input
@@ -244,11 +248,11 @@ def _signal2d(fname, flip, in1, in2, mode, boundary, fillvalue, method="auto"):
         out = path.xp.zeros(out_shape, dtype=a.dtype)
     elif _method(method, a, k, out_shape, origin, bnd, fill, path) == "fft":
         from .fft import correlate_core_fft
-        out = correlate_core_fft(a, k, out_shape, origin, bnd, fill, path.xp)
+        out = per_image(correlate_core_fft, a, k, out_shape, origin, bnd, fill, path.xp)
     else:
         out = engine.correlate(a, k, out_shape, origin, bnd, fill, path=path)
     if swapped and not flip:
-        out = out[::-1, ::-1]
+        out = out[..., ::-1, ::-1]
     return wrap(out, c1)
 
 
@@ -260,7 +264,7 @@ def _method(method, a, k, out_shape, origin, boundary, fill, path):
     if method == "fft":
         return "fft"
     from .fft import choose_method
-    return choose_method(a.shape, k.shape, out_shape, origin, boundary, a.dtype,
+    return choose_method(a.shape[-2:], k.shape[-2:], out_shape[-2:], origin, boundary, a.dtype,
                          "gpu" if path.is_device else "cpu", fill)
 
 
@@ -273,17 +277,20 @@ def canonicalize(fname, flip, a, k, mode, boundary, fillvalue):
     dtype, `swapped` whether scipy's valid-mode swap happened (correlate2d's
     result is then reversed in both axes).  Works on NumPy and CuPy arrays.
     """
-    if not (a.ndim == 2 and k.ndim == 2):
-        raise ValueError(f"{fname} inputs must both be 2-D arrays, got in1.ndim={a.ndim} and "
-                         f"in2.ndim={k.ndim}")
+    # Leading dimensions are batch dimensions (an extension: scipy takes 2-D only),
+    # broadcast against each other; the last two are the image's and the kernel's.
+    if a.ndim < 2 or k.ndim < 2:
+        raise ValueError(f"{fname} inputs must both be 2-D arrays (or batches of them, "
+                         f"(..., H, W)), got in1.ndim={a.ndim} and in2.ndim={k.ndim}")
+    batch = batch_shape(fname, a.shape, k.shape)
     # scipy's _inputs_swap_needed: only in 'valid' mode, before mode is validated.
     swapped = False
     if isinstance(mode, str) and mode == "valid":
-        ok1 = all(s1 >= s2 for s1, s2 in zip(a.shape, k.shape))
-        ok2 = all(s2 >= s1 for s1, s2 in zip(a.shape, k.shape))
+        ok1 = all(s1 >= s2 for s1, s2 in zip(a.shape[-2:], k.shape[-2:]))
+        ok2 = all(s2 >= s1 for s1, s2 in zip(a.shape[-2:], k.shape[-2:]))
         if not (ok1 or ok2):
-            raise ValueError(f"mode='valid': one of in1 {a.shape} and in2 {k.shape} must be at "
-                             f"least as large as the other in every dimension")
+            raise ValueError(f"mode='valid': one of in1 {a.shape[-2:]} and in2 {k.shape[-2:]} "
+                             f"must be at least as large as the other in every dimension")
         if not ok1:
             a, k, swapped = k, a, True
     _check_choice("mode", mode, _MODES)
@@ -291,19 +298,47 @@ def canonicalize(fname, flip, a, k, mode, boundary, fillvalue):
     bnd = _BOUNDARIES[boundary]
     dtype = _result_dtype(fname, a.dtype, k.dtype)
     fill = fill_scalar(fillvalue, dtype) if bnd == "fill" else dtype.type(0)
-    out_shape, origin = _geometry(mode, flip, a.shape, k.shape)
-    if min(out_shape) < 0:
+    out2, origin = _geometry(mode, flip, a.shape[-2:], k.shape[-2:])
+    if min(out2) < 0:
         raise ValueError(f"{fname}: mode={mode!r} with in1 {a.shape} and in2 {k.shape} gives a "
-                         f"negative output shape {out_shape}")
+                         f"negative output shape {out2}")
+    out_shape = batch + out2
     _check_dtype(fname, dtype)
-    if (bnd != "fill" and 0 in a.shape and 0 not in out_shape and 0 not in k.shape):
+    if (bnd != "fill" and 0 in a.shape[-2:] and 0 not in out_shape and 0 not in k.shape):
         raise ValueError(f"{fname}: boundary={boundary!r} cannot extend an empty image "
-                         f"of shape {a.shape} (scipy divides by zero here)")
+                         f"of shape {a.shape[-2:]} (scipy divides by zero here)")
 
     a = a.astype(dtype, copy=False)
     k = k.astype(dtype, copy=False)
-    k = k[::-1, ::-1] if flip else (k.conj() if dtype.kind == "c" else k)
+    k = k[..., ::-1, ::-1] if flip else (k.conj() if dtype.kind == "c" else k)
     return a, k, out_shape, origin, bnd, fill, swapped
+
+
+def batch_shape(fname, a_shape, k_shape):
+    """The broadcast of the inputs' leading (batch) dimensions, NumPy's rules."""
+    try:
+        return tuple(np.broadcast_shapes(tuple(a_shape[:-2]), tuple(k_shape[:-2])))
+    except ValueError:
+        raise ValueError(f"{fname}: the batch dimensions of in1 {tuple(a_shape)} and in2 "
+                         f"{tuple(k_shape)} (all but the last two) do not broadcast") from None
+
+
+def per_image(core, a, k, out_shape, *args):
+    """Run a 2-D `core(a, k, out_shape[-2:], *args)` for every image of the broadcast
+    batch (a (..., M, N), k (..., kh, kw)); 2-D inputs go straight through."""
+    batch = batch_shape("correlate_core", a.shape, k.shape)
+    if not batch:
+        return core(a, k, tuple(out_shape[-2:]), *args)
+    if isinstance(a, np.ndarray):
+        xp = np
+    else:
+        import cupy as xp
+    ab = xp.broadcast_to(a, batch + a.shape[-2:])
+    kb = xp.broadcast_to(k, batch + k.shape[-2:])
+    out = xp.empty(batch + tuple(out_shape[-2:]), dtype=a.dtype)
+    for idx in np.ndindex(*batch):
+        out[idx] = core(ab[idx], kb[idx], tuple(out_shape[-2:]), *args)
+    return out
 
 
 # ----------------------------------------------------------------------------
@@ -388,12 +423,12 @@ def correlate_core(a, k, out_shape, origin, boundary, fillvalue):
 
     Parameters
     ----------
-    a : numpy.ndarray, shape (M, N)
+    a : numpy.ndarray, shape (M, N) or a batch (..., M, N)
         The image, in the result dtype.
-    k : numpy.ndarray, shape (kh, kw)
+    k : numpy.ndarray, shape (kh, kw) or a batch (..., kh, kw), broadcast against a's
         The kernel, in the result dtype, already flipped/conjugated.
-    out_shape : (int, int)
-        Non-negative output shape.
+    out_shape : (int, int) or (*batch, int, int)
+        Non-negative output shape (the last two entries are the image's).
     origin : (int, int)
         ext(a) index of out[0, 0]'s first tap (negative in 'full' and 'same').
     boundary : {'fill', 'wrap', 'symm'}
@@ -406,7 +441,9 @@ def correlate_core(a, k, out_shape, origin, boundary, fillvalue):
     numpy.ndarray of `out_shape`, dtype a.dtype, by one multiply-add pass per tap
     over row strips (threaded); integers exact modulo 2**bits, as scipy.
     """
-    H, W = out_shape
+    if a.ndim > 2 or k.ndim > 2:     # a batch: one image at a time (threads within each)
+        return per_image(correlate_core, a, k, out_shape, origin, boundary, fillvalue)
+    H, W = out_shape[-2:]
     kh, kw = k.shape
     if H == 0 or W == 0 or kh == 0 or kw == 0:
         return np.zeros((H, W), dtype=a.dtype)

@@ -354,7 +354,9 @@ def test_errors(xp, fname):
     a = xp.asarray(np.ones((4, 4)))
     cases = [
         (dict(in1=xp.asarray(np.ones(4)), in2=a), ValueError, "2-D"),
-        (dict(in1=a, in2=xp.asarray(np.ones((2, 2, 2)))), ValueError, "2-D"),
+        # leading dimensions are batches now (scipy refuses them); these do not broadcast
+        (dict(in1=xp.asarray(np.ones((3, 4, 4))), in2=xp.asarray(np.ones((2, 2, 2)))),
+         ValueError, "broadcast"),
         (dict(in1=xp.asarray(np.ones((4, 2))), in2=xp.asarray(np.ones((2, 4))), mode="valid"),
          ValueError, "mode='valid'"),
         (dict(in1=a, in2=a, mode="FULL"), ValueError, "mode"),
@@ -461,3 +463,89 @@ def test_cuda_core_matches_numpy_core_on_simulator(rng, dtype):
             np.testing.assert_array_equal(got, want)
         else:
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+# ----------------------------------------------------------------------------
+# batches: in1 (..., H, W) and in2 (..., R, S) broadcast their leading dimensions
+# ----------------------------------------------------------------------------
+
+def scipy_per_image(fname, a, k, **kw):
+    """The reference: scipy.signal on every image of the broadcast batch."""
+    batch = np.broadcast_shapes(a.shape[:-2], k.shape[:-2])
+    ab = np.broadcast_to(a, batch + a.shape[-2:])
+    kb = np.broadcast_to(k, batch + k.shape[-2:])
+    outs = [getattr(signal, fname)(ab[i], kb[i], **kw) for i in np.ndindex(*batch)]
+    return np.stack(outs).reshape(batch + outs[0].shape)
+
+
+# (in1 shape, in2 shape): a batch of images with one kernel, one image with a batch
+# of kernels, both broadcasting (2, 1) x (1, 3), a batch on both sides with scipy's
+# 'valid' swap (in2 larger), and an empty batch
+BATCH_SHAPES = [((3, 9, 7), (4, 3)), ((6, 5), (2, 3, 2)), ((2, 1, 8, 6), (3, 3, 4)),
+                ((2, 4, 3), (2, 6, 5)), ((0, 5, 5), (2, 2))]
+
+
+@pytest.mark.parametrize("shapes", BATCH_SHAPES, ids=str)
+@pytest.mark.parametrize("fname", FUNCS)
+def test_batched_matches_scipy_per_image(xp, rng, fname, shapes):
+    a = random_array(rng, shapes[0], np.float64)
+    k = random_array(rng, shapes[1], np.float64)
+    for mode, boundary in itertools.product(MODES, BOUNDARIES):
+        kw = dict(mode=mode, boundary=boundary, fillvalue=-0.75)
+        if 0 in shapes[0]:       # an empty batch: the shape one image would have, times 0
+            want = np.empty((0,) + getattr(signal, fname)(np.ones(a.shape[1:]), k, **kw).shape)
+        else:
+            want = scipy_per_image(fname, a, k, **kw)
+        got = ours(xp, fname, a, k, **kw)
+        assert got.shape == want.shape and got.dtype == want.dtype, (mode, boundary)
+        scale = np.abs(want).max() if want.size else 1.0
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * scale,
+                                   err_msg=f"{fname} {shapes} {mode} {boundary}")
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.complex64])
+def test_batched_integer_exact_and_complex(xp, rng, dtype):
+    a = random_array(rng, (2, 3, 7, 6), dtype)
+    k = random_array(rng, (3, 2, 3), dtype)
+    for fname in FUNCS:
+        want = scipy_per_image(fname, a, k, mode="same", boundary="symm")
+        got = ours(xp, fname, a, k, mode="same", boundary="symm")
+        assert got.dtype == want.dtype
+        if np.dtype(dtype).kind == "i":
+            np.testing.assert_array_equal(got, want)
+        else:
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def test_batched_two_d_unchanged_and_errors(xp):
+    f = gpuconv.convolve2d
+    with pytest.raises(ValueError, match="2-D"):
+        f(xp.asarray(np.ones(4)), xp.asarray(np.ones((2, 2))))
+    with pytest.raises(ValueError, match=r"in1 \(3, 4, 4\) and in2 \(2, 2, 2\).*broadcast"):
+        f(xp.asarray(np.ones((3, 4, 4))), xp.asarray(np.ones((2, 2, 2))))
+    with pytest.raises(ValueError, match="mode='valid'"):
+        f(xp.asarray(np.ones((2, 4, 2))), xp.asarray(np.ones((2, 4))), mode="valid")
+
+
+@pytest.mark.sim
+def test_batched_is_one_launch_on_the_simulator(rng):
+    from gpuconv.sim import SimBackend
+    backend = SimBackend()
+    launches = []
+    get = backend.get_function
+
+    def counting(module, names, name):
+        fn = get(module, names, name)
+
+        def call(*args, **kw):
+            launches.append(name)
+            return fn(*args, **kw)
+        return call
+    backend.get_function = counting
+    a = random_array(rng, (3, 2, 9, 8), np.float32)
+    k = random_array(rng, (2, 4, 3), np.float32)
+    with gpuconv.use_backend(backend):
+        got = gpuconv.correlate2d(a, k, mode="same", boundary="wrap")
+    assert launches and len(launches) == 1, launches
+    want = scipy_per_image("correlate2d", a, k, mode="same", boundary="wrap")
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())

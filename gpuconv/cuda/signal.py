@@ -3,13 +3,16 @@
     correlate_core(a, k, out_shape, origin, boundary, fillvalue, backend=None)
 
 out[i, j] = sum_{r,s} ext(a)[i + origin[0] + r, j + origin[1] + s] * k[r, s] for
-0 <= i < out_shape[0], 0 <= j < out_shape[1].  a (M, N) and k (kh, kw) share one
+0 <= i < out_shape[-2], 0 <= j < out_shape[-1].  a (M, N) and k (kh, kw) share one
 dtype (float32, float64, complex64, complex128, int32, int64 natively; other
 integers through int32/int64; integers wrap like NumPy); k is used as given (the caller flips/conjugates).  ext(a) extends a by
 boundary: 'fill' -> fillvalue, 'wrap' -> a[i mod M, j mod N], 'symm' ->
 half-sample symmetric reflection, period 2M.  origin may be negative.  An empty
 `a` is allowed with 'fill' (every tap reads fillvalue); an empty `k` gives zeros.
-Returns a new array of out_shape on backend.xp (CuPy by default).
+Returns a new array of out_shape on backend.xp (CuPy by default).  Batches: a
+(..., M, N) and k (..., kh, kw) broadcast their leading dimensions (NumPy's rules)
+and the output is (*batch, OM, ON), all images in one launch; a broadcast
+operand is read in place, never copied per image.
 
 Kernel choice (kernels_cu/signal2d.cu): the shared-memory tiled kernel when the
 32x32 output tile's input halo plus the filter fit in 48 KB, else the direct one.
@@ -34,6 +37,7 @@ SIGNAL_INSTANTIATIONS = tuple(
 
 TILE_X, TILE_Y, ROWS = 32, 8, 4          # kernels_cu/signal2d.cu SIG_TX, SIG_TY, SIG_ROWS
 TILE_H = TILE_Y * ROWS
+GRID_Y_MAX = 65535                       # CUDA's limit on gridDim.y: larger batches loop in the kernel
 POISON_OUTPUT = False                    # tests: allocate the output NaN-filled (see conv.POISON_OUTPUT)
 
 
@@ -52,8 +56,14 @@ def correlate_core(a, k, out_shape, origin, boundary, fillvalue, backend=None):
     xp = backend.xp
     if boundary not in SIGNAL_BOUNDARIES:
         raise ValueError(f"boundary must be one of {tuple(SIGNAL_BOUNDARIES)}, got {boundary!r}")
-    if a.ndim != 2 or k.ndim != 2:
-        raise ValueError(f"correlate_core takes 2-D arrays, got {a.ndim}-D and {k.ndim}-D")
+    if a.ndim < 2 or k.ndim < 2:
+        raise ValueError(f"correlate_core takes 2-D arrays or batches of them, got {a.ndim}-D "
+                         f"and {k.ndim}-D")
+    try:
+        batch = tuple(np.broadcast_shapes(a.shape[:-2], k.shape[:-2]))
+    except ValueError:
+        raise ValueError(f"correlate_core: batch dimensions of a {a.shape} and k {k.shape} do "
+                         f"not broadcast") from None
     dt = np.dtype(a.dtype)
     if np.dtype(k.dtype) != dt:
         raise TypeError(f"a ({a.dtype}) and k ({k.dtype}) must share one dtype")
@@ -67,14 +77,18 @@ def correlate_core(a, k, out_shape, origin, boundary, fillvalue, backend=None):
     if dt not in SIGNAL_DTYPES:
         raise TypeError(f"dtype {dt} is not supported by the signal kernels "
                         f"(supported: {', '.join(str(d) for d in SIGNAL_DTYPES)} and other integers)")
-    OM, ON = (int(s) for s in out_shape)
+    OM, ON = (int(s) for s in out_shape[-2:])
+    if len(out_shape) > 2 and tuple(out_shape[:-2]) != batch:
+        raise ValueError(f"out_shape {tuple(out_shape)} does not lead with the batch {batch}")
     o0, o1 = (int(o) for o in origin)
-    M, N = (int(s) for s in a.shape)
-    kh, kw = (int(s) for s in k.shape)
+    M, N = (int(s) for s in a.shape[-2:])
+    kh, kw = (int(s) for s in k.shape[-2:])
     if OM < 0 or ON < 0:
         raise ValueError(f"out_shape must be non-negative, got {tuple(out_shape)}")
-    out = (xp.full((OM, ON), np.nan, dtype=dt) if POISON_OUTPUT and dt.kind in "fc"
-           else xp.empty((OM, ON), dtype=dt))
+    B = int(np.prod(batch, dtype=np.int64))
+    shape = batch + (OM, ON)
+    out = (xp.full(shape, np.nan, dtype=dt) if POISON_OUTPUT and dt.kind in "fc"
+           else xp.empty(shape, dtype=dt))
     if out.size == 0:
         return out
     if (M == 0 or N == 0) and boundary != "fill":
@@ -85,19 +99,38 @@ def correlate_core(a, k, out_shape, origin, boundary, fillvalue, backend=None):
     if lo < -INT32_MAX or hi > INT32_MAX:
         raise ValueError(f"correlate_core: coordinates up to {max(-lo, hi)} exceed the kernels' 32-bit range")
 
+    if B > INT32_MAX:
+        raise ValueError(f"correlate_core: a batch of {B} images exceeds the kernels' 32-bit range")
+
     a = xp.ascontiguousarray(a)
     k = xp.ascontiguousarray(k)
     fill = xp.asarray(np.array([fillvalue], dtype=dt))
+    offs = xp.asarray(batch_offsets(a.shape, k.shape, batch))
     kernel = choose_kernel(kh, kw, dt)
     fn = backend.get_function(SIGNAL_MODULE, SIGNAL_INSTANTIATIONS,
                               expr(kernel, ctype(dt), SIGNAL_BOUNDARIES[boundary]))
     i32 = np.int32
-    args = (a, k, fill, out, i32(M), i32(N), i32(kh), i32(kw), i32(OM), i32(ON), i32(o0), i32(o1))
+    args = (a, k, fill, out, i32(M), i32(N), i32(kh), i32(kw), i32(OM), i32(ON), i32(o0), i32(o1),
+            offs, i32(B))
     if kernel == "correlate2d_tiled":
         blocks = -(-OM // TILE_H) * -(-ON // TILE_X)
         if blocks > INT32_MAX:
             raise ValueError(f"output {OM}x{ON} needs {blocks} blocks (> 2^31-1)")
-        fn((blocks,), (TILE_X, TILE_Y), args, shared_mem=tiled_smem_bytes(kh, kw, dt.itemsize))
+        fn((blocks, min(B, GRID_Y_MAX)), (TILE_X, TILE_Y), args,
+           shared_mem=tiled_smem_bytes(kh, kw, dt.itemsize))
     else:
-        fn((_blocks(OM * ON, TILE_X * TILE_Y),), (TILE_X, TILE_Y), args)
+        fn((_blocks(B * OM * ON, TILE_X * TILE_Y),), (TILE_X, TILE_Y), args)
     return out
+
+
+def batch_offsets(a_shape, k_shape, batch) -> np.ndarray:
+    """int64 [a offsets of the B images..., k offsets...] in elements of the contiguous
+    a and k: image b of the broadcast batch reads a + offs[b], k + offs[B + b]."""
+    B = int(np.prod(batch, dtype=np.int64))
+    out = []
+    for shape in (a_shape, k_shape):
+        lead = tuple(shape[:-2])
+        plane = int(np.prod(shape[-2:], dtype=np.int64))
+        idx = np.arange(int(np.prod(lead, dtype=np.int64)), dtype=np.int64).reshape(lead)
+        out.append(np.broadcast_to(idx, batch).reshape(B) * plane)
+    return np.concatenate(out)
