@@ -2,9 +2,12 @@
 
     conv.forward(x, w, b, spec, activation, algorithm, backend)   forward convolution
     signal.correlate_core(a, k, out_shape, origin, boundary, fillvalue)
+    transpose.forward, wgrad.forward, separable.forward           the operation kernels
     variants.conv_variant_names(), variants.get(name)             the registry
     dispatch.choose(spec, facts), explain(...)                     the dispatcher
     compile_check.main(argv)                                       `gpuconv kernels`
+    families/<kernel file>.py                                      one module per kernels_cu file
+    launch.py                                                      what the launchers share
 
 Nothing here imports CuPy until a kernel is launched, so the registry, the
 dispatcher and the compile check work on machines without a GPU.
