@@ -1,135 +1,248 @@
 // conv2d_depthwise.cu -- depthwise convolution (one input channel per group, C/groups == 1,
-// any depth multiplier m = K/C), 2-D (1-D runs as H = R = 1).
+// any depth multiplier m = K/C), 2-D (1-D runs as H = R = 1): the forward pass and the data
+// gradient from one kernel body.
 //
 // Variants (registry name "depthwise"; launcher gpuconv/cuda/families/conv2d_depthwise.py
-// chooses the tile, the planes per block and the filter-size specialisation at run time):
-//   1. conv2d_depthwise<T, ACT, TP=8, TQ=32, QPT=4, KS>: 8 warps-worth of a plane tile of
-//      8x32 outputs, 4 consecutive outputs per thread along a row, 4 planes per block
-//      (blockDim = (8, 8, 4)): the large maps (112x112 .. 28x28).
-//   2. conv2d_depthwise<T, ACT, TP=8, TQ=8, QPT=2, KS>: 8x8 outputs per plane, 8 planes per
-//      block (blockDim = (4, 8, 8)): the small late-network maps (14x14, 7x7), where the
-//      8x32 tile would leave 62% (14x14) to 81% (7x7) of the threads idle.
-//   KS = 3 or 5: R = S = KS, the taps live in registers (a plane's threads read the same
-//   KS*KS weights: one broadcast each); with stride 1 / dilation 1 along the row a thread
-//   slides a register window of QPT+KS-1 inputs per filter row (QPT+KS-1 shared loads for
-//   QPT*KS FMAs instead of QPT*KS).  KS = 0: any R, S, dilation; taps in shared memory.
-// T in {__half (float accumulate), float, double}; stride, dilation and 4-sided zero padding
-// (the high side only shapes P, Q); bias + activation fused (epilogue.cuh).
+// picks the tile by a cost model, the planes per block and the filter-size specialisation):
+//   1. conv2d_depthwise<T, ACT, TP=16, TQ=32, QPT=8, KS, DG>: a 16x32 output tile per plane,
+//      8 consecutive outputs per thread along a row, 4 planes per block (blockDim (4, 16, 4)):
+//      the large maps (112x112 .. 28x28).
+//   2. conv2d_depthwise<T, ACT, TP=8, TQ=8, QPT=8, KS, DG>: an 8x8 tile per plane, one row of
+//      8 outputs per thread, 32 planes per block (blockDim (1, 8, 32)): the 14x14 and 7x7 maps.
+//   KS = 3 or 5: R = S = KS, the taps in registers (one broadcast load each), a register
+//   window of QPT+KS-1 (stride 1) or 2*QPT+KS-2 (stride 2) inputs per filter row.  KS = 0:
+//   any R, S, stride, dilation; taps in shared memory.
+//   DG = 0: y = conv(x, w): output planes (n, k), input plane (n, k / m).
+//   DG = 1: the data gradient dx = conv_transpose(dy, w) of the same FORWARD geometry (x is
+//   dy, y is dx; bias/activation per input channel c): output planes (n, c) of H x W, summed
+//   over the m planes (n, c*m + j) of dy, with the flipped taps, as a stride-1 correlation
+//   of dy zero-upsampled by the stride (the zeros are written while staging, never read
+//   from memory): padding (R-1)*dh - ph, dilation dh.  For stride 2 three quarters of the
+//   FMAs multiply zeros -- 9 FMAs per output against ~100 instruction slots a memory-bound
+//   output has to spare, so the uniform inner loop costs no bandwidth.
+//   T in {__half (float accumulate), float, double}; bias + activation fused (epilogue.cuh).
 //
-// Schedule of one block (planes (n, k) = blockIdx-derived base + threadIdx.z, one p,q tile):
-//   stage the plane's input tile with its halo, IH x IW = ((TP-1)*sh + (R-1)*dh + 1) x
-//   ((TQ-1)*sw + (S-1)*dw + 1), zero outside the image, each plane by its own threads
-//   (flat index over the tile: consecutive threads read consecutive columns, coalesced);
-//   one barrier; each thread computes QPT outputs of one row from shared memory into
-//   registers and stores them (a warp writes 4 rows x 32 consecutive elements).
+// Index math: the block index decodes without divisions (blockIdx.x = plane block, .y = tile
+// row, .z = tile column); one 32-bit division per thread splits the plane into (n, k) and one
+// more (m > 1 only) gives c.  Staging is a two-dimensional loop (row, then columns in warp-wide
+// steps of SC) with running pointers -- no division per staged element; the data gradient's
+// upsampling phase advances by carries.  Shared rows have an odd pitch in 32-bit words (fp16:
+// pitch = 2 mod 4 elements) so the QPT-apart row starts of a warp's threads fall in distinct
+// banks; the small tile's planes sit 8 words apart mod 32 (conflict-free for 32-bit words).
+// Full runs of 8 outputs store as 16-byte vectors when the row start is 16-byte aligned.
 //
-// Napkin math from the H100 datasheet; estimates, no GPU has run this kernel (MobileNetV2
-// block 3 depthwise: N=32, C=K=144, 56x56, 3x3 s1 p1, float32):
-//   bytes = 4 * (N*C*H*W + N*K*P*Q) = 4 * (14.45M + 14.45M) = 115.6 MB (weights 5 KB);
-//   at ~3.0 TB/s of copy bandwidth (an H100 SXM's, estimated) that is 38.5 us, so the 75%
-//   target is 51 us.
-//   FLOPs = 2*9*14.45M = 0.26 GFLOP = 6.8 TFLOP/s at 38.5 us: 10% of FP32 peak; memory bound.
-//   Halo overhead: a 8x32 tile reads 10x34 inputs = 1.33x its own; neighbours' halos hit
-//   L2 (50 MB), so DRAM traffic stays ~input + output.  Shared loads per output: 3*(4+2)/4
-//   = 4.5 (window path), 9 (strided path); 132 SMs x 32 words/clk x 1.98 GHz = 8.4e12
-//   words/s against 3e12/8 B = 3.75e11 outputs/s x 4.5 = 1.7e12: 20% of shared bandwidth.
-//   fp16 halves the bytes per output: 40% of shared bandwidth, still memory bound.
-//   Registers (KS=3, fp32): 9 taps + 4 acc + 6-wide window + addressing, ~40/thread.
-//   (MEASURE on a GPU: achieved GB/s vs the copy ceiling, and vs cuDNN via torch.)
+// SASS, sm_90, nvcc 13, `gpuconv kernels --sass` (float, ACT 0, KS 3; instructions per output
+// = straight-line path / outputs per thread + staging loop x staged elements per output):
+//   before (TP=8 TQ=32 QPT=4, TP=8 TQ=8 QPT=2): straight line 468 instr / 4 outputs = 117
+//     (large), 413 / 2 = 207 (small); 2 div32 + 4 div64 routine calls in the setup; staging loop
+//     38 instr per element with 3-4 div32 sequences, x 1.33 (large) / 1.56 (small) elements per
+//     output: ~167 (large) and ~265 (small) instructions per output; FMA share 13% / 8%.
+//   after: see the figures in the report table of bench/README.md ("depthwise SASS"); the
+//     header keeps the model: setup ~100 instructions + 1 div32 per thread / 8 outputs ~ 15,
+//     compute 3 rows x (10 LDS + 24 FFMA) / 8 = 13, epilogue ~4 per output, staging ~8 instr x
+//     1.2 elements ~ 10: ~40-50 instructions per output (estimate until the SASS rows below).
+//
+// Napkin math (estimates; no GPU has run this kernel). MobileNetV2 block 3 depthwise:
+//   N=32, C=K=144, 56x56, 3x3 s1 p1.  fp32 bytes = 4 * (14.45M in + 14.45M out) = 115.6 MB:
+//   24 us at the H200's 4.8 TB/s, 38.5 us at an H100's ~3.0 TB/s (measured copy figures
+//   in design.md).  FLOPs 0.26 GFLOP: memory bound by 10x.  Instruction budget at 4.8 TB/s:
+//   8 B per fp32 output -> 6.0e11 outputs/s; 132 SMs x 4 schedulers x 1.98 GHz = 1.05e12
+//   warp-instr/s = 3.3e13 thread-instr/s -> 56 thread-instructions per output before issue,
+//   not DRAM, is the bound (fp16: 4 B per output, 28 instructions).  The old kernel's
+//   ~170-265 is 3-9x over (15-30% of bandwidth); ~45 fits fp32 (~90% of the copy
+//   bandwidth by issue, ~75-85% expected after latency) and is ~1.6x over for fp16 (~60%:
+//   half2 arithmetic is the next step for fp16).  Halo: a 16x32 tile stages 18x34 =
+//   1.20 inputs per output; the re-read halos hit the 50 MB L2.  Shared loads per output:
+//   3 x 10 / 8 = 3.75 (window), 132 SMs x 32 words/clk x 1.98 GHz = 8.4e12 words/s against
+//   6.0e11 x 3.75 = 2.2e12: 27% of shared bandwidth.  MEASURE: GB/s vs the copy ceiling and
+//   vs cuDNN through torch, fp16 and fp32, both tiles.
 #include "common.cuh"
 #include "epilogue.cuh"
 
-template <typename T, int ACT, int TP, int TQ, int QPT, int KS>
+// Row pitch (elements) of a staged tile of width n: odd in 32-bit words for 4- and 8-byte
+// types, 2 mod 4 elements for 2-byte types (an odd number of words).
+template <typename T> __device__ __forceinline__ int dw_pitch(int n) {
+    return sizeof(T) == 2 ? n + ((2 - n) & 3) : (n | 1);
+}
+// Plane stride (elements) of the staged tiles: at least rows*pitch, 8 words apart mod 32
+// (8-byte types: 8 elements mod 16, the banks of a half-warp's 64-bit accesses).
+template <typename T> __device__ __forceinline__ int dw_plane_stride(int rows, int pitch) {
+    const int e = rows * pitch;
+    if (sizeof(T) == 8) return e + ((8 - e) & 15);
+    if (sizeof(T) == 4) return e + ((8 - e) & 31);
+    const int words = (e + 1) >> 1;
+    return 2 * (words + ((8 - words) & 31));
+}
+
+// 16 bytes of outputs as one vector store (dst 16-byte aligned).
+__device__ __forceinline__ void store16(float* dst, const float* v) {
+    *reinterpret_cast<uint4*>(dst) = make_uint4(__float_as_uint(v[0]), __float_as_uint(v[1]),
+                                                __float_as_uint(v[2]), __float_as_uint(v[3]));
+}
+__device__ __forceinline__ void store16(double* dst, const double* v) {
+    *reinterpret_cast<uint4*>(dst) = make_uint4((unsigned)__double2loint(v[0]), (unsigned)__double2hiint(v[0]),
+                                                (unsigned)__double2loint(v[1]), (unsigned)__double2hiint(v[1]));
+}
+__device__ __forceinline__ unsigned pack_half2(__half a, __half b) {
+    return (unsigned)__half_as_ushort(a) | ((unsigned)__half_as_ushort(b) << 16);
+}
+__device__ __forceinline__ void store16(__half* dst, const __half* v) {
+    *reinterpret_cast<uint4*>(dst) = make_uint4(pack_half2(v[0], v[1]), pack_half2(v[2], v[3]),
+                                                pack_half2(v[4], v[5]), pack_half2(v[6], v[7]));
+}
+
+template <typename T, int ACT, int TP, int TQ, int QPT, int KS, int DG>
 __global__ void __launch_bounds__(256)
 conv2d_depthwise(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
                  T* __restrict__ y, CONV_GEOMETRY_PARAMS, int has_bias) {
     typedef typename num<T>::acc A;
-    constexpr int TX = TQ / QPT;
-    static_assert(TQ % QPT == 0, "a row of the tile must divide into per-thread runs");
-    const int IH = (TP - 1) * sh + (R - 1) * dh + 1;
-    const int IW = (TQ - 1) * sw + (S - 1) * dw + 1;
-    const int plane_elems = IH * IW;
+    constexpr int TX = TQ / QPT, NTP = TX * TP;                  // threads per plane
+    constexpr int SC = NTP >= 32 ? 32 : NTP, SR = NTP / SC;      // staging: columns x rows per pass
+    constexpr int KR = KS > 0 ? KS : 1;
+    static_assert(TQ % QPT == 0 && (SC & (SC - 1)) == 0 && NTP % SC == 0, "tile shape");
+    // DG: stride 1 over dy upsampled by (uh, uw) = the forward stride; DG = 0: uh = uw = 1
+    const int st_h = DG ? 1 : sh, st_w = DG ? 1 : sw;
+    const int uh = DG ? sh : 1, uw = DG ? sw : 1;
+    const int Hi = DG ? P : H, Wi = DG ? Q : W;                  // input plane
+    const int Ho = DG ? H : P, Wo = DG ? W : Q;                  // output plane
+    const int KO = DG ? C : K;                                   // output channels
+    const int m = K / C;
+    const int nin = DG ? m : 1;                                  // input planes per output plane
+    const int IH = (TP - 1) * st_h + (R - 1) * dh + 1;
+    const int IW = (TQ - 1) * st_w + (S - 1) * dw + 1;
+    const int IWP = dw_pitch<T>(IW);
+    const int PS = dw_plane_stride<T>(IH, IWP);
 
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    T* s_in = reinterpret_cast<T*>(smem_raw) + threadIdx.z * plane_elems;
-    T* s_w = reinterpret_cast<T*>(smem_raw) + blockDim.z * plane_elems + threadIdx.z * R * S;  // KS == 0
+    T* s_in = reinterpret_cast<T*>(smem_raw) + threadIdx.z * PS;
+    T* s_w = reinterpret_cast<T*>(smem_raw) + blockDim.z * PS + threadIdx.z * R * S;   // KS == 0
 
-    const int tilesQ = (Q + TQ - 1) / TQ, tilesP = (P + TP - 1) / TP;
-    i64 bx = blockIdx.x;
-    const int tq = (int)(bx % tilesQ); bx /= tilesQ;
-    const int tp = (int)(bx % tilesP); bx /= tilesP;
-    const i64 plane = bx * blockDim.z + threadIdx.z;           // n * K + k
-    const bool active = plane < (i64)N * K;
-    const int k = active ? (int)(plane % K) : 0;
-    const i64 n = plane / K;
-    const int c = k / (K / C);                                  // input channel of output channel k
-    const int tid = threadIdx.y * TX + threadIdx.x;             // within the plane
-    const int p0 = tp * TP, q0 = tq * TQ;
-    const int ih0 = p0 * sh - ph, iw0 = q0 * sw - pw;
-
-    if (active) {
-        const T* __restrict__ xc = x + (n * C + c) * ((i64)H * W);
-        for (int i = tid; i < plane_elems; i += TX * TP) {
-            const int yy = i / IW, xx = i - yy * IW;
-            const int ih = ih0 + yy, iw = iw0 + xx;
-            T v = num<T>::zero();
-            if (ih >= 0 && ih < H && iw >= 0 && iw < W) v = xc[(i64)ih * W + iw];
-            s_in[i] = v;
-        }
-        if (KS == 0)
-            for (int i = tid; i < R * S; i += TX * TP) s_w[i] = w[(i64)k * R * S + i];
+    const int plane = blockIdx.x * blockDim.z + threadIdx.z;     // n * KO + ko  (< 2^31: launcher)
+    const bool active = plane < N * KO;
+    const int n = active ? plane / KO : 0;
+    const int ko = active ? plane - n * KO : 0;
+    const int tid = threadIdx.y * TX + threadIdx.x;              // within the plane
+    const int p0 = blockIdx.y * TP, q0 = blockIdx.z * TQ;
+    // tile origin in (upsampled) input coordinates
+    const int ih0 = DG ? p0 + ph - (R - 1) * dh : p0 * sh - ph;
+    const int iw0 = DG ? q0 + pw - (S - 1) * dw : q0 * sw - pw;
+    const int srow = tid / SC, scol = tid & (SC - 1);
+    // upsampling phase of the first staged row/column: u = f*uh + r, 0 <= r < uh (floor)
+    int fr0 = 0, rr0 = 0, fc0 = 0, rc0 = 0, srq = SR, srr = 0, scq = SC, scr = 0;
+    {
+        const int u = ih0 + srow, v = iw0 + scol;
+        fr0 = u >= 0 ? u / uh : -((uh - 1 - u) / uh); rr0 = u - fr0 * uh;
+        fc0 = v >= 0 ? v / uw : -((uw - 1 - v) / uw); rc0 = v - fc0 * uw;
+        srq = SR / uh; srr = SR - srq * uh;
+        scq = SC / uw; scr = SC - scq * uw;
     }
-    A wr[KS > 0 ? KS : 1][KS > 0 ? KS : 1];                     // taps in registers (KS > 0)
-    if (KS > 0) {
-#pragma unroll
-        for (int r = 0; r < KS; ++r)
-#pragma unroll
-            for (int s = 0; s < KS; ++s) wr[r][s] = num<T>::load(w[(i64)k * KS * KS + r * KS + s]);
-    }
-    __syncthreads();
-    const int p = p0 + threadIdx.y;
-    if (!active || p >= P) return;
 
     A acc[QPT];
 #pragma unroll
     for (int j = 0; j < QPT; ++j) acc[j] = num<T>::zero();
-    const T* s0 = s_in + threadIdx.y * sh * IW + threadIdx.x * QPT * sw;
-    if (KS > 0 && sw == 1 && dw == 1) {                          // register window along the row
-        constexpr int WIN = QPT + (KS > 0 ? KS : 1) - 1;
-#pragma unroll
-        for (int r = 0; r < (KS > 0 ? KS : 1); ++r) {
-            const T* srow = s0 + r * dh * IW;
-            A v[WIN];
-#pragma unroll
-            for (int i = 0; i < WIN; ++i) v[i] = num<T>::load(srow[i]);
-#pragma unroll
-            for (int s = 0; s < (KS > 0 ? KS : 1); ++s)
-#pragma unroll
-                for (int j = 0; j < QPT; ++j) acc[j] = acc[j] + wr[r][s] * v[j + s];
+    const int p = p0 + threadIdx.y;
+
+    for (int jm = 0; jm < nin; ++jm) {
+        const int ci = DG ? ko * m + jm : (m == 1 ? ko : ko / m);   // input plane's channel
+        const int cw = DG ? ci : ko;                                // filter of this pair
+        if (jm > 0) __syncthreads();                                // the previous plane is consumed
+        if (active) {
+            const T* __restrict__ xc = x + ((i64)n * (DG ? K : C) + ci) * ((i64)Hi * Wi);
+            int fr = fr0, rr = rr0;
+            for (int yy = srow; yy < IH; yy += SR) {
+                const bool rok = rr == 0 && fr >= 0 && fr < Hi;
+                const T* __restrict__ src = xc + (rok ? (i64)fr * Wi : 0);
+                T* dst = s_in + yy * IWP;
+                int fc = fc0, rc = rc0;
+                for (int xx = scol; xx < IW; xx += SC) {
+                    T v = num<T>::zero();
+                    if (rok && rc == 0 && fc >= 0 && fc < Wi) v = src[fc];
+                    dst[xx] = v;
+                    fc += scq; rc += scr;
+                    if (rc >= uw) { rc -= uw; ++fc; }
+                }
+                fr += srq; rr += srr;
+                if (rr >= uh) { rr -= uh; ++fr; }
+            }
+            if (KS == 0)
+                for (int i = tid; i < R * S; i += NTP)
+                    s_w[i] = w[(i64)cw * R * S + (DG ? R * S - 1 - i : i)];
         }
-    } else if (KS > 0) {                                         // strided / dilated, taps in registers
+        A wr[KR][KR];                                               // taps in registers (KS > 0)
+        if (KS > 0) {
+            const T* __restrict__ wk = w + (i64)cw * KS * KS;
 #pragma unroll
-        for (int r = 0; r < (KS > 0 ? KS : 1); ++r) {
-            const T* srow = s0 + r * dh * IW;
+            for (int r = 0; r < KR; ++r)
 #pragma unroll
-            for (int s = 0; s < (KS > 0 ? KS : 1); ++s)
-#pragma unroll
-                for (int j = 0; j < QPT; ++j)
-                    acc[j] = acc[j] + wr[r][s] * num<T>::load(srow[j * sw + s * dw]);
+                for (int s = 0; s < KR; ++s)
+                    wr[r][s] = num<T>::load(wk[DG ? (KR - 1 - r) * KR + (KR - 1 - s) : r * KR + s]);
         }
-    } else {                                                     // any R, S: taps from shared memory
-        for (int r = 0; r < R; ++r) {
-            const T* srow = s0 + r * dh * IW;
-            for (int s = 0; s < S; ++s) {
-                const A wv = num<T>::load(s_w[r * S + s]);
+        __syncthreads();
+        if (active && p < Ho) {
+            const T* s0 = s_in + threadIdx.y * st_h * IWP + threadIdx.x * QPT * st_w;
+            if (KS > 0 && st_w == 1 && dw == 1) {                   // register window, stride 1
+                constexpr int WIN = QPT + KR - 1;
 #pragma unroll
-                for (int j = 0; j < QPT; ++j) acc[j] = acc[j] + wv * num<T>::load(srow[j * sw + s * dw]);
+                for (int r = 0; r < KR; ++r) {
+                    const T* srow_ = s0 + r * dh * IWP;
+                    A v[WIN];
+#pragma unroll
+                    for (int i = 0; i < WIN; ++i) v[i] = num<T>::load(srow_[i]);
+#pragma unroll
+                    for (int s = 0; s < KR; ++s)
+#pragma unroll
+                        for (int j = 0; j < QPT; ++j) acc[j] = acc[j] + wr[r][s] * v[j + s];
+                }
+            } else if (KS > 0 && st_w == 2 && dw == 1) {            // register window, stride 2
+                constexpr int WIN = 2 * QPT + KR - 2;
+#pragma unroll
+                for (int r = 0; r < KR; ++r) {
+                    const T* srow_ = s0 + r * dh * IWP;
+                    A v[WIN];
+#pragma unroll
+                    for (int i = 0; i < WIN; ++i) v[i] = num<T>::load(srow_[i]);
+#pragma unroll
+                    for (int s = 0; s < KR; ++s)
+#pragma unroll
+                        for (int j = 0; j < QPT; ++j) acc[j] = acc[j] + wr[r][s] * v[2 * j + s];
+                }
+            } else if (KS > 0) {                                    // any stride / dilation
+#pragma unroll
+                for (int r = 0; r < KR; ++r) {
+                    const T* srow_ = s0 + r * dh * IWP;
+#pragma unroll
+                    for (int s = 0; s < KR; ++s)
+#pragma unroll
+                        for (int j = 0; j < QPT; ++j)
+                            acc[j] = acc[j] + wr[r][s] * num<T>::load(srow_[j * st_w + s * dw]);
+                }
+            } else {                                                // any R, S: taps from shared
+                for (int r = 0; r < R; ++r) {
+                    const T* srow_ = s0 + r * dh * IWP;
+                    for (int s = 0; s < S; ++s) {
+                        const A wv = num<T>::load(s_w[r * S + s]);
+#pragma unroll
+                        for (int j = 0; j < QPT; ++j)
+                            acc[j] = acc[j] + wv * num<T>::load(srow_[j * st_w + s * dw]);
+                    }
+                }
             }
         }
     }
-    T* __restrict__ yrow = y + (plane * P + p) * (i64)Q;
+    if (!active || p >= Ho) return;
+    T* __restrict__ yrow = y + ((i64)plane * Ho + p) * (i64)Wo;
     const int qb = q0 + threadIdx.x * QPT;
+    T out[QPT];
 #pragma unroll
-    for (int j = 0; j < QPT; ++j)
-        if (qb + j < Q) yrow[qb + j] = epilogue<T, ACT>(acc[j], bias, k, has_bias);
+    for (int j = 0; j < QPT; ++j) out[j] = epilogue<T, ACT>(acc[j], bias, ko, has_bias);
+    constexpr int E = 16 / (int)sizeof(T);                          // elements per 16 bytes
+    if ((QPT * (int)sizeof(T)) % 16 == 0 && qb + QPT <= Wo &&
+        (reinterpret_cast<unsigned long long>(yrow + qb) & 15) == 0) {
+#pragma unroll
+        for (int j = 0; j < QPT; j += E) store16(yrow + qb + j, out + j);
+    } else {
+#pragma unroll
+        for (int j = 0; j < QPT; ++j)
+            if (qb + j < Wo) yrow[qb + j] = out[j];
+    }
 }

@@ -21,6 +21,7 @@ from __future__ import annotations
 from .. import activations
 from ..spec import ConvSpec
 from .backend import default_backend
+from .families import conv2d_depthwise
 from .families.conv_transpose import launch, supports as transpose_supports
 from .launch import check_array, output_array
 
@@ -39,8 +40,15 @@ def forward(x, w, b, spec: ConvSpec, activation=None, backend=None, out=None):
     y = output_array(xp, out, spec.input_shape, spec.dtype)
     if y.size == 0:
         return y
-    launch(backend, xp.ascontiguousarray(x), xp.ascontiguousarray(w),
-           None if b is None else xp.ascontiguousarray(b), y, spec, act)
+    x, w = xp.ascontiguousarray(x), xp.ascontiguousarray(w)
+    b = None if b is None else xp.ascontiguousarray(b)
+    if act == 0 and conv2d_depthwise.dgrad_supports(spec)[0]:
+        # depthwise (C/groups == 1): the forward depthwise kernel in its data-gradient mode
+        # (plane tiles of dx, dy zero-upsampled while staged, 8 outputs per thread), memory
+        # bound like the forward; the gather kernel re-reads every dy element per tap.
+        conv2d_depthwise.launch_dgrad(backend, x, w, b, y, spec)
+        return y
+    launch(backend, x, w, b, y, spec, act)
     return y
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from ..spec import ConvSpec
 from .backend import default_backend
+from .families import conv2d_depthwise_wgrad
 from .families.conv_wgrad import launch, plan as wgrad_plan, supports as wgrad_supports, workspace_bytes
 from .launch import check_array, output_array
 
@@ -32,7 +33,13 @@ def forward(x, dy, spec: ConvSpec, deterministic=True, backend=None, out=None):
     dw = output_array(xp, out, spec.weight_shape, spec.dtype)
     if dw.size == 0:
         return dw
-    launch(backend, xp.ascontiguousarray(x), xp.ascontiguousarray(dy), dw, spec, deterministic)
+    x, dy = xp.ascontiguousarray(x), xp.ascontiguousarray(dy)
+    if conv2d_depthwise_wgrad.supports(spec)[0]:
+        # depthwise (C/groups == 1): staged plane tiles, register windows, a fixed-order split
+        # reduction -- bit-identical whatever `deterministic` says (its workspace is small)
+        conv2d_depthwise_wgrad.launch(backend, x, dy, dw, spec)
+        return dw
+    launch(backend, x, dy, dw, spec, deterministic)
     return dw
 
 

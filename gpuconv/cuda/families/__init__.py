@@ -23,11 +23,11 @@ loader compiles them together (one RawModule per file), the simulator builds the
 from __future__ import annotations
 
 from .. import signal
-from . import (conv2d_depthwise, conv2d_direct, conv2d_implicit_gemm, conv2d_tiled_smem,
+from . import (conv2d_depthwise, conv2d_depthwise_wgrad, conv2d_direct, conv2d_implicit_gemm, conv2d_tiled_smem,
                conv_transpose, conv_wgrad, im2col, mma_check, separable_fused)
 
 FAMILIES = (conv2d_direct, conv2d_tiled_smem, im2col, conv2d_depthwise, conv2d_implicit_gemm,
-            conv_transpose, conv_wgrad, separable_fused, mma_check)
+            conv_transpose, conv_wgrad, conv2d_depthwise_wgrad, separable_fused, mma_check)
 
 MODULES: dict[str, tuple[str, ...]] = {
     **{src: names for family in FAMILIES for src, names in family.SOURCES.items()},

@@ -1,29 +1,45 @@
 """kernels_cu/conv2d_depthwise.cu: one input channel per group, plane tiles with their
-halo in shared memory, 3x3/5x5 taps in registers (variant "depthwise")."""
+halo in shared memory, 3x3/5x5 taps in registers, 8 outputs per thread (variant
+"depthwise"); the same kernel body computes the data gradient (`launch_dgrad`, routed
+from gpuconv/cuda/transpose.py) and kernels_cu/conv2d_depthwise_wgrad.cu the weight
+gradient (gpuconv/cuda/families/conv2d_depthwise_wgrad.py)."""
 from __future__ import annotations
 
 from .._types import ACT_CODES, REAL, ctype, expr
-from ..launch import INT32_MAX, SMEM_LIMIT, Variant, bias_args, geometry, geometry_args
+from ..launch import GRID_YZ_MAX, INT32_MAX, SMEM_LIMIT, Variant, bias_args, geometry, geometry_args
 from ...spec import ConvSpec
 
 MODULE = "conv2d_depthwise.cu"
 # name -> (TP, TQ, QPT, planes per block): see the header of kernels_cu/conv2d_depthwise.cu.
 # 256 threads per block either way: 8 warps keep enough loads in flight per SM for a
-# memory-bound kernel at ~40 registers (an estimate: 128 vs 256 threads is to be measured).
+# memory-bound kernel (an estimate: 128 vs 256 threads is to be measured).
 TILES = {
-    "large": (8, 32, 4, 4),
-    "small": (8, 8, 2, 8),
+    "large": (16, 32, 8, 4),
+    "small": (8, 8, 8, 32),
 }
 KS = (3, 5, 0)        # 3x3 and 5x5 with taps in registers; 0: any R, S
 
+# Tile cost model (instructions per useful output; estimates from the kernel header's SASS
+# model, MEASURE): every output slot of a launched tile costs ~32 thread-instructions
+# (setup ~100 per thread / 8 outputs + compute ~13 + epilogue and store ~5, spent whether the
+# slot is inside the map or not), every staged input element ~8 (load, zero test, shared
+# store, loop) and an L2 read.  DRAM bytes are the same for every tile (input + output once),
+# so at a fixed byte count the tile with fewer instructions per output is closer to the
+# copy bandwidth (the kernel is issue-bound above ~56 instructions per fp32 output, header).
+INSTR_PER_SLOT = 32
+INSTR_PER_STAGED = 8
 
-def kernel_name(tile: str, ks: int, dtype, act: int) -> str:
+
+def kernel_name(tile: str, ks: int, dtype, act: int, dgrad: bool = False) -> str:
     TP, TQ, QPT, _ = TILES[tile]
-    return expr("conv2d_depthwise", ctype(dtype), act, TP, TQ, QPT, ks)
+    return expr("conv2d_depthwise", ctype(dtype), act, TP, TQ, QPT, ks, int(bool(dgrad)))
 
 
-INSTANTIATIONS = tuple(kernel_name(t, ks, dt, a) for t in TILES for ks in KS for dt in REAL
-                       for a in ACT_CODES)
+# The data gradient is instantiated without activations (a gradient has none; a transposed
+# convolution with an activation runs on the generic gather kernel, conv_transpose.cu).
+INSTANTIATIONS = (tuple(kernel_name(t, ks, dt, a) for t in TILES for ks in KS for dt in REAL
+                        for a in ACT_CODES)
+                  + tuple(kernel_name(t, ks, dt, 0, True) for t in TILES for ks in KS for dt in REAL))
 SOURCES = {MODULE: INSTANTIATIONS}
 
 
@@ -33,79 +49,132 @@ def filter_size(spec: ConvSpec) -> int:
     return g.R if (g.R == g.S and g.R in KS) else 0
 
 
-def smem_bytes(tile: str, spec: ConvSpec, planes: int) -> int:
+def _pitch(n: int, itemsize: int) -> int:
+    """dw_pitch<T> of the kernel: odd words (2 mod 4 elements for 2-byte types)."""
+    return n + ((2 - n) & 3) if itemsize == 2 else (n | 1)
+
+
+def _plane_stride(rows: int, pitch: int, itemsize: int) -> int:
+    """dw_plane_stride<T> of the kernel."""
+    e = rows * pitch
+    if itemsize == 8:
+        return e + ((8 - e) & 15)
+    if itemsize == 4:
+        return e + ((8 - e) & 31)
+    words = (e + 1) >> 1
+    return 2 * (words + ((8 - words) & 31))
+
+
+def staged_tile(tile: str, spec: ConvSpec, dgrad: bool = False) -> tuple[int, int]:
+    """(IH, IW): the input rows and columns one plane tile stages (the data gradient runs
+    at stride 1 over dy upsampled by the stride)."""
     TP, TQ, _, _ = TILES[tile]
     g = geometry(spec)
-    ih = (TP - 1) * g.sh + (g.R - 1) * g.dh + 1
-    iw = (TQ - 1) * g.sw + (g.S - 1) * g.dw + 1
-    taps = g.R * g.S if filter_size(spec) == 0 else 0
-    return spec.dtype.itemsize * planes * (ih * iw + taps)
+    sh, sw = (1, 1) if dgrad else (g.sh, g.sw)
+    return (TP - 1) * sh + (g.R - 1) * g.dh + 1, (TQ - 1) * sw + (g.S - 1) * g.dw + 1
 
 
-def tile_util(tile: str, spec: ConvSpec) -> float:
-    TP, TQ, _, _ = TILES[tile]
+def smem_bytes(tile: str, spec: ConvSpec, planes: int, dgrad: bool = False) -> int:
+    ih, iw = staged_tile(tile, spec, dgrad)
+    it = spec.dtype.itemsize
+    ps = _plane_stride(ih, _pitch(iw, it), it)
     g = geometry(spec)
-    return (g.P / (-(-g.P // TP) * TP)) * (g.Q / (-(-g.Q // TQ) * TQ))
+    return it * planes * (ps + (g.R * g.S if filter_size(spec) == 0 else 0))
 
 
-def planes_per_block(tile: str, spec: ConvSpec) -> int:
+def _out_hw(spec: ConvSpec, dgrad: bool) -> tuple[int, int]:
+    g = geometry(spec)
+    return (g.H, g.W) if dgrad else (g.P, g.Q)
+
+
+def tile_cost(tile: str, spec: ConvSpec, dgrad: bool = False) -> float:
+    """Estimated thread-instructions per useful output (INSTR_PER_* above)."""
+    TP, TQ, _, _ = TILES[tile]
+    P, Q = _out_hw(spec, dgrad)
+    tiles = -(-P // TP) * -(-Q // TQ)
+    ih, iw = staged_tile(tile, spec, dgrad)
+    return (INSTR_PER_SLOT * tiles * TP * TQ + INSTR_PER_STAGED * tiles * ih * iw) / max(1, P * Q)
+
+
+def planes_per_block(tile: str, spec: ConvSpec, dgrad: bool = False) -> int:
     planes = TILES[tile][3]
-    while planes > 1 and smem_bytes(tile, spec, planes) > SMEM_LIMIT:
+    while planes > 1 and smem_bytes(tile, spec, planes, dgrad) > SMEM_LIMIT:
         planes //= 2
     return planes
 
 
-def config(spec: ConvSpec) -> dict:
-    """The tile with the better output utilisation (large on ties: fewer halo re-reads),
-    and the most planes per block (up to the tile's default) that fit shared memory."""
-    tile = "large" if tile_util("large", spec) >= tile_util("small", spec) else "small"
-    return {"tile": tile, "planes": planes_per_block(tile, spec)}
+def config(spec: ConvSpec, dgrad: bool = False) -> dict:
+    """The tile of lower estimated cost per output (large on ties: fewer blocks), and the
+    most planes per block (up to the tile's default) that fit shared memory."""
+    fits = [t for t in TILES if smem_bytes(t, spec, 1, dgrad) <= SMEM_LIMIT] or list(TILES)
+    tile = min(fits, key=lambda t: (tile_cost(t, spec, dgrad), t != "large"))
+    return {"tile": tile, "planes": planes_per_block(tile, spec, dgrad)}
 
 
-def grid(tile: str, spec: ConvSpec, planes: int):
+def grid(tile: str, spec: ConvSpec, planes: int, dgrad: bool = False):
     TP, TQ, QPT, _ = TILES[tile]
-    g = geometry(spec)
-    nplanes = spec.n * spec.k
-    nblocks = (-(-g.P // TP)) * (-(-g.Q // TQ)) * (-(-nplanes // planes))
-    return (nblocks, 1, 1), (TQ // QPT, TP, planes)
+    P, Q = _out_hw(spec, dgrad)
+    nplanes = spec.n * (spec.c if dgrad else spec.k)
+    return ((-(-nplanes // planes), -(-P // TP), -(-Q // TQ)), (TQ // QPT, TP, planes))
 
 
-def supports(spec: ConvSpec):
+def _supports(spec: ConvSpec, dgrad: bool):
     if spec.dtype not in REAL:
         return False, f"dtype {spec.dtype} (depthwise is real-only)"
     if spec.nd not in (1, 2):
         return False, f"{spec.nd}-D convolution (the depthwise kernel is 2-D; 1-D runs as H=1)"
     if spec.c_per_group != 1:
         return False, f"C/groups = {spec.c_per_group} (depthwise needs one input channel per group)"
-    for tile in TILES:
-        smem = smem_bytes(tile, spec, 1)
-        if smem > SMEM_LIMIT:
-            return False, (f"one plane's input tile with its halo needs {smem} B of shared memory "
-                           f"(> {SMEM_LIMIT}): kernel/dilation/stride too large")
-    (gx, _, _), _ = grid("small", spec, 1)
-    if gx > INT32_MAX:
-        return False, f"grid of {gx} blocks exceeds the launch limit (2^31-1)"
+    if not any(smem_bytes(t, spec, 1, dgrad) <= SMEM_LIMIT for t in TILES):
+        smem = min(smem_bytes(t, spec, 1, dgrad) for t in TILES)
+        return False, (f"one plane's input tile with its halo needs {smem} B of shared memory "
+                       f"(> {SMEM_LIMIT}): kernel/dilation/stride too large")
+    if spec.n * spec.k + max(t[3] for t in TILES.values()) > INT32_MAX:
+        return False, f"N*K = {spec.n * spec.k} planes exceed the kernel's 32-bit plane index"
+    (_, gy, gz), _ = grid("small", spec, 1, dgrad)
+    if gy > GRID_YZ_MAX or gz > GRID_YZ_MAX:
+        return False, f"tile grid ({gy}, {gz}) exceeds the launch limit 65535 on grid y/z"
     return True, "one input channel per group (any depth multiplier), 2-D/1-D real, tile fits"
 
 
-def launch(backend, x, w, b, y, spec, act, config_):
+def supports(spec: ConvSpec):
+    return _supports(spec, False)
+
+
+def dgrad_supports(spec: ConvSpec):
+    """The data gradient (= transposed convolution) of the forward `spec` on this kernel."""
+    return _supports(spec, True)
+
+
+def _launch(backend, x, w, b, y, spec, act, config_, dgrad):
     geo = geometry_args(spec)
-    tile = config_.get("tile") or config(spec)["tile"]
-    planes = int(config_.get("planes") or planes_per_block(tile, spec))
-    smem = smem_bytes(tile, spec, planes)
+    tile = config_.get("tile") or config(spec, dgrad)["tile"]
+    planes = int(config_.get("planes") or planes_per_block(tile, spec, dgrad))
+    smem = smem_bytes(tile, spec, planes, dgrad)
     if smem > SMEM_LIMIT:
         raise ValueError(f"depthwise tile {tile!r} with {planes} planes needs {smem} B of shared "
                          f"memory (> {SMEM_LIMIT})")
-    grid_, block = grid(tile, spec, planes)
-    fn = backend.get_function(MODULE, INSTANTIATIONS, kernel_name(tile, filter_size(spec), spec.dtype, act))
+    grid_, block = grid(tile, spec, planes, dgrad)
+    fn = backend.get_function(MODULE, INSTANTIATIONS,
+                              kernel_name(tile, filter_size(spec), spec.dtype, act, dgrad))
     bias, has_bias = bias_args(b, w)
     fn(grid_, block, (x, w, bias, y, *geo, has_bias), shared_mem=smem)
+
+
+def launch(backend, x, w, b, y, spec, act, config_):
+    _launch(backend, x, w, b, y, spec, act, config_, False)
+
+
+def launch_dgrad(backend, dy, w, b, dx, spec, config_=None):
+    """dx (spec.input_shape) = the data gradient of the forward `spec` from dy
+    (spec.output_shape) and w (spec.weight_shape), plus b (spec.c,) when given."""
+    _launch(backend, dy, w, b, dx, spec, 0, dict(config_ or {}), True)
 
 
 VARIANTS = (Variant(
     name="depthwise", module=MODULE, instantiations=INSTANTIATIONS,
     summary=("one input channel per group: a plane's input tile + halo in shared memory, "
-             "2-4 outputs per thread along a row, 3x3/5x5 taps in registers"),
+             "8 outputs per thread along a row, 3x3/5x5 taps in registers"),
     supports=supports,
     default_config=lambda spec, facts: config(spec),
     workspace_bytes=lambda spec, config_: 0,

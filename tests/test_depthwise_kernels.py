@@ -1,0 +1,155 @@
+"""Depthwise kernels in the simulator: the forward (conv2d_depthwise.cu), the data gradient
+(its DG mode, through gpuconv/cuda/transpose.py) and the weight gradient
+(conv2d_depthwise_wgrad.cu, through gpuconv/cuda/wgrad.py), float16/32/64, depth multiplier
+1 and 2, stride 1 and 2, dilation, odd sizes, both tiles, outputs poisoned with NaN, against
+torch in float64.  The race detector and a second thread schedule run a subset.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gpuconv.cuda import transpose as ctr, wgrad as cwg
+from gpuconv.cuda.families import conv2d_depthwise as DW, conv2d_depthwise_wgrad as DWW
+from gpuconv.spec import make_spec
+
+from kernel_helpers import TOL, assert_close, to_host
+
+pytestmark = pytest.mark.sim
+sim = pytest.importorskip("gpuconv.sim")
+if not sim.sim_available():
+    pytest.skip("simulator not available", allow_module_level=True)
+
+REAL = ("float32", "float16", "float64")
+# (id, input (N, C, H, W), multiplier, kernel (R, S), stride, padding, dilation)
+CASES = [
+    ("m1_s1_odd", (2, 3, 13, 37), 1, (3, 3), 1, 1, 1),          # 2 q tiles of the large tile
+    ("m2_s2_odd", (1, 3, 17, 11), 2, (3, 3), 2, 1, 1),          # stride-2 window, m = 2
+    ("m2_s1_d2_5x5", (2, 2, 11, 9), 2, (5, 5), 1, 3, 2),        # dilated: generic tap path
+    ("m1_s2_d2_5x5", (1, 4, 15, 14), 1, (5, 5), 2, ((4, 1), (0, 3)), 2),
+    ("m2_s1_3x2", (2, 3, 9, 10), 2, (3, 2), (1, 2), ((1, 2), (0, 1)), (2, 1)),   # KS = 0
+    ("m1_s1_7x7_small", (3, 5, 7, 7), 1, (3, 3), 1, 1, 1),     # the small tile's map
+]
+
+
+def _case_spec(case, dt):
+    _, xs, m, k, stride, pad, dil = case
+    ws = (xs[1] * m, 1) + tuple(k)
+    return make_spec(xs, ws, None, stride, pad, dil, xs[1], np.dtype(dt), 2)[0], ws
+
+
+def _torch_pad(spec):
+    """F.pad list and torch padding for spec's (possibly asymmetric) padding."""
+    pads = []
+    for lo, hi in reversed(spec.pad):
+        pads += [lo, hi]
+    return pads
+
+
+def _t(a):
+    return torch.from_numpy(np.asarray(to_host(a), dtype=np.float64))
+
+
+def _fwd_ref(x, w, spec):
+    xt = F.pad(_t(x), _torch_pad(spec))
+    return F.conv2d(xt, _t(w), stride=spec.stride, dilation=spec.dilation, groups=spec.groups)
+
+
+def _grads_ref(x, w, dy, spec):
+    xt = _t(x).requires_grad_(True)
+    wt = _t(w).requires_grad_(True)
+    y = F.conv2d(F.pad(xt, _torch_pad(spec)), wt, stride=spec.stride, dilation=spec.dilation,
+                 groups=spec.groups)
+    y.backward(_t(dy))
+    return xt.grad.numpy(), wt.grad.numpy()
+
+
+@pytest.fixture(scope="module")
+def be():
+    return sim.SimBackend()
+
+
+def _rand(rng, shape, dt):
+    return rng.uniform(-1.0, 1.0, size=shape).astype(dt)
+
+
+@pytest.mark.parametrize("dtype", REAL)
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_depthwise_forward_dgrad_wgrad(be, case, dtype, rng):
+    dt = np.dtype(dtype)
+    spec, ws = _case_spec(case, dt)
+    assert DW.supports(spec)[0] and DW.dgrad_supports(spec)[0] and DWW.supports(spec)[0]
+    x, w = _rand(rng, spec.input_shape, dt), _rand(rng, ws, dt)
+    dy = _rand(rng, spec.output_shape, dt)
+    want_y = _fwd_ref(x, w, spec).numpy()
+    want_dx, want_dw = _grads_ref(x, w, dy, spec)
+    xp = be.xp
+    for tile in DW.TILES:
+        y = xp.full(spec.output_shape, np.nan, dtype=dt)
+        DW.launch(be, x, w, None, y, spec, 0, {"tile": tile, "planes": DW.planes_per_block(tile, spec)})
+        assert_close(y, want_y, TOL[dt], f"depthwise forward {case[0]} {dtype} {tile}")
+        dx = xp.full(spec.input_shape, np.nan, dtype=dt)
+        DW.launch_dgrad(be, dy, w, None, dx, spec,
+                        {"tile": tile, "planes": DW.planes_per_block(tile, spec, True)})
+        assert_close(dx, want_dx, TOL[dt], f"depthwise dgrad {case[0]} {dtype} {tile}")
+    # the routed entry points (transpose.forward = data gradient, wgrad.forward)
+    dx = xp.full(spec.input_shape, np.nan, dtype=dt)
+    assert ctr.forward(dy, w, None, spec, backend=be, out=dx) is dx
+    assert_close(dx, want_dx, TOL[dt], f"transpose.forward depthwise {case[0]} {dtype}")
+    dw = xp.full(ws, np.nan, dtype=dt)
+    assert cwg.forward(x, dy, spec, backend=be, out=dw) is dw
+    # the reduction runs over N*P*Q products: the tolerance of a sum of that many terms
+    assert_close(dw, want_dw, TOL[dt], f"depthwise wgrad {case[0]} {dtype}")
+
+
+def test_depthwise_dgrad_bias_and_wgrad_deterministic(be, rng):
+    """dgrad with a bias (transposed-conv use); wgrad bit-identical across runs, with
+    deterministic=False too (the depthwise reduction has no atomic form)."""
+    dt = np.dtype(np.float32)
+    spec, ws = _case_spec(("b", (3, 4, 19, 23), 2, (3, 3), 2, 1, 1), dt)
+    x, w, dy = _rand(rng, spec.input_shape, dt), _rand(rng, ws, dt), _rand(rng, spec.output_shape, dt)
+    b = _rand(rng, (spec.c,), dt)
+    want_dx, want_dw = _grads_ref(x, w, dy, spec)
+    dx = ctr.forward(dy, w, b, spec, backend=be)
+    assert_close(dx, want_dx + b.astype(np.float64)[None, :, None, None], TOL[dt], "dgrad + bias")
+    runs = [to_host(cwg.forward(x, dy, spec, deterministic=d, backend=be)) for d in (True, True, False)]
+    assert_close(runs[0], want_dw, TOL[dt], "wgrad")
+    assert all(np.array_equal(runs[0], r) for r in runs[1:])
+
+
+def test_depthwise_plan_and_config():
+    """The launch plans are pure and sane: whole warps per wgrad block, splits cover N, the
+    cost model picks the small tile for 7x7 maps and the large one for a 64x64 map (16x32
+    tiles fit it exactly: 1.20 staged inputs per output against the small tile's 1.56)."""
+    dt = np.dtype(np.float32)
+    s7, _ = make_spec((32, 960, 7, 7), (960, 1, 3, 3), None, 1, 1, 1, 960, dt, 2)
+    assert DW.config(s7)["tile"] == "small"
+    s_odd, _ = make_spec((4, 32, 64, 64), (32, 1, 3, 3), None, 1, 1, 1, 32, dt, 2)
+    assert DW.config(s_odd)["tile"] == "large"
+    for spec in (s7, s_odd):
+        p = DWW.plan(spec)
+        bx, by, bz = p["block"]
+        assert (bx * by * bz) % 32 == 0 and p["splits"] * p["chunk"] >= spec.n
+        assert (p["splits"] - 1) * p["chunk"] < spec.n
+        assert DWW.smem_bytes(p["tile"], spec, p["planes"]) <= 48 * 1024
+
+
+@pytest.mark.parametrize("opts", [dict(racecheck=True), dict(schedule="reversed")],
+                         ids=["racecheck", "reversed"])
+def test_depthwise_race_and_schedule(opts, rng):
+    """The forward, dgrad and wgrad kernels under the race detector and a reversed thread
+    schedule (a missing barrier or a shared-memory race shows there)."""
+    be = sim.SimBackend(**opts)
+    dt = np.dtype(np.float32)
+    for case in (CASES[1], CASES[4]):
+        spec, ws = _case_spec(case, dt)
+        x, w, dy = _rand(rng, spec.input_shape, dt), _rand(rng, ws, dt), _rand(rng, spec.output_shape, dt)
+        want_dx, want_dw = _grads_ref(x, w, dy, spec)
+        for tile in DW.TILES:
+            y = be.xp.full(spec.output_shape, np.nan, dtype=dt)
+            DW.launch(be, x, w, None, y, spec, 0, {"tile": tile, "planes": DW.planes_per_block(tile, spec)})
+            assert_close(y, _fwd_ref(x, w, spec).numpy(), TOL[dt], f"forward {opts} {tile}")
+        assert_close(ctr.forward(dy, w, None, spec, backend=be), want_dx, TOL[dt], f"dgrad {opts}")
+        assert_close(cwg.forward(x, dy, spec, backend=be), want_dw, TOL[dt], f"wgrad {opts}")
