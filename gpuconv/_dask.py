@@ -16,10 +16,12 @@ How an output chunk is formed (the rule for every spatial axis):
   padding and padding_mode (zeros/reflect/replicate/circular) for conv;
 * an output chunk [p0, p1) reads extended-input positions
   [p0*stride, (p1-1)*stride + dilation*(kernel-1) + 1) -- its own rows plus a
-  halo of dilation*(kernel-1) (stride 1: kernel-1); that slice, gathered from
-  as many input chunks as it spans, becomes one block (a rechunk), so chunks
-  smaller than the kernel and uneven last chunks need no special case;
-* the block runs the public function with no padding ('valid').
+  halo of dilation*(kernel-1) (stride 1: kernel-1); one task gathers that
+  window from as many input chunks as it spans (slicing each to the rows it
+  needs), so chunks smaller than the kernel and uneven last chunks need no
+  special case and no rechunk of the input;
+* the same task runs the public function on the window with no padding
+  ('valid').
 
 Output chunks follow the input's: boundaries at the input's chunk boundaries
 divided by the stride (times it for transposed convolution), the last chunk
@@ -330,23 +332,37 @@ def _signal(fname, flip, in1, in2, mode, boundary, fillvalue, options):
     if options:   # keywords of the public function: checked on a 1x1 problem now
         getattr(gpuconv, fname)(np.ones((1, 1), a.dtype), np.ones((1, 1), a.dtype), "valid",
                                 **options)
+    batch, out2 = tuple(out_shape[:-2]), tuple(out_shape[-2:])
+    nb = len(batch)
     kh, kw = k.shape[-2:]
-    out_chunks = tuple(_boundaries(a.chunks[-2 + i], out_shape[i], 1, 1) for i in range(2))
-    meta = _meta(a, 2, a.dtype)
+    src = B if swapped else A                     # the image, before its lazy cast
+    if nb:   # batches: the image broadcast (lazily) to the batch, its batch chunks kept
+        src = da.broadcast_to(src, batch + src.shape[-2:])
+    out_chunks = tuple(src.chunks[:nb]) + tuple(
+        _boundaries(src.chunks[nb + i], out2[i], 1, 1) for i in range(2))
+    meta = _meta(a, nb + 2, a.dtype)
     if 0 in out_shape or 0 in k.shape:
         out = da.zeros(out_shape, dtype=a.dtype, chunks=out_chunks)
         if _xp(a._meta) is not np:
             out = out.map_blocks(_xp(a._meta).asarray, meta=meta)
         return out
-    src = A if A.shape == a.shape else B          # the image before its lazy cast
-    maps = [_window_maps(out_chunks[i], 1, (kh, kw)[i], -origin[i], src.shape[i], bnd)
-            for i in range(2)]
+    maps = [_identity_maps(c) for c in src.chunks[:nb]]
+    maps += [_window_maps(out_chunks[nb + i], 1, (kh, kw)[i], -origin[i], src.shape[nb + i], bnd)
+             for i in range(2)]
+    sources = [(src, maps, fill, a.dtype)]
     # k is flipped (convolve) or conjugated (correlate); convolving with its
     # reversal correlates with k itself, which is what the core computes.
-    out = _window_array(fname, [(src, maps, fill, a.dtype)], _signal_block,
-                        [k[::-1, ::-1], options], out_chunks, meta)
+    kernel = k[..., ::-1, ::-1]
+    if kernel.ndim > 2:     # a kernel per image: one window of the kernels per batch chunk
+        kernel = da.broadcast_to(kernel, batch + (kh, kw)).rechunk(src.chunks[:nb] + (-1, -1))
+        kmaps = [_identity_maps(c) for c in kernel.chunks[:nb]]
+        kmaps += [[np.arange(n)] * len(out_chunks[nb + i]) for i, n in enumerate((kh, kw))]
+        sources.append((kernel, kmaps, fill, a.dtype))
+        out = _window_array(fname, sources, _signal_block, [options], out_chunks, meta)
+    else:
+        out = _window_array(fname, sources, _signal_block, [kernel, options], out_chunks, meta)
     if swapped and not flip:
-        out = out[::-1, ::-1]
+        out = out[..., ::-1, ::-1]
     return out
 
 
@@ -357,10 +373,15 @@ def convolve2d(in1, in2, mode="full", boundary="fill", fillvalue=0, **options):
     its chunks; the output's chunks are the image's, the last one grown ('full')
     or shrunk ('valid', dropping chunks that vanish) to the output size.  Each
     output chunk is computed from its rows and columns of the extended image
-    plus a halo of kernel-1 (gathered from neighbouring chunks however small,
-    i.e. a rechunk into overlapping blocks), boundaries exact at the image's
+    plus a halo of kernel-1 (gathered by its task from neighbouring chunks however
+    small: the input is never rechunked), boundaries exact at the image's
     edges.  The kernel is rechunked to one chunk.  `options` go to the public
     function per chunk.
+
+    Batches ((..., H, W) and (..., R, S), broadcast as the public function does):
+    the image keeps its batch chunks (a broadcast one is broadcast lazily), a
+    kernel per image is rechunked to the image's batch chunks, and each chunk is
+    one batched call.
     """
     return _signal("convolve2d", True, in1, in2, mode, boundary, fillvalue, options)
 
@@ -438,7 +459,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
            padding_mode="zeros", activation=None, algorithm="auto"):
     """gpuconv.conv2d on a dask `input` (lazy): batch chunks map directly, the channel
     axis is rechunked to one chunk, spatial chunks read halos of dilation*(kernel-1)
-    from their neighbours (rechunked into overlapping blocks), and padding and
+    from their neighbours (each output chunk's task gathers its window), and padding and
     padding_mode are applied once at the array's edges, exactly as the single-array
     call does."""
     return _conv(2, input, weight, bias, stride, padding, dilation, groups, padding_mode,

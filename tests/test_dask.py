@@ -275,3 +275,19 @@ def test_public_functions_route_dask_arrays(rng):
     assert isinstance(gw, da.Array)
     assert_close(gw.compute(), torch.nn.grad.conv2d_weight(_t(x), w.shape, _t(y.compute()),
                                                             padding=1).numpy())
+
+
+@pytest.mark.parametrize("shapes", [((3, 20, 17), (4, 3)), ((19, 16), (2, 3, 3)),
+                                    ((2, 1, 15, 14), (3, 5, 4)), ((2, 4, 3), (2, 13, 11))],
+                         ids=str)
+def test_signal_batches_equal_single_array(rng, shapes):
+    a, k = randn(rng, shapes[0]), randn(rng, shapes[1])
+    chunks = (1,) * (a.ndim - 2) + (6, 5)
+    for fname in ("convolve2d", "correlate2d"):
+        single, lazy = _signal(fname)
+        for mode in MODES:
+            for boundary in BOUNDARIES:
+                out = lazy(da.from_array(a, chunks=chunks), k, mode, boundary, 0.5)
+                ref = single(a, k, mode, boundary, 0.5)
+                assert out.shape == ref.shape
+                assert np.array_equal(out.compute(), ref), (fname, mode, boundary)
