@@ -95,6 +95,8 @@ LAYERS = [
     ("mobilenet depthwise 3x3", spec2d((8, 32, 112, 112), (32, 1, 3, 3), padding=1, groups=32), "depthwise"),
     ("depthwise mult 2 5x5", spec2d((8, 32, 56, 56), (64, 1, 5, 5), padding=2, groups=32), "depthwise"),
     ("3x3 C=K=64 56x56", spec2d((8, 64, 56, 56), (64, 64, 3, 3), padding=1), "tiled_smem"),
+    ("3x3 C=K=128 28x28: knee 115 < 139", spec2d((8, 128, 28, 28), (128, 128, 3, 3), padding=1), "tiled_smem"),
+    ("1x1 s2 downsample C=256 K=512", spec2d((8, 256, 28, 28), (512, 256, 1, 1), stride=2), "im2col"),
     ("3x3 C=K=64 7x7 N=8", spec2d((8, 64, 7, 7), (64, 64, 3, 3), padding=1), "tiled_smem_small"),
     ("tiny batch-1 layer", spec2d((1, 8, 8, 8), (8, 8, 3, 3), padding=1), "direct"),
     ("fp16 resnet 3x3", spec2d((32, 64, 56, 56), (64, 64, 3, 3), padding=1, dtype=np.float16), "implicit_gemm"),
@@ -117,6 +119,37 @@ def test_choose_layers(label, spec, expected):
     assert name == expected, (label, name, reasons)
     assert variants.get(name).supports(spec)[0]
     assert reasons and all(isinstance(r, str) for r in reasons)
+
+
+def test_im2col_knee_napkin_math():
+    """IM2COL_KNEE is 8*67e12 / (2*(1/0.55 - 1/0.85)*BW) at an H100's 3.0 TB/s (an estimate,
+    MEASURE); the rule is symmetric in Kg and inner and needs both large."""
+    knee = 8 * 67e12 / (2 * (1 / 0.55 - 1 / 0.85) * 3.0e12)
+    assert abs(dispatch.IM2COL_KNEE - knee) < 1.5
+    assert dispatch.im2col_amortised(256, 2304) and not dispatch.im2col_amortised(128, 1152)
+    assert dispatch.im2col_amortised(512, 256) == dispatch.im2col_amortised(256, 512)
+    assert not dispatch.im2col_amortised(10_000, 100) and not dispatch.im2col_amortised(100, 10_000)
+    assert dispatch.im2col_amortised(2 * 139, 2 * 139) and not dispatch.im2col_amortised(2 * 139 - 1, 2 * 139 - 1)
+
+
+def test_depthwise_tile_cost_model():
+    """The depthwise tile is the one of fewer estimated instructions per output (MEASURE):
+    the 8x8 tile on the 7x7/14x14/56x56 maps that it divides, the 16x32 tile on a 64x128
+    map (1.20 staged inputs per output against 1.56), ties to the large tile; the data
+    gradient is costed on the input map at stride 1; the routing predicates agree."""
+    from gpuconv.cuda.families import conv2d_depthwise as dw, conv2d_depthwise_wgrad as dww
+    dws = lambda hw, s=1: spec2d((32, 144, hw, hw), (144, 1, 3, 3), stride=s, padding=1, groups=144)
+    for hw in (7, 14, 56):
+        assert dw.config(dws(hw))["tile"] == "small"
+    big = spec2d((2, 16, 64, 128), (16, 1, 3, 3), padding=1, groups=16)
+    assert dw.config(big)["tile"] == "large"
+    assert dw.tile_cost("large", big) < dw.tile_cost("small", big)
+    assert abs(dw.tile_cost("small", dws(56)) - (dw.INSTR_PER_SLOT + dw.INSTR_PER_STAGED * 100 / 64)) < 1e-9
+    s2 = dws(56, 2)
+    assert dw.tile_cost("small", s2, dgrad=True) == dw.tile_cost("small", dws(56))
+    assert dw.dgrad_supports(s2)[0] and dww.supports(s2)[0]
+    dense = spec2d((2, 8, 9, 9), (8, 8, 3, 3), padding=1)
+    assert not dw.dgrad_supports(dense)[0] and not dww.supports(dense)[0]
 
 
 def test_choose_is_pure_and_always_supported():

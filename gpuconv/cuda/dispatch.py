@@ -21,7 +21,7 @@ Rules, in order (first match wins; every variant returned supports the spec):
      (tensor cores without the im2col round trip through memory; IGEMM_* below).
   4. float16 / float64 with a large GEMM -> im2col: the only path on cuBLAS's
      tensor cores (fp16: 989 vs 67 TFLOP/s for our FP32-FMA kernels) / DGEMM.
-  5. float32: im2col when Kg >= 96, else tiled (see IM2COL_MIN_KG).
+  5. float32: im2col when Kg*inner/(Kg+inner) >= 139, else tiled (see IM2COL_KNEE).
   6. 3-D -> im2col when its GEMM is large, else direct (no 3-D tiled kernel yet).
   7. 1-D/2-D -> the tiled variant with the best tile utilisation, if it fits;
      else direct.
@@ -48,12 +48,26 @@ TINY_FLOPS = 2e7
 # 4 B/elem that is below the FP32 ridge point (67e12/0.75e12 ~ 90 FLOP/elem)
 # for k < 45.  32 keeps depthwise 3x3/5x5 (9, 25) on direct.
 MIN_GEMM_INNER = 32
-# MEASURE. float32 im2col vs tiled: lowering moves 2 * 4 B per column element
-# for 2*Kg FLOPs on it, i.e. it costs ~ (8/3e12) / (2*Kg/5.7e13) = 76/Kg of the
-# GEMM time (cuBLAS SGEMM ~85% of 67 TFLOP/s).  The tiled kernel's shared-load
-# bound is ~50-67% of peak (its header).  im2col wins when
-# (1 + 76/Kg) / 0.85 < 1 / 0.55, i.e. Kg > ~92.
-IM2COL_MIN_KG = 96
+# MEASURE. float32 im2col vs tiled, per output position and group (estimates; inner =
+# Cg*taps).  im2col writes and cuBLAS re-reads `inner` column elements (8 B each, now at
+# copy bandwidth: the 32-bit carried-index lowering issues ~15 instructions per element,
+# kernels_cu/im2col.cu) and col2out moves Kg GEMM results once more (write + read, 8 B);
+# the SGEMM runs 2*Kg*inner FLOPs at ~85% of 67 TFLOP/s, the tiled kernel the same FLOPs at
+# ~55% (its shared-load bound).  im2col wins when
+#     8*(inner + Kg)/BW < 2*Kg*inner*(1/0.55 - 1/0.85)/67e12
+#  <=> Kg*inner/(Kg + inner) > 8*67e12 / (2*0.642*BW) = IM2COL_KNEE:
+# 139 at an H100's 3.0 TB/s (DeviceFacts' default), 87 at the H200's 4.8 TB/s.  ResNet-50
+# 3x3 C=K=256 (inner 2304): 230 -> im2col; C=K=128: 115 -> tiled; C=K=64: 58 -> tiled.
+# (The old rule, Kg >= 96, assumed the lowering at copy bandwidth while it ran at ~0.5 TB/s
+# on integer work, and left the col2out pass out.)
+IM2COL_KNEE = 139
+
+
+def im2col_amortised(kg: int, inner: int) -> bool:
+    """float32: the SGEMM's speed over the tiled kernel repays the lowering (IM2COL_KNEE)."""
+    return kg * inner >= IM2COL_KNEE * (kg + inner)
+
+
 # MEASURE. The depthwise kernel is taken for 2-D layers only: a 1-D layer (H = 1) would
 # use 1 of the tile's 8 rows; direct's one-thread-per-output coalesces fine there.
 DEPTHWISE_ND = 2
@@ -106,8 +120,12 @@ def choose(spec: ConvSpec, facts: DeviceFacts | None = None) -> tuple[str, dict,
         return pick("im2col", "pointwise 1x1/stride 1/unpadded: x is the GEMM operand, no lowering")
     if spec.c_per_group == 1 and spec.nd == DEPTHWISE_ND and ok["depthwise"][0]:
         # MEASURE. Taken for every such layer, down to the tiny ones: one launch either
-        # way, and the napkin math (kernels_cu/conv2d_depthwise.cu) puts it near the
-        # copy bandwidth where direct reaches ~1/2 of it (9 L1 loads per output).
+        # way, and the napkin math (kernels_cu/conv2d_depthwise.cu) puts it at ~45
+        # instructions per output, under the ~56 an fp32 output may spend at 4.8 TB/s
+        # (~75-90% of copy bandwidth, estimate), where direct issues 9 L1 loads and ~100
+        # instructions per output (~1/2 of it).  The depthwise data and weight gradients
+        # are routed inside gpuconv/cuda/transpose.py and wgrad.py (dgrad_supports /
+        # conv2d_depthwise_wgrad.supports), not here.
         return pick("depthwise", f"one input channel per group (depth multiplier {kg}): memory "
                                  f"bound; plane tile + halo in shared memory, taps in registers")
     if inner < MIN_GEMM_INNER:
@@ -122,8 +140,9 @@ def choose(spec: ConvSpec, facts: DeviceFacts | None = None) -> tuple[str, dict,
     if spec.dtype != np.float32 and ok["im2col"][0] and big_gemm:
         return pick("im2col", f"{spec.dtype} with a large GEMM: cuBLAS "
                               f"({'tensor cores' if spec.dtype == np.float16 else 'DGEMM'}) beats FMA kernels")
-    if ok["im2col"][0] and big_gemm and kg >= IM2COL_MIN_KG:
-        return pick("im2col", f"Kg={kg} >= {IM2COL_MIN_KG}: cuBLAS SGEMM amortises the lowering")
+    if ok["im2col"][0] and big_gemm and im2col_amortised(kg, inner):
+        return pick("im2col", f"Kg*inner/(Kg+inner) = {kg * inner / (kg + inner):.0f} >= {IM2COL_KNEE}: "
+                              f"cuBLAS SGEMM amortises the lowering")
     if spec.nd == 3:
         name = "im2col" if (ok["im2col"][0] and big_gemm) else "direct"
         return pick(name, "3-D: no tiled 3-D kernel; " + ("GEMM large enough for im2col" if name == "im2col"
@@ -133,7 +152,8 @@ def choose(spec: ConvSpec, facts: DeviceFacts | None = None) -> tuple[str, dict,
         utils = {n: _tile_util(TILES[n], spec) for n in tiled}
         best = "tiled_smem" if utils.get("tiled_smem", 0) >= TILE_UTIL_MIN else max(utils, key=utils.get)
         reasons.append("tile utilisation " + ", ".join(f"{n}={u:.2f}" for n, u in utils.items()))
-        return pick(best, f"2-D real, Kg={kg} < {IM2COL_MIN_KG}: shared-memory tiling, best-used tile")
+        return pick(best, f"2-D real, Kg*inner/(Kg+inner) < {IM2COL_KNEE}: shared-memory tiling, "
+                          f"best-used tile")
     why = "; ".join(f"{n}: {ok[n][1]}" for n in ok if n.startswith("tiled_"))
     return pick("direct", f"no tiled kernel fits ({why})")
 
