@@ -176,38 +176,68 @@ def apply_padding_mode(xp, x, spec: ConvSpec, padding_mode: str):
                        groups=spec.groups, dtype=spec.dtype)
 
 
+OP_ALGORITHMS = ("auto", "fft")        # conv_transpose*, conv*_input, conv*_weight
+
+
+def check_op_algorithm(algorithm) -> str:
+    """`algorithm` of a transposed convolution or a gradient: 'auto' (the engine's
+    kernels, FFT where gpuconv.fft's cost model prices it lower) or 'fft'."""
+    if not isinstance(algorithm, str) or algorithm not in OP_ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {OP_ALGORITHMS}, got {algorithm!r}")
+    return algorithm
+
+
+def use_fft(op: str, spec: ConvSpec, path: Path, algorithm: str) -> bool:
+    """Whether `op` runs as an FFT convolution (gpuconv.fft): algorithm="fft", or
+    "auto" where gpuconv.fft.conv_cost_model prices the FFT below the direct/GEMM
+    path for this device (large kernels: on 2 cores 8x32x64x64 switches between
+    5x5 and 7x7, 1x3x224x224 between 9x9 and 11x11; the GPU constants are napkin
+    math, marked MEASURE there).  Integer dtypes never: the direct sum is exact."""
+    if algorithm == "fft":
+        return True
+    if algorithm != "auto" or spec.dtype.kind in "iuc" or math.prod(spec.kernel) < 25:
+        return False                     # below 5x5 the direct paths always win (the model's floor)
+    from . import fft
+    return fft.conv_cost_model(spec, op, "gpu" if path.is_device else "cpu").use_fft
+
+
+def _fft(op, path, spec, a, b):
+    from . import fft
+    return getattr(fft, op)(a, b, spec, path.xp)
+
+
+def _finish_device_fft(path, out, spec, bias, activation):
+    """Bias (in the compute dtype) and activation on a device FFT result, then the dtype."""
+    if bias is not None:
+        out += bias.astype(out.dtype).reshape((1, -1) + (1,) * spec.nd)
+    return activations.apply_xp(path.xp, out, activation).astype(spec.dtype, copy=False)
+
+
 def _fprop_cpu(path, spec, x, w, bias=None, activation=None, algorithm="auto", **_):
     from . import cpu
-    if algorithm == "fft":
-        from . import fft
-        out = fft.fprop(x, w, spec, np)
-    else:
-        out = cpu.conv(x, w, None, spec)
+    out = _fft("fprop", path, spec, x, w) if use_fft("fprop", spec, path, algorithm) else \
+        cpu.conv(x, w, None, spec)
     return _finish_cpu(out, spec, bias, activation)
 
 
 def _fprop_device(path, spec, x, w, bias=None, activation=None, algorithm="auto", **_):
-    if algorithm == "fft":
-        from . import fft
-        out = fft.fprop(x, w, spec, path.xp).astype(spec.dtype, copy=False)
-        if bias is not None:
-            out += bias.reshape((1, -1) + (1,) * spec.nd)
-        return _device_activation(path, out, activation)
+    if use_fft("fprop", spec, path, algorithm):
+        return _finish_device_fft(path, _fft("fprop", path, spec, x, w), spec, bias, activation)
     from .cuda import conv as cuda_conv
     return cuda_conv.forward(x, w, bias, spec, activation=activation, algorithm=algorithm,
                              backend=path.backend)
 
 
-def _device_activation(path, out, activation):
-    return activations.apply_xp(path.xp, out, activation)
-
-
-def _dgrad_cpu(path, spec, dy, w, bias=None, activation=None, **_):
+def _dgrad_cpu(path, spec, dy, w, bias=None, activation=None, algorithm="auto", **_):
     from . import cpu_grad
-    return _finish_cpu(cpu_grad.dgrad(dy, w, spec), spec, bias, activation)
+    out = _fft("dgrad", path, spec, dy, w) if use_fft("dgrad", spec, path, algorithm) else \
+        cpu_grad.dgrad(dy, w, spec)
+    return _finish_cpu(out, spec, bias, activation)
 
 
-def _dgrad_device(path, spec, dy, w, bias=None, activation=None, **_):
+def _dgrad_device(path, spec, dy, w, bias=None, activation=None, algorithm="auto", **_):
+    if use_fft("dgrad", spec, path, algorithm):
+        return _finish_device_fft(path, _fft("dgrad", path, spec, dy, w), spec, bias, activation)
     from .cuda import transpose as cuda_transpose
     ok, _why = cuda_transpose.transpose_supports(spec)
     if ok:
@@ -218,14 +248,19 @@ def _dgrad_device(path, spec, dy, w, bias=None, activation=None, **_):
     return run("fprop", fspec, xu, wf, path=path, bias=bias, activation=activation)
 
 
-def _wgrad_cpu(path, spec, x, dy, **_):
+def _wgrad_cpu(path, spec, x, dy, algorithm="auto", **_):
     from . import cpu_grad
-    return cpu_grad.wgrad(x, dy, spec).astype(spec.dtype, copy=False)
+    x, spec = crop_unread(x, spec)
+    out = _fft("wgrad", path, spec, x, dy) if use_fft("wgrad", spec, path, algorithm) else \
+        cpu_grad.wgrad(x, dy, spec)
+    return out.astype(spec.dtype, copy=False)
 
 
-def _wgrad_device(path, spec, x, dy, deterministic=True, **_):
+def _wgrad_device(path, spec, x, dy, deterministic=True, algorithm="auto", **_):
     from .cuda import wgrad as cuda_wgrad
     x, spec = crop_unread(x, spec)
+    if use_fft("wgrad", spec, path, algorithm):
+        return _fft("wgrad", path, spec, x, dy).astype(spec.dtype, copy=False)
     if cuda_wgrad.wgrad_supports(spec)[0]:
         return cuda_wgrad.forward(x, dy, spec, deterministic=deterministic, backend=path.backend)
     # refused (3-D): one forward convolution with batch and channel roles swapped

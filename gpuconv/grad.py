@@ -71,12 +71,13 @@ def _check_output_shape(spec: ConvSpec, batched: bool, go_shape, fname, what):
 # input gradient
 
 def input_grad(nd: int, fname: str, input_size, weight, grad_output, stride=1, padding=0,
-               dilation=1, groups=1, precision=None):
+               dilation=1, groups=1, precision=None, algorithm="auto"):
     """Shared body of conv{1,2,3}d_input: parse, validate, run dgrad on the engine."""
     wi = convert("weight", weight)
     gi = convert("grad_output", grad_output)
     path = engine.resolve({"grad_output": gi, "weight": wi})
     precision = _precision.resolve(precision)
+    engine.check_op_algorithm(algorithm)
     w, go = wi.array, gi.array
     _check_real(go.dtype, fname)
     dtype = check_dtypes(go.dtype, w.dtype)
@@ -105,7 +106,8 @@ def input_grad(nd: int, fname: str, input_size, weight, grad_output, stride=1, p
     spec, _ = make_spec(in_shape, w.shape, None, stride, padding, dilation, groups, dtype, nd,
                         fname)
     _check_output_shape(spec, batched, go.shape, fname, f"an input of size {_fmt_shape(in_shape)}")
-    out = engine.run("dgrad", spec, go if batched else go[None], w, path=path, precision=precision)
+    out = engine.run("dgrad", spec, go if batched else go[None], w, path=path, precision=precision,
+                     algorithm=algorithm)
     return wrap(out if batched else out[0], gi)
 
 
@@ -113,7 +115,7 @@ def input_grad(nd: int, fname: str, input_size, weight, grad_output, stride=1, p
 # weight gradient
 
 def weight_grad(nd: int, fname: str, input, weight_size, grad_output, stride=1, padding=0,
-                dilation=1, groups=1, deterministic=True, precision=None):
+                dilation=1, groups=1, deterministic=True, precision=None, algorithm="auto"):
     """Shared body of conv{1,2,3}d_weight: parse, validate, run wgrad on the engine."""
     if not isinstance(deterministic, (bool, np.bool_)):
         raise TypeError(f"deterministic must be a bool, got {deterministic!r}")
@@ -121,6 +123,7 @@ def weight_grad(nd: int, fname: str, input, weight_size, grad_output, stride=1, 
     gi = convert("grad_output", grad_output)
     path = engine.resolve({"input": xi, "grad_output": gi})
     precision = _precision.resolve(precision)
+    engine.check_op_algorithm(algorithm)
     x, go = xi.array, gi.array
     _check_real(x.dtype, fname)
     if np.dtype(go.dtype) != np.dtype(x.dtype):
@@ -145,7 +148,7 @@ def weight_grad(nd: int, fname: str, input, weight_size, grad_output, stride=1, 
     if not batched:
         x, go = x[None], go[None]
     out = engine.run("wgrad", spec, x, go, path=path, deterministic=bool(deterministic),
-                     precision=precision)
+                     precision=precision, algorithm=algorithm)
     return wrap(out, xi)
 
 
@@ -160,16 +163,16 @@ def _no_string_padding(fname, padding):
 
 @engine.public("grad_output")
 def conv1d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
-                 precision=None):
+                 precision=None, algorithm="auto"):
     """Gradient of conv1d with respect to its input (torch.nn.grad.conv1d_input)."""
     _no_string_padding("conv1d_input", padding)
     return input_grad(1, "conv1d_input", input_size, weight, grad_output, stride, padding,
-                      dilation, groups, precision)
+                      dilation, groups, precision, algorithm)
 
 
 @engine.public("grad_output")
 def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
-                 precision=None):
+                 precision=None, algorithm="auto"):
     """Gradient of conv2d with respect to its input (torch.nn.grad.conv2d_input).
 
     input_size: (N, C, H, W), or (H, W); weight: (K, C/groups, R, S); grad_output:
@@ -178,30 +181,31 @@ def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=
     convolution of grad_output, with the output padding that reproduces input_size."""
     _no_string_padding("conv2d_input", padding)
     return input_grad(2, "conv2d_input", input_size, weight, grad_output, stride, padding,
-                      dilation, groups, precision)
+                      dilation, groups, precision, algorithm)
 
 
 @engine.public("grad_output")
 def conv3d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
-                 precision=None):
+                 precision=None, algorithm="auto"):
     """Gradient of conv3d with respect to its input (torch.nn.grad.conv3d_input)."""
     _no_string_padding("conv3d_input", padding)
     return input_grad(3, "conv3d_input", input_size, weight, grad_output, stride, padding,
-                      dilation, groups, precision)
+                      dilation, groups, precision, algorithm)
 
 
 @engine.public("input")
 def conv1d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
-                  deterministic=True, precision=None):
+                  deterministic=True, precision=None, algorithm="auto"):
     """Gradient of conv1d with respect to its weight (torch.nn.grad.conv1d_weight)."""
     _no_string_padding("conv1d_weight", padding)
     return weight_grad(1, "conv1d_weight", input, weight_size, grad_output, stride, padding,
-                       dilation, groups, deterministic=deterministic, precision=precision)
+                       dilation, groups, deterministic=deterministic, precision=precision,
+                       algorithm=algorithm)
 
 
 @engine.public("input")
 def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
-                  deterministic=True, precision=None):
+                  deterministic=True, precision=None, algorithm="auto"):
     """Gradient of conv2d with respect to its weight (torch.nn.grad.conv2d_weight).
 
     input: (N, C, H, W) (or unbatched (C, H, W)); weight_size: (K, C/groups, R, S);
@@ -211,13 +215,15 @@ def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation
     path is deterministic either way."""
     _no_string_padding("conv2d_weight", padding)
     return weight_grad(2, "conv2d_weight", input, weight_size, grad_output, stride, padding,
-                       dilation, groups, deterministic=deterministic, precision=precision)
+                       dilation, groups, deterministic=deterministic, precision=precision,
+                       algorithm=algorithm)
 
 
 @engine.public("input")
 def conv3d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
-                  deterministic=True, precision=None):
+                  deterministic=True, precision=None, algorithm="auto"):
     """Gradient of conv3d with respect to its weight (torch.nn.grad.conv3d_weight)."""
     _no_string_padding("conv3d_weight", padding)
     return weight_grad(3, "conv3d_weight", input, weight_size, grad_output, stride, padding,
-                       dilation, groups, deterministic=deterministic, precision=precision)
+                       dilation, groups, deterministic=deterministic, precision=precision,
+                       algorithm=algorithm)

@@ -24,7 +24,7 @@ from .spec import check_dtypes, transpose_spec
 
 
 def parse_transpose(nd: int, fname: str, input, weight, bias, stride, padding, output_padding,
-                    groups, dilation, activation=None, precision=None):
+                    groups, dilation, activation=None, precision=None, algorithm="auto"):
     """torch's argument rules for conv_transpose{nd}d -> (path, forward spec, batched,
     converted input, x, w, b) with x batched; raises before any computation."""
     xi = convert("input", input)
@@ -33,6 +33,7 @@ def parse_transpose(nd: int, fname: str, input, weight, bias, stride, padding, o
     path = engine.resolve({"input": xi, "weight": wi, "bias": bi})
     activation = activations.check_activation(activation)
     _precision.resolve(precision)
+    engine.check_op_algorithm(algorithm)
     x, w = xi.array, wi.array
     b = None if bi is None else bi.array
     dtype = check_dtypes(x.dtype, w.dtype, None if b is None else b.dtype)
@@ -48,19 +49,20 @@ def parse_transpose(nd: int, fname: str, input, weight, bias, stride, padding, o
 
 
 def conv_transpose_forward(nd: int, fname: str, input, weight, bias, stride, padding,
-                           output_padding, groups, dilation, activation=None, precision=None):
+                           output_padding, groups, dilation, activation=None, precision=None,
+                           algorithm="auto"):
     """Shared body of conv_transpose1d/2d/3d: parse, validate, run dgrad on the engine."""
     path, spec, batched, xi, x, w, b = parse_transpose(nd, fname, input, weight, bias, stride,
                                                        padding, output_padding, groups, dilation,
-                                                       activation, precision)
+                                                       activation, precision, algorithm)
     out = engine.run("dgrad", spec, x, w, path=path, bias=b, activation=activation,
-                     precision=_precision.resolve(precision))
+                     precision=_precision.resolve(precision), algorithm=algorithm)
     return wrap(out if batched else out[0], xi)
 
 
 @engine.public("input")
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-                     dilation=1, *, activation=None, precision=None):
+                     dilation=1, *, activation=None, precision=None, algorithm="auto"):
     """2-D transposed convolution with torch.nn.functional.conv_transpose2d's semantics.
 
     input: (N, C_in, H, W) or unbatched (C_in, H, W); weight: (C_in, C_out/groups, R, S);
@@ -71,23 +73,26 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     NumPy in -> NumPy out; CuPy in -> CuPy out; torch tensors in -> torch tensor out.
     """
     return conv_transpose_forward(2, "conv_transpose2d", input, weight, bias, stride, padding,
-                                  output_padding, groups, dilation, activation, precision)
+                                  output_padding, groups, dilation, activation, precision,
+                                  algorithm)
 
 
 @engine.public("input")
 def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-                     dilation=1, *, activation=None, precision=None):
+                     dilation=1, *, activation=None, precision=None, algorithm="auto"):
     """1-D transposed convolution (torch.nn.functional.conv_transpose1d): input (N, C_in, L)
     or (C_in, L), weight (C_in, C_out/groups, R).  Arguments as conv_transpose2d."""
     return conv_transpose_forward(1, "conv_transpose1d", input, weight, bias, stride, padding,
-                                  output_padding, groups, dilation, activation, precision)
+                                  output_padding, groups, dilation, activation, precision,
+                                  algorithm)
 
 
 @engine.public("input")
 def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-                     dilation=1, *, activation=None, precision=None):
+                     dilation=1, *, activation=None, precision=None, algorithm="auto"):
     """3-D transposed convolution (torch.nn.functional.conv_transpose3d): input
     (N, C_in, D, H, W) or (C_in, D, H, W), weight (C_in, C_out/groups, T, R, S).
     Arguments as conv_transpose2d."""
     return conv_transpose_forward(3, "conv_transpose3d", input, weight, bias, stride, padding,
-                                  output_padding, groups, dilation, activation, precision)
+                                  output_padding, groups, dilation, activation, precision,
+                                  algorithm)

@@ -663,3 +663,50 @@ def test_autograd_module_matches_nn_conv2d(rng):
         assert_close(ours.weight.grad.numpy(), ref.weight.grad.numpy(), np.float64, what=f"weight grad {kw}")
         if ref.bias is not None:
             assert_close(ours.bias.grad.numpy(), ref.bias.grad.numpy(), np.float64, what=f"bias grad {kw}")
+
+
+# ============================================================ FFT route ====
+@pytest.mark.parametrize("nd", [1, 2, 3])
+def test_fft_algorithm_on_every_operator(rng, path, nd):
+    """algorithm='fft' on conv, conv_transpose and both gradients (stride, dilation,
+    groups, padding) matches torch within float64 rounding of the largest terms."""
+    kernel = {1: (9,), 2: (7, 6), 3: (3, 4, 5)}[nd]
+    size = {1: (40,), 2: (19, 23), 3: (8, 9, 10)}[nd]
+    x, w = randn(rng, (2, 4) + size), randn(rng, (6, 2) + kernel)
+    b = randn(rng, (6,))
+    args = (2, 3, 2, 2)                                       # stride, padding, dilation, groups
+    A = path.asarray
+    conv = getattr(F, f"conv{nd}d")
+    want = conv(T(x), T(w), T(b), *args).numpy()
+    got = getattr(gpuconv, f"conv{nd}d")(A(x), A(w), A(b), *args, algorithm="fft")
+    assert_close(path.get(got), want, np.float64, tol=1e-11, what="conv fft")
+    go = randn(rng, want.shape)
+    gi = getattr(gpuconv, f"conv{nd}d_input")(x.shape, A(w), A(go), *args, algorithm="fft")
+    gw = getattr(gpuconv, f"conv{nd}d_weight")(A(x), w.shape, A(go), *args, algorithm="fft")
+    assert_close(path.get(gi), getattr(TG, f"conv{nd}d_input")(x.shape, T(w), T(go), *args).numpy(),
+                 np.float64, tol=1e-11, what="input gradient fft")
+    assert_close(path.get(gw), getattr(TG, f"conv{nd}d_weight")(T(x), w.shape, T(go), *args).numpy(),
+                 np.float64, tol=1e-11, what="weight gradient fft")
+    wt = randn(rng, (4, 3) + kernel)
+    tr = getattr(gpuconv, f"conv_transpose{nd}d")(A(x), A(wt), None, 2, 1, 1, 2, 2, algorithm="fft")
+    want_t = getattr(F, f"conv_transpose{nd}d")(T(x), T(wt), None, 2, 1, 1, 2, 2).numpy()
+    assert_close(path.get(tr), want_t, np.float64, tol=1e-11, what="conv_transpose fft")
+
+
+def test_auto_picks_fft_for_large_kernels_only(monkeypatch, rng):
+    """The engine asks gpuconv.fft's cost model for 5x5 kernels and up; a 31x31
+    kernel on a 64x64 image goes to the FFT, a 3x3 one never asks."""
+    from gpuconv import fft
+    calls = []
+    real = fft.fprop
+    monkeypatch.setattr(fft, "fprop", lambda *a, **k: calls.append(1) or real(*a, **k))
+    x, w = randn(rng, (2, 3, 64, 64)), randn(rng, (4, 3, 31, 31))
+    spec, _ = make_spec(x.shape, w.shape, None, 1, 15, 1, 1, np.float64, 2)
+    assert fft.conv_cost_model(spec, "fprop", "cpu").use_fft
+    assert_close(gpuconv.conv2d(x, w, padding=15), reference.conv(x, w, None, spec), np.float64, tol=1e-11)
+    assert calls
+    calls.clear()
+    gpuconv.conv2d(x, w[..., :3, :3], padding=1)
+    assert not calls
+    with pytest.raises(ValueError, match="algorithm"):
+        gpuconv.conv2d_input(x.shape, w, x, algorithm="winograd")
