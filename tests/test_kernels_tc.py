@@ -12,6 +12,8 @@ point type", 9.7.14.5.7 "Matrix Fragments for mma.m16n8k8" (.tf32), 9.7.14.5.15
 """
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 
@@ -204,7 +206,7 @@ def _run(backend, case, monkeypatch=None):
     spec, _ = make_spec(xs, ws, (ws[0],) if has_bias else None, stride, padding, dilation, groups, dt, 2)
     ok, why = variants.get("implicit_gemm").supports(spec)
     assert ok, why
-    rng = np.random.default_rng(abs(hash(case[0])) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(case[0].encode()))      # replayable
     x, w = _rand(rng, xs, dt), _rand(rng, ws, dt)
     b = _rand(rng, (ws[0],), dt) if has_bias else None
     ref = activations.apply(reference.conv(x, w, b, spec, accumulate="float64"), act)
