@@ -12,7 +12,10 @@ the parameter list once (CONV_GEOMETRY_PARAMS: N, C, D, H, W, K, KD, R, S, OD, P
 sd, sh, sw, pd, ph, pw, dd, dh, dw, groups) and every conv kernel's signature uses it;
 `geometry_args` is the only code that produces those values, from spec.view3d() (1-D
 and 2-D problems as 3-D with unit leading dims), in GEOMETRY_FIELDS order, which a test
-compares with the macro's text.  No launcher orders a geometry by hand.
+compares with the macro's text.  No launcher orders a geometry by hand.  Scalars, not
+one struct passed by value: CuPy copies a NumPy scalar argument into CScalar's inline
+buffer of 64 bytes (cupy/_core/_scalar.pxd: clongdouble _data[2], and _scalar.pyx
+asserts itemsize < its size), short of the geometry's 22 x 4 = 88 bytes.
 
 Scalars go to the kernels as explicitly typed NumPy scalars (I32 for int, I64 for long
 long): CuPy passes a NumPy scalar with its exact C type, and a Python int would arrive
