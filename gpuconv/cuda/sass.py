@@ -437,9 +437,13 @@ def category(ins: Instr) -> str:
     if b in TENSOR:
         return "tensor"
     if b in FMA or b in FP:
+        srcs = [o.strip().lstrip("-|!") for o in ins.operands.split(",")[1:]]
         # 'HFMA2.MMA R5, -RZ, RZ, 1.875, 0' is how ptxas loads a constant on the FMA pipe: a move
-        if not any(_REG.fullmatch(o.strip().lstrip("-|!")) for o in ins.operands.split(",")[1:]):
+        if not any(_REG.fullmatch(o) for o in srcs):
             return "alu"
+        # 'HADD2.F32 R0, -RZ, R2.H0_H0': half -> float by adding -0
+        if b == "HADD2" and "F32" in ins.mods and "RZ" in srcs:
+            return "convert"
         return "fma" if b in FMA else "fp"
     if b in MEMORY:
         return MEMORY[b]
@@ -764,10 +768,13 @@ def analyse_module(module: str, exprs: tuple[str, ...], arch: str, compiler: str
             rep["mangled"] = mangled
             reports[e] = dict(rep, cached=False)
             if use_cache:
-                root.mkdir(parents=True, exist_ok=True)
-                tmp = root / f".{keys[e]}.{os.getpid()}.tmp"
-                tmp.write_text(json.dumps(rep))
-                os.replace(tmp, root / f"{keys[e]}.json")
+                try:
+                    root.mkdir(parents=True, exist_ok=True)
+                    tmp = root / f".{keys[e]}.{os.getpid()}.tmp"
+                    tmp.write_text(json.dumps(rep))
+                    os.replace(tmp, root / f"{keys[e]}.json")
+                except OSError:          # a read-only cache: the report stands, uncached
+                    pass
     return ok, log, [dict({"module": module, "kernel": e, "arch": arch}, **reports[e]) for e in exprs]
 
 
@@ -833,7 +840,7 @@ def report(modules: list[str], archs: list[str], compiler: str, modules_map: dic
             status = 1
             print(f"--- {m} for {a}: SASS report FAILED\n{log}", file=sys.stderr)
             for r in reps:
-                if "error" in r:
+                if "error" in r and r["error"] != "compile failed":
                     print(f"    {r['kernel']}: {r['error']}", file=sys.stderr)
     elapsed = time.perf_counter() - t0
     if as_json:
