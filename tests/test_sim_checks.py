@@ -266,3 +266,81 @@ def test_f16_mma_products_exact_fp32_accumulation(sim):
     d = np.full((16, 8), np.nan, np.float32)
     sim("mma_f16")((1,), (32,), (a.view(np.uint16), b.view(np.uint16), d))
     np.testing.assert_array_equal(d, _mma_ref(a.astype(np.float32), b.astype(np.float32)))
+
+
+# ---------------------------------------------------------------- every kernel family, checked
+def _family_runs():
+    """name -> run(backend) -> output: one irregular case per kernel family of kernels_cu
+    (the conv variants of the registry, transposed conv, weight gradient, fused
+    separable conv, the signal core), through the launchers the API uses."""
+    from gpuconv.cuda import conv, separable as csep, signal as csignal, transpose as ctr, variants, wgrad as cwg
+    from gpuconv.spec import make_spec, transpose_spec
+
+    def data(shape, dt, seed):
+        return np.random.default_rng(seed).uniform(-1, 1, shape).astype(dt)
+
+    def conv_run(variant, xs, ws, groups, dt):
+        def run(be):
+            spec, _ = make_spec(xs, ws, (ws[0],), 1, 1, 1, groups, np.dtype(dt), 2)
+            out = np.full(spec.output_shape, np.nan, dt)
+            conv.forward(data(xs, dt, 1), data(ws, dt, 2), data(ws[0], dt, 3), spec, algorithm=variant, backend=be,
+                         out=out)
+            return out
+        return run
+
+    runs = {}
+    for v in variants.conv_variant_names():
+        if v == "depthwise":
+            runs[v] = conv_run(v, (2, 6, 9, 11), (6, 1, 3, 3), 6, np.float32)
+        elif v == "implicit_gemm":
+            runs[v] = conv_run(v, (1, 40, 6, 5), (24, 40, 3, 3), 1, np.float16)
+        else:
+            runs[v] = conv_run(v, (1, 19, 9, 11), (10, 19, 3, 3), 1, np.float32)
+
+    def transpose(be):
+        spec, _ = transpose_spec((1, 5, 6, 7), (5, 3, 3, 3), (3,), 2, 1, 1, 1, 1, np.dtype(np.float32), 2)
+        out = np.full(spec.input_shape, np.nan, np.float32)
+        ctr.forward(data((1, 5, 6, 7), np.float32, 4), data((5, 3, 3, 3), np.float32, 5),
+                    data(3, np.float32, 6), spec, backend=be, out=out)
+        return out
+
+    def wgrad(be):
+        spec, _ = make_spec((2, 4, 9, 8), (6, 2, 3, 3), None, 1, 1, 1, 2, np.dtype(np.float32), 2)
+        out = np.full(spec.weight_shape, np.nan, np.float32)
+        cwg.forward(data(spec.input_shape, np.float32, 7), data(spec.output_shape, np.float32, 8), spec,
+                    deterministic=True, backend=be, out=out)
+        return out
+
+    def separable(be):
+        spec, _ = make_spec((1, 8, 9, 10), (8, 1, 3, 3), None, 1, 1, 1, 8, np.dtype(np.float32), 2)
+        out = np.full((1, 5, 9, 10), np.nan, np.float32)
+        csep.forward(data((1, 8, 9, 10), np.float32, 9), data((8, 1, 3, 3), np.float32, 10),
+                     data((5, 8, 1, 1), np.float32, 11), None, spec, algorithm="fused", backend=be, out=out)
+        return out
+
+    def signal(be):
+        return csignal.correlate_core(data((37, 40), np.float32, 12), data((5, 4), np.float32, 13), (40, 41),
+                                      (-2, -2), "symm", np.float32(0), backend=be)
+
+    runs.update(transpose=transpose, wgrad=wgrad, separable=separable, signal=signal)
+    return runs
+
+
+FAMILIES = sorted(_family_runs()) if sim_available() else []
+
+
+@pytest.fixture(scope="module")
+def plain_outputs():
+    be = SimBackend()
+    return {name: run(be) for name, run in _family_runs().items()}
+
+
+@pytest.mark.parametrize("schedule,seed", [("warp-greedy", 0), ("random", 3)])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_family_race_free_and_schedule_independent(family, schedule, seed, plain_outputs):
+    """Every kernel family under a second and third schedule with the race detector and
+    the alignment sanitizer on: no report, and the bits of the default schedule's output."""
+    ref = plain_outputs[family]
+    assert not np.isnan(ref).any(), f"{family}: the default schedule left unwritten (NaN) outputs"
+    out = _family_runs()[family](SimBackend(schedule=schedule, seed=seed, racecheck=True, alignment=True))
+    np.testing.assert_array_equal(out.view(np.uint8), ref.view(np.uint8), err_msg=f"{family} under {schedule}")

@@ -57,10 +57,12 @@ MAX_DYNAMIC_SMEM = 227 * 1024             # opt-in limit per block on sm_90 (H10
 SCHEDULES = {"default": 0, "reversed": 1, "warp-greedy": 2, "random": 3}
 # The race detector's build: g++ calls __asan_{load,store}N_noabort before every
 # memory access (kernel-address mode links no sanitizer runtime; the simulator's
-# runtime defines the callbacks); -g lets reports name source lines.
+# runtime defines the callbacks); -g1 (line tables) lets reports name source lines.
+# -O1: a module of 30 instantiations compiles in 14 s against 23 s at -O2 and 17 s
+# for the plain -O2 build (2 loaded cores); test launches are short, compiles are not.
 RACECHECK_FLAGS = ("-DGPUCONV_SIM_RACE", "-fsanitize=kernel-address",
                    "--param=asan-instrumentation-with-call-threshold=0", "--param=asan-stack=0",
-                   "--param=asan-globals=0", "-g")
+                   "--param=asan-globals=0", "-O1", "-g1")
 ALIGNMENT_FLAGS = ("-fsanitize=alignment",)
 
 
