@@ -214,3 +214,27 @@ def test_workspace_and_tensor_core_queries():
     with pytest.raises(ValueError, match="size"):
         cudnn.set_max_workspace_size(-1)
     assert cudnn.is_tensor_core_available(np.float64) is False
+
+
+@pytest.mark.sim
+def test_three_calls_on_the_simulator(rng):
+    # the GPU path (kernels_cu) run by the CPU simulator, outputs poisoned
+    from gpuconv.sim import SimBackend
+    import gpuconv
+    nd, n, c, k, size, ker, pad, stride, dil, g = CASES[3]
+    x = randn(rng, (n, c) + size, np.float32)
+    w = randn(rng, (k, c // g) + ker, np.float32)
+    b = randn(rng, (k,), np.float32)
+    xt = torch.from_numpy(x.astype(np.float64)).requires_grad_()
+    wt = torch.from_numpy(w.astype(np.float64)).requires_grad_()
+    yt = CONV[nd](xt, wt, torch.from_numpy(b.astype(np.float64)), stride, pad, dil, g)
+    gy = randn(rng, tuple(yt.shape), np.float32)
+    yt.backward(torch.from_numpy(gy.astype(np.float64)))
+    y, gx, gw = _nan(yt.shape, np.float32), _nan(x.shape, np.float32), _nan(w.shape, np.float32)
+    with gpuconv.use_backend(SimBackend()):
+        cudnn.convolution_forward(x, w, b, y, pad, stride, dil, g)
+        cudnn.convolution_backward_data(w, gy, None, gx, pad, stride, dil, g)
+        cudnn.convolution_backward_filter(x, gy, gw, pad, stride, dil, g, deterministic=True)
+    assert_close(y, yt.detach().numpy(), dtype=np.float32, what="y")
+    assert_close(gx, xt.grad.numpy(), dtype=np.float32, what="gx")
+    assert_close(gw, wt.grad.numpy(), dtype=np.float32, what="gW")
