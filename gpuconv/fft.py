@@ -368,8 +368,8 @@ class DeviceConstants:
     cmac_s: per complex multiply-add of the per-frequency channel contraction.
     elem_s: per complex bin of the element-wise product of two spectra (signal).
     tap_s: per output per kernel tap of the direct signal core (complex: 3x).
-    conv_flops: FLOP/s of the direct convolution path (im2col + GEMM) on large
-        kernels, float32 (float64 half).
+    conv_flops: FLOP/s of the direct convolution path's GEMM, float32 (float64 half).
+    copy_bps: bytes/s of the direct path's im2col lowering (written, then read).
     fixed_s: per-call overhead of the FFT path beyond the model.
     """
     fft_s: float
@@ -377,29 +377,38 @@ class DeviceConstants:
     elem_s: float
     tap_s: float
     conv_flops: float
+    copy_bps: float
     fixed_s: float
 
 
-# Measured on this machine (AMD EPYC, 2 cores shared, load average 6-11 while
-# measuring: every figure is a loaded-machine figure), float64 unless noted:
+# Measured on this machine (AMD EPYC, 2 cores shared with other jobs: load average
+# 6-15 while measuring, so every figure is a loaded-machine figure), float64
+# unless noted:
 #   fft_s: scipy.fft rfftn workers=2 of 64 planes 512x512 and 8 of 1024x1024:
 #          1.6-1.9 ns per element*log2 (float32 0.64-0.79 ns, half of it);
 #   cmac_s: numpy matmul over 1024 bins of (8x64)@(64x64): 0.85 ns per complex
 #          MAC (complex64 0.55 ns);
 #   elem_s: spectra product 1.4 ns per bin (complex64 0.6);
 #   tap_s: gpuconv.signal's tap loop on 2048^2 'same' 9x9: 2.7 ns per output per
-#          tap (float32 1.0, complex128 7.5, complex64 4.7);
-#   conv_flops: gpuconv.cpu.conv float32 at ~1/3 of the 189 GFLOP/s SGEMM ceiling
-#          of the committed CPU bench (idle machine); the loaded run reached 3-5.
+#          tap (float32 1.0, complex128 7.5, complex64 4.7).
+# The direct conv path is NOT taken from the loaded machine: there it ran at 1-5
+# GFLOP/s (its im2col and BLAS threads suffer most from sharing 2 cores), while
+# the committed idle-machine CPU bench (bench/results/2026-11-24-*) measured 142
+# GFLOP/s on 8x64x56x56 3x3 and the copy ceiling at 37 GB/s.  conv_flops = 60e9
+# (im2col + GEMM, without Winograd) and copy_bps = 37e9 are those idle figures,
+# so on an idle machine "auto" errs towards the direct path (the FFT constants
+# above overestimate idle FFT time), and on a loaded one the FFT wins earlier
+# than the model says (bench/fft_bench.py's sweeps).
 CPU_CONSTANTS = DeviceConstants(fft_s=1.6e-9, cmac_s=0.85e-9, elem_s=1.4e-9, tap_s=2.7e-9,
-                                conv_flops=60e9, fixed_s=2e-4)
+                                conv_flops=60e9, copy_bps=37e9, fixed_s=2e-4)
 # H200 napkin math, not measured (MEASURE): cuFFT is memory bound at ~4.8 TB/s,
 # ~3 passes of 8-16 B per element per transform -> ~1e-12 s per element*log2 at
 # log2 ~ 20; cuBLAS ZGEMM batches at ~30 TFLOP/s -> 2.7e-13 s per complex MAC;
 # signal2d's tiled kernel at ~30% of 67 TFLOP/s -> 1e-13 s per tap; im2col /
-# implicit GEMM at ~40 TFLOP/s fp32 on large kernels; ~20 us of launches per call.
+# implicit GEMM at ~40 TFLOP/s fp32 on large kernels, lowering at ~3 TB/s;
+# ~20 us of launches per call.
 GPU_CONSTANTS = DeviceConstants(fft_s=1e-12, cmac_s=2.7e-13, elem_s=3e-12, tap_s=1e-13,
-                                conv_flops=40e12, fixed_s=2e-5)
+                                conv_flops=40e12, copy_bps=3e12, fixed_s=2e-5)
 
 
 def _constants(device: str) -> DeviceConstants:
@@ -466,11 +475,12 @@ def choose_method(a_shape, k_shape, out_shape, origin, boundary, dtype, device="
     a non-finite fillvalue read by an output 'direct' (an FFT spreads it);
     otherwise the cheaper of signal_costs' two estimates.
 
-    Where it switches, from these constants on this machine (2 cores, float64,
-    mode 'same', boundary 'fill'): 512x512 image at a 9x9 kernel, 1024x1024 and
-    2048x2048 at 9x9 as well (FFT wins from ~80 taps: direct is 0.42 ns per
-    tap per output, the FFT ~3*0.9 ns * log2(L^2) per output, ~55 ns); float32 the
-    same within one kernel size.  bench/fft_bench.py measures both sides.
+    Where it switches (boundary 'fill', mode 'same', square image and kernel):
+    float64 and float32 at 6x6 (images 128^2-512^2) or 7x7 (1024^2-4096^2),
+    complex at 5x5-6x6; 'wrap' the same.  Measured on this (loaded) machine,
+    512^2 float64 'same' (bench/fft_bench.py sweeps): direct 12 / 25 / 50 /
+    62 ms and FFT 42 / 37 / 30 / 24 ms at 3x3 / 5x5 / 7x7 / 9x9: the measured
+    switch is between 5x5 and 7x7, where the model puts it.
     """
     dt = np.dtype(dtype)
     if dt.kind not in "fc" or dt not in FFT_DTYPES:
@@ -807,7 +817,8 @@ def _stride_form(spec: ConvSpec, form, device="cpu"):
 def conv_cost_model(spec: ConvSpec, op: str = "fprop", device: str = "cpu") -> FFTCost:
     """Whether the FFT path beats the direct/im2col path for `op` of `spec`.
 
-    direct_s = spec.flops / conv_flops (the im2col + GEMM rate on large kernels);
+    direct_s = spec.flops / conv_flops + 2 * itemsize * N*C*taps*outputs / copy_bps
+             (the GEMM, and the im2col column matrix written and read back);
     fft_s = fft_s * sum over transforms of prod(L) * log2(prod(L)) (x2 complex)
           + cmac_s * N * groups * (K/g) * (C/g * phases) * bins   (the contraction)
           + fixed_s,
@@ -815,15 +826,24 @@ def conv_cost_model(spec: ConvSpec, op: str = "fprop", device: str = "cpu") -> F
     polyphase).  Integer dtypes: never FFT.  Constants: CPU_CONSTANTS (measured
     here) or GPU_CONSTANTS (napkin math, MEASURE), see their comments.
 
-    Where it switches on this machine (2 cores, float32, stride 1, padding
-    'same'): 8x32x64x64 -> 32 between 5x5 and 7x7 kernels; 1x3x224x224 -> 64
-    between 9x9 and 11x11; depthwise 8x64x64x64 at 7x7.  bench/fft_bench.py
-    holds the measured times.
+    Where the model switches (float32, stride 1, padding 'same', square kernels):
+    8x32x64x64 -> 32 at 9x9, 4x16x64x64 -> 16 at 11x11, 2x64x32x32 -> 128 at
+    15x15, 1x3x224x224 -> 64 at 25x25, 32x64x56x56 -> 64 at 7x7, depthwise
+    8x64x64x64 at 11x11.  On this shared machine under load the direct path ran
+    far below its idle rate and the FFT measured faster from 3x3 up on
+    4x16x64x64 -> 16 (bench/results/*fft*: the sweeps), so these switch points
+    are the idle-machine side of the estimate.
     """
     from .spec import check_op
     check_op(op)
     c = _constants(device)
-    direct = spec.flops / c.conv_flops * 2 * _precision(spec.dtype)     # float64 at half the rate
+    # GEMM time (float64 at half the rate) plus the im2col lowering's column matrix,
+    # written once and read once by the GEMM (N * C * taps * outputs elements)
+    cols = spec.n * spec.c * math.prod(spec.kernel) * math.prod(spec.out_size)
+    if spec.c_per_group == 1 and spec.groups > 1:
+        cols = 0          # depthwise layers run compiled kernels, no column matrix
+    direct = (spec.flops / c.conv_flops * 2 * _precision(spec.dtype)
+              + 2 * cols * np.dtype(spec.dtype).itemsize / c.copy_bps)
     if np.dtype(spec.dtype).kind in "iub":
         return FFTCost(False, math.inf, direct, "subsample", (), 0, "integer dtype: exact direct path")
     if spec.flops == 0:
