@@ -284,6 +284,19 @@ def test_conv_operators_match_reference(rng, case, dtype):
     _check_op("wgrad", spec, x, w, dy, gfft.wgrad(x, dy, spec, np))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv_high_dynamic_range(rng, dtype):
+    spec = _spec(((2, 3, 30, 27), (4, 3, 9, 8), 2, 4, 1, 1), dtype)
+
+    def hdr(shape):
+        return (rng.choice([-1, 1], shape) * 10.0 ** rng.uniform(-6, 6, shape)).astype(dtype)
+    x, w, dy = hdr(spec.input_shape), hdr(spec.weight_shape), hdr(spec.output_shape)
+    for form in gfft.STRIDE_FORMS:
+        _check_op("fprop", spec, x, w, dy, gfft.fprop(x, w, spec, form=form))
+    _check_op("dgrad", spec, x, w, dy, gfft.dgrad(dy, w, spec))
+    _check_op("wgrad", spec, x, w, dy, gfft.wgrad(x, dy, spec))
+
+
 def test_conv_blocks(rng, monkeypatch):
     # a workspace of a few spectra forces blocks over the batch and the output channels
     spec = _spec(((5, 4, 12, 11), (6, 2, 5, 4), (2, 1), 2, (1, 2), 2), np.float64)
