@@ -366,7 +366,7 @@ def _signal(fname, flip, in1, in2, mode, boundary, fillvalue, options):
     return out
 
 
-def convolve2d(in1, in2, mode="full", boundary="fill", fillvalue=0, **options):
+def convolve2d(in1, in2, mode="full", boundary="fill", fillvalue=0, method="auto", **options):
     """gpuconv.convolve2d on dask arrays (lazy): scipy.signal.convolve2d's semantics.
 
     The image (in1, or in2 where scipy's 'valid' swap makes it the larger) keeps
@@ -376,20 +376,22 @@ def convolve2d(in1, in2, mode="full", boundary="fill", fillvalue=0, **options):
     plus a halo of kernel-1 (gathered by its task from neighbouring chunks however
     small: the input is never rechunked), boundaries exact at the image's
     edges.  The kernel is rechunked to one chunk.  `options` go to the public
-    function per chunk.
+    function per chunk (`method` and any other keyword of the public function).
 
     Batches ((..., H, W) and (..., R, S), broadcast as the public function does):
     the image keeps its batch chunks (a broadcast one is broadcast lazily), a
     kernel per image is rechunked to the image's batch chunks, and each chunk is
     one batched call.
     """
-    return _signal("convolve2d", True, in1, in2, mode, boundary, fillvalue, options)
+    return _signal("convolve2d", True, in1, in2, mode, boundary, fillvalue,
+                   dict(options, method=method))
 
 
-def correlate2d(in1, in2, mode="full", boundary="fill", fillvalue=0, **options):
+def correlate2d(in1, in2, mode="full", boundary="fill", fillvalue=0, method="auto", **options):
     """gpuconv.correlate2d on dask arrays (lazy): scipy.signal.correlate2d's semantics.
     Chunks, halos and rechunking as convolve2d."""
-    return _signal("correlate2d", False, in1, in2, mode, boundary, fillvalue, options)
+    return _signal("correlate2d", False, in1, in2, mode, boundary, fillvalue,
+                   dict(options, method=method))
 
 
 # ----------------------------------------------------------------------------
@@ -421,19 +423,17 @@ def _forward_sources(X, pads, padding_mode, kernel, stride, dilation, out_sizes,
     return (X, maps, dtype.type(0), dtype), tuple(out_chunks)
 
 
-def _conv_block(e, w, b, stride, dilation, groups, nd, kw):
-    fn = (gpuconv.conv1d, gpuconv.conv2d, gpuconv.conv3d)[nd - 1]
-    return fn(e, _like(e, w), _like(e, b), stride, 0, dilation, groups, **kw)
+def _conv_block(e, w, b, stride, dilation, groups, options):
+    fn = (gpuconv.conv1d, gpuconv.conv2d, gpuconv.conv3d)[e.ndim - 3]
+    return fn(e, _like(e, w), _like(e, b), stride, 0, dilation, groups, **options)
 
 
-def _conv(nd, input, weight, bias, stride, padding, dilation, groups, padding_mode, activation,
-          algorithm):
+def _conv(nd, input, weight, bias, stride, padding, dilation, groups, padding_mode, options):
     public = (gpuconv.conv1d, gpuconv.conv2d, gpuconv.conv3d)[nd - 1]
     X0 = _as_dask("input", input)
     X, batched = _batched(X0, nd)
-    kw = dict(padding_mode=padding_mode, activation=activation, algorithm=algorithm)
     probe = public(_probe_input(X, nd), _probe(weight, X), _probe(bias, X), stride, padding,
-                   dilation, groups, **kw)
+                   dilation, groups, padding_mode=padding_mode, **options)
     kernel = tuple(int(s) for s in weight.shape[2:])
     stride = expand_param("stride", stride, nd)
     dilation = expand_param("dilation", dilation, nd)
@@ -441,56 +441,54 @@ def _conv(nd, input, weight, bias, stride, padding, dilation, groups, padding_mo
     source, out_chunks = _forward_sources(X, pads, padding_mode, kernel, stride, dilation,
                                           probe.shape[2:], probe.dtype)
     out = _window_array(f"conv{nd}d", [source], _conv_block,
-                        [weight, bias, stride, dilation, groups, nd,
-                         dict(activation=activation, algorithm=algorithm)],
+                        [weight, bias, stride, dilation, groups, options],
                         (source[0].chunks[0], (probe.shape[1],)) + out_chunks,
                         _meta(X, nd + 2, probe.dtype))
     return out if batched else out[0]
 
 
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           padding_mode="zeros", activation=None, algorithm="auto"):
-    """gpuconv.conv1d on a dask `input` (lazy); see the module docstring for chunks."""
-    return _conv(1, input, weight, bias, stride, padding, dilation, groups, padding_mode,
-                 activation, algorithm)
+           padding_mode="zeros", **options):
+    """gpuconv.conv1d on a dask `input` (lazy); as conv2d."""
+    return _conv(1, input, weight, bias, stride, padding, dilation, groups, padding_mode, options)
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           padding_mode="zeros", activation=None, algorithm="auto"):
+           padding_mode="zeros", **options):
     """gpuconv.conv2d on a dask `input` (lazy): batch chunks map directly, the channel
     axis is rechunked to one chunk, spatial chunks read halos of dilation*(kernel-1)
-    from their neighbours (each output chunk's task gathers its window), and padding and
-    padding_mode are applied once at the array's edges, exactly as the single-array
-    call does."""
-    return _conv(2, input, weight, bias, stride, padding, dilation, groups, padding_mode,
-                 activation, algorithm)
+    from their neighbours (each output chunk's task gathers its window), and padding
+    and padding_mode are applied once at the array's edges, exactly as the
+    single-array call does.  The other keywords (activation, algorithm, precision,
+    ...) go to the public function, checked before the graph is built."""
+    return _conv(2, input, weight, bias, stride, padding, dilation, groups, padding_mode, options)
 
 
 def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-           padding_mode="zeros", activation=None, algorithm="auto"):
+           padding_mode="zeros", **options):
     """gpuconv.conv3d on a dask `input` (lazy); as conv2d."""
-    return _conv(3, input, weight, bias, stride, padding, dilation, groups, padding_mode,
-                 activation, algorithm)
+    return _conv(3, input, weight, bias, stride, padding, dilation, groups, padding_mode, options)
 
 
 # ----------------------------------------------------------------------------
 # separable
 # ----------------------------------------------------------------------------
 
-def _separable_block(e, dw, pw, b, stride, dilation, nd, kw):
-    fn = (gpuconv.separable_conv1d, gpuconv.separable_conv2d, gpuconv.separable_conv3d)[nd - 1]
-    return fn(e, _like(e, dw), _like(e, pw), _like(e, b), stride, 0, dilation, **kw)
+def _separable_block(e, dw, pw, b, stride, dilation, options):
+    fn = (gpuconv.separable_conv1d, gpuconv.separable_conv2d,
+          gpuconv.separable_conv3d)[e.ndim - 3]
+    return fn(e, _like(e, dw), _like(e, pw), _like(e, b), stride, 0, dilation, **options)
 
 
 def _separable(nd, input, depthwise_weight, pointwise_weight, bias, stride, padding, dilation,
-               padding_mode, activation, algorithm):
+               padding_mode, options):
     public = (gpuconv.separable_conv1d, gpuconv.separable_conv2d,
               gpuconv.separable_conv3d)[nd - 1]
     X0 = _as_dask("input", input)
     X, batched = _batched(X0, nd)
-    kw = dict(padding_mode=padding_mode, activation=activation, algorithm=algorithm)
     probe = public(_probe_input(X, nd), _probe(depthwise_weight, X), _probe(pointwise_weight, X),
-                   _probe(bias, X), stride, padding, dilation, **kw)
+                   _probe(bias, X), stride, padding, dilation, padding_mode=padding_mode,
+                   **options)
     kernel = tuple(int(s) for s in depthwise_weight.shape[2:])
     stride = expand_param("stride", stride, nd)
     dilation = expand_param("dilation", dilation, nd)
@@ -498,33 +496,32 @@ def _separable(nd, input, depthwise_weight, pointwise_weight, bias, stride, padd
     source, out_chunks = _forward_sources(X, pads, padding_mode, kernel, stride, dilation,
                                           probe.shape[2:], probe.dtype)
     out = _window_array(f"separable_conv{nd}d", [source], _separable_block,
-                        [depthwise_weight, pointwise_weight, bias, stride, dilation, nd,
-                         dict(activation=activation, algorithm=algorithm)],
+                        [depthwise_weight, pointwise_weight, bias, stride, dilation, options],
                         (source[0].chunks[0], (probe.shape[1],)) + out_chunks,
                         _meta(X, nd + 2, probe.dtype))
     return out if batched else out[0]
 
 
 def separable_conv1d(input, depthwise_weight, pointwise_weight, bias=None, stride=1, padding=0,
-                     dilation=1, *, padding_mode="zeros", activation=None, algorithm="auto"):
+                     dilation=1, *, padding_mode="zeros", **options):
     """gpuconv.separable_conv1d on a dask `input` (lazy); chunks as conv1d."""
     return _separable(1, input, depthwise_weight, pointwise_weight, bias, stride, padding,
-                      dilation, padding_mode, activation, algorithm)
+                      dilation, padding_mode, options)
 
 
 def separable_conv2d(input, depthwise_weight, pointwise_weight, bias=None, stride=1, padding=0,
-                     dilation=1, *, padding_mode="zeros", activation=None, algorithm="auto"):
+                     dilation=1, *, padding_mode="zeros", **options):
     """gpuconv.separable_conv2d on a dask `input` (lazy); chunks as conv2d (halos
     from the depthwise kernel; the pointwise step is per pixel)."""
     return _separable(2, input, depthwise_weight, pointwise_weight, bias, stride, padding,
-                      dilation, padding_mode, activation, algorithm)
+                      dilation, padding_mode, options)
 
 
 def separable_conv3d(input, depthwise_weight, pointwise_weight, bias=None, stride=1, padding=0,
-                     dilation=1, *, padding_mode="zeros", activation=None, algorithm="auto"):
+                     dilation=1, *, padding_mode="zeros", **options):
     """gpuconv.separable_conv3d on a dask `input` (lazy); chunks as conv3d."""
     return _separable(3, input, depthwise_weight, pointwise_weight, bias, stride, padding,
-                      dilation, padding_mode, activation, algorithm)
+                      dilation, padding_mode, options)
 
 
 # ----------------------------------------------------------------------------
@@ -556,16 +553,26 @@ def _transpose_maps(L, O, k, s, p, d, in_chunks):
     return out_chunks, maps, starts
 
 
-def _transpose_block(x, w, b, stride, groups, dilation, activation, crop):
+def _transpose_block(x, w, b, stride, groups, dilation, options, as_input, crop):
+    """The window's full (unpadded) transposed output, cropped to the chunk: through
+    conv_transpose{n}d (bias, activation), or conv{n}d_input for the input gradient."""
     nd = x.ndim - 2
-    fn = (gpuconv.conv_transpose1d, gpuconv.conv_transpose2d, gpuconv.conv_transpose3d)[nd - 1]
-    full = fn(x, _like(x, w), _like(x, b), stride, 0, 0, groups, dilation, activation=activation)
+    if as_input:
+        full = tuple((n - 1) * s + d * (k - 1) + 1
+                     for n, s, d, k in zip(x.shape[2:], stride, dilation, w.shape[2:]))
+        fn = (gpuconv.conv1d_input, gpuconv.conv2d_input, gpuconv.conv3d_input)[nd - 1]
+        out = fn((x.shape[0], w.shape[1] * groups) + full, _like(x, w), x, stride, 0, dilation,
+                 groups, **options)
+    else:
+        fn = (gpuconv.conv_transpose1d, gpuconv.conv_transpose2d,
+              gpuconv.conv_transpose3d)[nd - 1]
+        out = fn(x, _like(x, w), _like(x, b), stride, 0, 0, groups, dilation, **options)
     sel = (slice(None), slice(None)) + tuple(slice(left, left + m) for left, m in crop)
-    return _xp(full).ascontiguousarray(full[sel])
+    return _xp(out).ascontiguousarray(out[sel])
 
 
-def _transpose_graph(label, nd, X, weight, bias, stride, padding, groups, dilation, activation,
-                     out_sizes, dtype):
+def _transpose_graph(label, nd, X, weight, bias, stride, padding, groups, dilation, options,
+                     as_input, out_sizes, dtype):
     from dask.highlevelgraph import HighLevelGraph
     da = _da()
     kernel = tuple(int(s) for s in weight.shape[2:])
@@ -582,8 +589,8 @@ def _transpose_graph(label, nd, X, weight, bias, stride, padding, groups, dilati
     chunks = (X.chunks[0], (cout,)) + tuple(out_chunks)
     nblocks = tuple(len(c) for c in chunks)
     name, tasks, tdeps = _window_tasks(label, [(X, maps, dtype.type(0), dtype)], _transpose_block,
-                                       [weight, bias, stride, groups, dilation, activation, None],
-                                       nblocks)
+                                       [weight, bias, stride, groups, dilation, options,
+                                        as_input, None], nblocks)
     for key, task in tasks.items():     # each block's crop goes into its own task
         bid = key[1:]
         crop = [starts[i][bid[2 + i]] for i in range(nd)]
@@ -595,46 +602,47 @@ def _transpose_graph(label, nd, X, weight, bias, stride, padding, groups, dilati
 
 
 def _conv_transpose(nd, input, weight, bias, stride, padding, output_padding, groups, dilation,
-                    activation):
+                    options):
     public = (gpuconv.conv_transpose1d, gpuconv.conv_transpose2d,
               gpuconv.conv_transpose3d)[nd - 1]
     X0 = _as_dask("input", input)
     X, batched = _batched(X0, nd)
     probe = public(_probe_input(X, nd), _probe(weight, X), _probe(bias, X), stride, padding,
-                   output_padding, groups, dilation, activation=activation)
+                   output_padding, groups, dilation, **options)
     stride = expand_param("stride", stride, nd)
     padding = expand_param("padding", padding, nd)
     dilation = expand_param("dilation", dilation, nd)
     out = _transpose_graph(f"conv_transpose{nd}d", nd, X, weight, bias, stride, padding, groups,
-                           dilation, activation, probe.shape[2:], probe.dtype)
+                           dilation, options, False, probe.shape[2:], probe.dtype)
     return out if batched else out[0]
 
 
 def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-                     dilation=1, *, activation=None):
+                     dilation=1, **options):
     """gpuconv.conv_transpose1d on a dask `input` (lazy); chunks as conv_transpose2d."""
     return _conv_transpose(1, input, weight, bias, stride, padding, output_padding, groups,
-                           dilation, activation)
+                           dilation, options)
 
 
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-                     dilation=1, *, activation=None):
+                     dilation=1, **options):
     """gpuconv.conv_transpose2d on a dask `input` (lazy): output chunks at the input's
     chunk boundaries times the stride; each reads the input positions that reach it
     (a halo of about dilation*(kernel-1)/stride), padded with zero inputs where none
-    do, so bias and activation land on every output as in the single-array call."""
+    do, so bias and activation land on every output as in the single-array call.
+    Keywords (activation, precision, algorithm, ...) go to the public function."""
     return _conv_transpose(2, input, weight, bias, stride, padding, output_padding, groups,
-                           dilation, activation)
+                           dilation, options)
 
 
 def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
-                     dilation=1, *, activation=None):
+                     dilation=1, **options):
     """gpuconv.conv_transpose3d on a dask `input` (lazy); chunks as conv_transpose2d."""
     return _conv_transpose(3, input, weight, bias, stride, padding, output_padding, groups,
-                           dilation, activation)
+                           dilation, options)
 
 
-def _conv_input(nd, input_size, weight, grad_output, stride, padding, dilation, groups):
+def _conv_input(nd, input_size, weight, grad_output, stride, padding, dilation, groups, options):
     public = (gpuconv.conv1d_input, gpuconv.conv2d_input, gpuconv.conv3d_input)[nd - 1]
     G0 = _as_dask("grad_output", grad_output)
     G, batched = _batched(G0, nd)
@@ -645,39 +653,45 @@ def _conv_input(nd, input_size, weight, grad_output, stride, padding, dilation, 
         probe_size = (0,) + size
     else:
         probe_size = size
-    public(probe_size, _probe(weight, G), _probe_input(G, nd), stride, padding, dilation, groups)
+    public(probe_size, _probe(weight, G), _probe_input(G, nd), stride, padding, dilation, groups,
+           **options)
     stride = expand_param("stride", stride, nd)
     padding = expand_param("padding", padding, nd)
     dilation = expand_param("dilation", dilation, nd)
     out = _transpose_graph(f"conv{nd}d_input", nd, G, weight, None, stride, padding, groups,
-                           dilation, None, size[-nd:], np.dtype(G.dtype))
+                           dilation, options, True, size[-nd:], np.dtype(G.dtype))
     return out if batched else out[0]
 
 
-def conv1d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1):
-    """gpuconv.conv1d_input with a dask `grad_output` (lazy): a transposed convolution
-    whose output size is input_size, chunked as conv_transpose1d."""
-    return _conv_input(1, input_size, weight, grad_output, stride, padding, dilation, groups)
+def conv1d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1,
+                 **options):
+    """gpuconv.conv1d_input with a dask `grad_output` (lazy); as conv2d_input."""
+    return _conv_input(1, input_size, weight, grad_output, stride, padding, dilation, groups,
+                       options)
 
 
-def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1):
-    """gpuconv.conv2d_input with a dask `grad_output` (lazy); as conv_transpose2d."""
-    return _conv_input(2, input_size, weight, grad_output, stride, padding, dilation, groups)
+def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1,
+                 **options):
+    """gpuconv.conv2d_input with a dask `grad_output` (lazy): chunked as
+    conv_transpose2d, each chunk the public conv2d_input of its window."""
+    return _conv_input(2, input_size, weight, grad_output, stride, padding, dilation, groups,
+                       options)
 
 
-def conv3d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1):
-    """gpuconv.conv3d_input with a dask `grad_output` (lazy); as conv_transpose3d."""
-    return _conv_input(3, input_size, weight, grad_output, stride, padding, dilation, groups)
+def conv3d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1,
+                 **options):
+    """gpuconv.conv3d_input with a dask `grad_output` (lazy); as conv2d_input."""
+    return _conv_input(3, input_size, weight, grad_output, stride, padding, dilation, groups,
+                       options)
 
 
 # ----------------------------------------------------------------------------
 # weight gradient: one partial per block, tree-summed
 # ----------------------------------------------------------------------------
 
-def _weight_block(e, g, weight_size, stride, dilation, groups, deterministic):
-    nd = e.ndim - 2
-    fn = (gpuconv.conv1d_weight, gpuconv.conv2d_weight, gpuconv.conv3d_weight)[nd - 1]
-    return fn(e, weight_size, g, stride, 0, dilation, groups, deterministic=deterministic)
+def _weight_block(e, g, weight_size, stride, dilation, groups, options):
+    fn = (gpuconv.conv1d_weight, gpuconv.conv2d_weight, gpuconv.conv3d_weight)[e.ndim - 3]
+    return fn(e, weight_size, g, stride, 0, dilation, groups, **options)
 
 
 def _sum(*parts):
@@ -685,7 +699,7 @@ def _sum(*parts):
 
 
 def _conv_weight(nd, input, weight_size, grad_output, stride, padding, dilation, groups,
-                 deterministic):
+                 options):
     from dask.highlevelgraph import HighLevelGraph
     da = _da()
     public = (gpuconv.conv1d_weight, gpuconv.conv2d_weight, gpuconv.conv3d_weight)[nd - 1]
@@ -695,9 +709,9 @@ def _conv_weight(nd, input, weight_size, grad_output, stride, padding, dilation,
     G, gb = _batched(G0, nd)
     if xb != gb:   # one batched, one not: the public function's error, on zero-size stand-ins
         public(_probe(X0, X0, (0,) * X0.ndim), weight_size, _probe(G0, X0, (0,) * G0.ndim),
-               stride, padding, dilation, groups, deterministic=deterministic)
+               stride, padding, dilation, groups, **options)
     probe = public(_probe_input(X, nd), weight_size, _probe_input(G, nd, X), stride, padding,
-                   dilation, groups, deterministic=deterministic)
+                   dilation, groups, **options)
     wsize = tuple(int(s) for s in probe.shape)
     kernel = wsize[2:]
     stride = expand_param("stride", stride, nd)
@@ -711,7 +725,7 @@ def _conv_weight(nd, input, weight_size, grad_output, stride, padding, dilation,
     gsrc = (G, [_identity_maps(c) for c in G.chunks], dtype.type(0), dtype)
     nblocks = tuple(len(c) for c in G.chunks)
     name, tasks, deps = _window_tasks(f"conv{nd}d_weight", [xsrc, gsrc], _weight_block,
-                                      [wsize, stride, dilation, groups, bool(deterministic)],
+                                      [wsize, stride, dilation, groups, options],
                                       nblocks)
     # tree reduction of the partials, in a fixed order
     level, keys = 0, list(tasks)
@@ -730,25 +744,26 @@ def _conv_weight(nd, input, weight_size, grad_output, stride, padding, dilation,
                     meta=_meta(X, nd + 2, dtype))
 
 
-def conv1d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
-                  deterministic=True):
+def conv1d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1,
+                  **options):
     """gpuconv.conv1d_weight on dask arrays (lazy); as conv2d_weight."""
     return _conv_weight(1, input, weight_size, grad_output, stride, padding, dilation, groups,
-                        deterministic)
+                        options)
 
 
-def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
-                  deterministic=True):
+def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1,
+                  **options):
     """gpuconv.conv2d_weight on dask arrays (lazy): grad_output keeps its chunks
-    (its batch chunks are matched to input's), each block of grad_output with its
-    halo'd block of the padded input gives a partial weight gradient, and the
-    partials are summed by a tree reduction of fixed order (a one-chunk result)."""
+    (input is gathered per grad_output chunk: its batch rows and its halo), each
+    chunk gives a partial weight gradient through the public function (with its
+    keywords: deterministic, precision, ...), and the partials are summed by a
+    tree reduction of fixed order (a one-chunk result)."""
     return _conv_weight(2, input, weight_size, grad_output, stride, padding, dilation, groups,
-                        deterministic)
+                        options)
 
 
-def conv3d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
-                  deterministic=True):
+def conv3d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1,
+                  **options):
     """gpuconv.conv3d_weight on dask arrays (lazy); as conv2d_weight."""
     return _conv_weight(3, input, weight_size, grad_output, stride, padding, dilation, groups,
-                        deterministic)
+                        options)

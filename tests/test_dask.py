@@ -291,3 +291,32 @@ def test_signal_batches_equal_single_array(rng, shapes):
                 ref = single(a, k, mode, boundary, 0.5)
                 assert out.shape == ref.shape
                 assert np.array_equal(out.compute(), ref), (fname, mode, boundary)
+
+
+def test_positional_parameters_match_the_public_functions():
+    # the routing passes a public call's arguments as they came: positions must agree,
+    # and keyword-only options (activation, precision, algorithm, method, ...) pass through
+    import inspect
+    for name in gd.__all__:
+        public = inspect.signature(inspect.unwrap(getattr(gpuconv, name))).parameters.values()
+        mine = inspect.signature(getattr(gd, name)).parameters.values()
+        positional = [(p.name, p.default) for p in public if p.kind != p.KEYWORD_ONLY]
+        assert positional == [(p.name, p.default) for p in mine
+                              if p.kind not in (p.KEYWORD_ONLY, p.VAR_KEYWORD)], name
+        assert any(p.kind == p.VAR_KEYWORD for p in mine) or all(
+            p.name in inspect.signature(getattr(gd, name)).parameters for p in public), name
+
+
+def test_options_reach_the_public_function(rng):
+    a = randn(rng, (30, 26))
+    k = randn(rng, (6, 5))
+    A = da.from_array(a, chunks=(9, 8))
+    direct = gd.convolve2d(A, k, "same", "wrap", 0, "direct").compute()
+    assert np.array_equal(direct, gpuconv.convolve2d(a, k, "same", "wrap", method="direct"))
+    fft = gd.convolve2d(A, k, "same", "wrap", method="fft").compute()
+    assert_close(fft, direct)
+    with pytest.raises(ValueError, match="method"):
+        gd.convolve2d(A, k, method="winograd")
+    with pytest.raises(ValueError, match="activation"):
+        gd.conv2d(da.from_array(randn(rng, (1, 2, 5, 5))), randn(rng, (3, 2, 3, 3)),
+                  activation="tanh")
