@@ -71,8 +71,10 @@ SCRIPT = Path(__file__).resolve()
 
 # Stage weights: a stage's deadline is now + weight / (weights of it and the
 # stages after it) x (time left).  The benchmark is last and takes what is left.
-STAGES = (("env", 3), ("compile", 10), ("smoke", 6), ("tests", 25), ("sanitizer", 16),
-          ("agreement", 8), ("bench", 34))
+# compile comes first and is worth more than its share of the checks: every
+# later process finds the modules in CuPy's cache (a killed compile is lost).
+STAGES = (("env", 3), ("compile", 14), ("smoke", 6), ("tests", 24), ("sanitizer", 15),
+          ("agreement", 8), ("bench", 30))
 # Seconds kept back for the summary, the record and the child processes' exits
 # (the bench worker draws its own PNG within its stage).
 RESERVE_S = 3.0
@@ -659,7 +661,9 @@ class Record:
         cmd = [sys.executable, "-m", "pytest", "-m", marker, "-v", "-p", "no:cacheprovider",
                "--continue-on-collection-errors", "--no-header", "-rN", *files]
         rc, text, _ = run_child(cmd, deadline - time.monotonic(), self.env)
-        results = re.findall(r"^(tests/\S+::\S+) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)", text, flags=re.M)
+        # `-v` prints "tests/test_x.py::test_y[params] PASSED  [ 12%]" as each test ends
+        results = re.findall(r"^(tests/\S+::.+?) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)(?= |$)", text,
+                             flags=re.M)
         counts = {}
         for _, status in results:
             counts[status.lower()] = counts.get(status.lower(), 0) + 1
@@ -705,8 +709,12 @@ class Record:
             rc, text, secs = run_child(cmd, deadline - time.monotonic(), self.env)
             if rc is None:
                 return job, f"not finished by the stage's deadline ({secs:.0f} s)"
-            if rc == 0 and (self.sim or re.search(r"ERROR SUMMARY: 0 errors", text)):
-                return job, f"clean ({secs:.1f} s)"
+            # --error-exitcode makes any memcheck error or racecheck hazard exit 99;
+            # the summary lines: "ERROR SUMMARY: 0 errors" (memcheck), "RACECHECK
+            # SUMMARY: 0 hazards displayed (0 errors, 0 warnings)" (racecheck)
+            if rc == 0:
+                summary_line = re.search(r"(ERROR SUMMARY|RACECHECK SUMMARY): [^\n]*", text)
+                return job, f"clean ({secs:.1f} s" + (f"; {summary_line.group(0)})" if summary_line else ")")
             errs = [ln.strip() for ln in text.splitlines() if "=========" in ln and ln.strip("= ").strip()]
             return job, "; ".join(errs[:4]) or f"exit code {rc}: {text[-600:]}"
 

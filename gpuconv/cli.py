@@ -193,6 +193,7 @@ def cmd_bench(args) -> int:
                           variants=tuple(args.variant) if args.variant else None,
                           repeats=args.repeats, min_time_s=args.min_time, anchors=not args.no_anchors,
                           quick=args.quick, force_cpu=args.cpu)
+    json_path, plot_path = output_paths(args)          # the folder is named for the start
     progress = _Progress()
     try:
         result = runner.run(cases, opts, progress)
@@ -200,7 +201,6 @@ def cmd_bench(args) -> int:
         progress.stop()
     from .bench import report
     report.print_table(result)
-    json_path, plot_path = output_paths(args)
     wrote = []
     if json_path is not None:
         report.write_json(result, json_path)

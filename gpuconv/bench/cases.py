@@ -34,8 +34,7 @@ from .suites import SIGNAL_OPS, Case
 # products to 10 mantissa bits (2^-11 = 4.9e-4); bf16 to 7 (3.9e-3).
 TOLERANCE = {"float64": 1e-10, "float32": 1e-5, "tf32": 2e-3, "float16": 2e-3, "bfloat16": 1e-2}
 
-# The (non-atomic) weight-gradient kernels and separable's two algorithms the
-# benchmark times beside the dispatcher's pick.
+# separable_conv2d's two GPU algorithms, each timed beside the dispatcher's pick.
 SEPARABLE_ALGORITHMS = ("fused", "two_pass")
 
 
