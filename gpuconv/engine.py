@@ -220,12 +220,13 @@ def _fprop_cpu(path, spec, x, w, bias=None, activation=None, algorithm="auto", *
     return _finish_cpu(out, spec, bias, activation)
 
 
-def _fprop_device(path, spec, x, w, bias=None, activation=None, algorithm="auto", **_):
+def _fprop_device(path, spec, x, w, bias=None, activation=None, algorithm="auto",
+                  precision="highest", **_):
     if use_fft("fprop", spec, path, algorithm):
         return _finish_device_fft(path, _fft("fprop", path, spec, x, w), spec, bias, activation)
     from .cuda import conv as cuda_conv
     return cuda_conv.forward(x, w, bias, spec, activation=activation, algorithm=algorithm,
-                             backend=path.backend)
+                             backend=path.backend, precision=precision)
 
 
 def _dgrad_cpu(path, spec, dy, w, bias=None, activation=None, algorithm="auto", **_):
@@ -235,7 +236,8 @@ def _dgrad_cpu(path, spec, dy, w, bias=None, activation=None, algorithm="auto", 
     return _finish_cpu(out, spec, bias, activation)
 
 
-def _dgrad_device(path, spec, dy, w, bias=None, activation=None, algorithm="auto", **_):
+def _dgrad_device(path, spec, dy, w, bias=None, activation=None, algorithm="auto",
+                  precision="highest", **_):
     if use_fft("dgrad", spec, path, algorithm):
         return _finish_device_fft(path, _fft("dgrad", path, spec, dy, w), spec, bias, activation)
     from .cuda import transpose as cuda_transpose
@@ -245,7 +247,8 @@ def _dgrad_device(path, spec, dy, w, bias=None, activation=None, algorithm="auto
     # refused (complex dtypes, index space past 2^31): the forward convolution of the
     # zero-upsampled dy with the flipped, swapped weight (gpuconv.derived)
     fspec, xu, wf = dgrad_as_fprop(path.xp, dy, w, spec)
-    return run("fprop", fspec, xu, wf, path=path, bias=bias, activation=activation)
+    return run("fprop", fspec, xu, wf, path=path, bias=bias, activation=activation,
+               precision=precision)
 
 
 def _wgrad_cpu(path, spec, x, dy, algorithm="auto", **_):
@@ -256,7 +259,8 @@ def _wgrad_cpu(path, spec, x, dy, algorithm="auto", **_):
     return out.astype(spec.dtype, copy=False)
 
 
-def _wgrad_device(path, spec, x, dy, deterministic=True, algorithm="auto", **_):
+def _wgrad_device(path, spec, x, dy, deterministic=True, algorithm="auto", precision="highest",
+                  **_):
     from .cuda import wgrad as cuda_wgrad
     x, spec = crop_unread(x, spec)
     if use_fft("wgrad", spec, path, algorithm):
@@ -267,7 +271,7 @@ def _wgrad_device(path, spec, x, dy, deterministic=True, algorithm="auto", **_):
     # (gpuconv.derived; a fixed-order sum, deterministic either way)
     xp = path.xp
     fspec, x2, w2, crop = wgrad_as_fprop(xp, x, dy, spec)
-    res = run("fprop", fspec, x2, w2, path=path)                    # (C/g, K, >= kernel)
+    res = run("fprop", fspec, x2, w2, path=path, precision=precision)   # (C/g, K, >= kernel)
     return xp.ascontiguousarray(res[crop].swapaxes(0, 1))
 
 
@@ -288,8 +292,9 @@ def run(op: str, spec: ConvSpec, a, b, *, path: Path, bias=None, activation=None
     docstring for their roles); returns a new array of the operator's result shape
     in spec.dtype.  bias/activation apply to fprop and dgrad; padding_mode and
     algorithm to fprop; deterministic to wgrad (the device kernel's atomics);
-    precision (gpuconv.precision) to float32 on the device: until TF32 kernels are
-    registered every precision computes as "highest" (never less accurate than asked)."""
+    precision (gpuconv.precision) to float32 on the device: it reaches the
+    dispatcher's config, and a kernel without a TF32 form computes as "highest"
+    (never less accurate than asked)."""
     check_op(op)
     if path.is_device and is_bfloat16(spec.dtype):
         return _run_bfloat16_widened(op, spec, a, b, path=path, bias=bias, activation=activation,
@@ -302,7 +307,8 @@ def run(op: str, spec: ConvSpec, a, b, *, path: Path, bias=None, activation=None
     if math.prod(shape) == 0 or _no_reduction(op, spec):
         return _empty_result(path, op, spec, shape, bias, activation)
     return _RUN[(op, path.name)](path, spec, a, b, bias=bias, activation=activation,
-                                 algorithm=algorithm, deterministic=deterministic)
+                                 algorithm=algorithm, deterministic=deterministic,
+                                 precision=precision)
 
 
 def _run_bfloat16_widened(op, spec, a, b, *, path, bias, **options):

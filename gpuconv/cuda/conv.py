@@ -1,7 +1,8 @@
 """Forward convolution on a device backend: validation of the arrays, the
 variant choice (dispatcher or an explicit name), the output, the launch.
 
-    forward(x, w, b, spec, activation=None, algorithm="auto", backend=None, out=None)
+    forward(x, w, b, spec, activation=None, algorithm="auto", backend=None, out=None,
+            precision="highest")
 
 x (N, C, *in), w (K, C/groups, *kernel), b (K,) or None: arrays of backend.xp
 (CuPy by default), any strides (copied to C order when needed).  x is already
@@ -12,6 +13,11 @@ apply.  Returns a new array (or `out`) of spec.output_shape and spec.dtype.
 one filled with NaN so that an element a kernel fails to write fails the
 comparison; POISON_OUTPUT = True makes every forward allocate its output that
 way (for end-to-end runs through the public API).
+
+`precision` (gpuconv.precision: "highest" | "high" | "medium") is the float32 policy
+of the call; the dispatcher receives it in the variant's config ("precision") and a
+variant that has no reduced-precision form computes exactly (never less accurate
+than asked).
 """
 from __future__ import annotations
 
@@ -25,8 +31,14 @@ from .launch import check_array, output_array
 POISON_OUTPUT = False
 
 
-def resolve(spec: ConvSpec, algorithm: str, backend) -> tuple[str, dict]:
-    """(variant name, config) for `algorithm` ('auto' or a registered name)."""
+def resolve(spec: ConvSpec, algorithm: str, backend, precision: str = "highest") -> tuple[str, dict]:
+    """(variant name, config) for `algorithm` ('auto' or a registered name); the config
+    carries the call's float32 precision."""
+    name, config = _resolve(spec, algorithm, backend)
+    return name, {**config, "precision": precision}
+
+
+def _resolve(spec: ConvSpec, algorithm: str, backend) -> tuple[str, dict]:
     if not isinstance(algorithm, str):
         raise TypeError(f"algorithm must be a str, got {type(algorithm).__name__}")
     facts = device_facts(backend)
@@ -45,7 +57,8 @@ def resolve(spec: ConvSpec, algorithm: str, backend) -> tuple[str, dict]:
     return algorithm, v.default_config(spec, facts)
 
 
-def forward(x, w, b, spec: ConvSpec, activation=None, algorithm="auto", backend=None, out=None):
+def forward(x, w, b, spec: ConvSpec, activation=None, algorithm="auto", backend=None, out=None,
+            precision="highest"):
     backend = default_backend() if backend is None else backend
     xp = backend.xp
     activation = activations.check_activation(activation)
@@ -56,7 +69,7 @@ def forward(x, w, b, spec: ConvSpec, activation=None, algorithm="auto", backend=
     check_array("weight", w, spec.weight_shape, spec.dtype)
     if b is not None:
         check_array("bias", b, (spec.k,), spec.dtype)
-    name, config = resolve(spec, algorithm, backend)
+    name, config = resolve(spec, algorithm, backend, precision)
 
     y = output_array(xp, out, spec.output_shape, spec.dtype, poison=POISON_OUTPUT)
     if y.size == 0:                       # zero-size batch or channels: nothing to launch
