@@ -322,6 +322,16 @@ def _signal_block(e, kernel, options):
     return gpuconv.convolve2d(e, _like(e, kernel), mode="valid", **options)
 
 
+def _signal_method(a, k, out2, origin, boundary, fill):
+    try:
+        from .fft import choose_method
+    except ImportError:          # no FFT path: the direct sum is the only method
+        return "direct"
+    device = "cpu" if _xp(a._meta) is np else "gpu"
+    return choose_method(a.shape[-2:], k.shape[-2:], out2, origin, boundary, a.dtype, device,
+                         fill)
+
+
 def _signal(fname, flip, in1, in2, mode, boundary, fillvalue, options):
     da = _da()
     A = _as_dask("in1", in1)
@@ -335,6 +345,10 @@ def _signal(fname, flip, in1, in2, mode, boundary, fillvalue, options):
     batch, out2 = tuple(out_shape[:-2]), tuple(out_shape[-2:])
     nb = len(batch)
     kh, kw = k.shape[-2:]
+    if options.get("method", "auto") == "auto":
+        # decided once, for the whole image, as the single-array call decides it: per
+        # chunk, 'auto' could pick FFT for some windows and direct sums for others
+        options = dict(options, method=_signal_method(a, k, out2, origin, bnd, fill))
     src = B if swapped else A                     # the image, before its lazy cast
     if nb:   # batches: the image broadcast (lazily) to the batch, its batch chunks kept
         src = da.broadcast_to(src, batch + src.shape[-2:])

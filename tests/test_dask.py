@@ -320,3 +320,13 @@ def test_options_reach_the_public_function(rng):
     with pytest.raises(ValueError, match="activation"):
         gd.conv2d(da.from_array(randn(rng, (1, 2, 5, 5))), randn(rng, (3, 2, 3, 3)),
                   activation="tanh")
+
+
+def test_auto_method_decided_once_for_the_whole_image(rng):
+    # 600^2 with a 6x6 kernel: 'auto' sums directly for the whole image but would pick
+    # FFT for a 128^2 window; every chunk uses the whole image's choice, so the result
+    # is the single-array call's, bit for bit
+    a = randn(rng, (600, 600))
+    k = randn(rng, (6, 6))
+    out = gd.convolve2d(da.from_array(a, chunks=(128, 128)), k, "same").compute()
+    assert np.array_equal(out, gpuconv.convolve2d(a, k, "same"))
