@@ -441,6 +441,9 @@ def bench_cases(sim: bool):
             else:
                 shape[0], shape[2], shape[3] = 1, shape[2] // 2, shape[3] // 2
             out.append(dataclasses.replace(c, suite="sim", shape=tuple(shape), dtype=c.dtype or "float32"))
+        # and the first conv in float16 (the tensor-core variant's case)
+        first = next(c for c in out if c.op == "conv2d")
+        out.insert(1, dataclasses.replace(first, name=first.name + "_fp16", dtype="float16"))
         return out
     from gpuconv.cuda import dispatch
     facts = C.device_facts()

@@ -331,6 +331,20 @@ def test_update_readme_replaces_only_between_markers(quick_result, tmp_path):
     assert subprocess.run(cmd, capture_output=True).returncode != 0
 
 
+def test_update_readme_takes_a_record_folder_and_refuses_simulator_runs(quick_result, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- gpuconv-bench:cpu:begin -->\n<!-- gpuconv-bench:cpu:end -->\n")
+    folder = tmp_path / "2026-12-01-cpu"
+    report.write_json(quick_result, folder / "bench.json")
+    script = [sys.executable, str(ROOT / "bench" / "update_readme.py")]
+    r = subprocess.run(script + [str(folder), "--readme", str(readme)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "(2026-12-01-cpu/bench.json)" in readme.read_text()
+    report.write_json(dict(quick_result, mode="sim"), folder / "bench.json")
+    r = subprocess.run(script + [str(folder), "--readme", str(readme)], capture_output=True, text=True)
+    assert r.returncode == 2 and "sim run" in r.stderr
+
+
 def test_update_readme_rejects_a_non_bench_json(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
@@ -341,7 +355,9 @@ def test_update_readme_rejects_a_non_bench_json(tmp_path):
 
 def test_committed_results_regenerate_the_readme():
     """bench/README.md's tables are what bench/update_readme.py makes of the committed JSONs."""
-    results = sorted((ROOT / "bench" / "results").glob("*.json"))
+    # a `gpuconv bench --json` file, or a gpu_record.py folder's bench.json (beside its record.json)
+    results = sorted(p for p in (ROOT / "bench" / "results").glob("**/*.json")
+                     if json.loads(p.read_text()).get("schema") == "gpuconv-bench/1")
     assert results, "no committed results"
     for mode in ("cpu", "gpu"):
         runs = [p for p in results if json.loads(p.read_text())["mode"] == mode]
