@@ -199,3 +199,32 @@ def test_kernels_missing_module_is_reported(monkeypatch, capsys):
     monkeypatch.delattr(gpuconv.cuda, "compile_check", raising=False)
     assert cli.main(["kernels"]) == 2
     assert "not available" in capsys.readouterr().err
+
+
+def test_progress_without_a_terminal_prints_one_line_per_case(capsys):
+    """In a pipe or a CI log there is no live bar: one line per step, on stderr."""
+    p = cli._Progress()
+    p.start("cases", 2)
+    p.case("cpu/a [float32]")
+    p.describe("cpu/a [float32] gpuconv:numpy")
+    p.advance()
+    p.stop()
+    err = capsys.readouterr().err
+    assert "[gpuconv bench] cases (2)" in err and "[gpuconv bench] cpu/a [float32]" in err
+    assert "gpuconv:numpy" not in err          # the implementation is shown on the live bar only
+
+
+def test_progress_bar_on_a_terminal_shows_the_case_and_time_left(monkeypatch):
+    rich_console = pytest.importorskip("rich.console")
+    monkeypatch.setattr(rich_console.Console, "is_terminal", property(lambda self: True))
+    p = cli._Progress()
+    try:
+        assert p._p is not None
+        p.start("cases", 3)
+        p.describe("cpu/a [float32] gpuconv:numpy")
+        task = p._p.tasks[0]
+        assert task.description == "cases: cpu/a [float32] gpuconv:numpy" and task.total == 3
+        from rich.progress import TimeRemainingColumn
+        assert any(isinstance(c, TimeRemainingColumn) for c in p._p.columns)
+    finally:
+        p.stop()
