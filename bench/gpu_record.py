@@ -75,6 +75,10 @@ SCRIPT = Path(__file__).resolve()
 # later process finds the modules in CuPy's cache (a killed compile is lost).
 STAGES = (("env", 3), ("compile", 14), ("smoke", 6), ("tests", 24), ("sanitizer", 15),
           ("agreement", 8), ("bench", 30))
+# A stage's floor, as long as it is at most a quarter of what is left: the env
+# child imports CuPy and torch (2-10 s, more on a busy machine), and without its
+# answer the record has no device and cannot tell a machine without a GPU.
+STAGE_FLOOR_S = {"env": 15.0}
 # Seconds kept back for the summary, the record and the child processes' exits
 # (the bench worker draws its own PNG within its stage).
 RESERVE_S = 3.0
@@ -556,7 +560,9 @@ class Record:
         names = [n for n, _ in STAGES]
         weights = dict(STAGES)
         rest = sum(weights[n] for n in names[names.index(stage):])
-        return time.monotonic() + self.left() * weights[stage] / rest
+        left = self.left()
+        share = max(left * weights[stage] / rest, min(STAGE_FLOOR_S.get(stage, 0.0), left / 4))
+        return time.monotonic() + share
 
     def save(self) -> None:
         self.data["elapsed_s"] = round(time.monotonic() - self.t0, 2)
@@ -573,8 +579,9 @@ class Record:
             entry["status"] = entry.get("status") if entry.get("status") != "running" else "done"
         except Exception as exc:  # noqa: BLE001 - one stage's failure must not lose the others
             entry.update(status="error", error=f"{type(exc).__name__}: {exc}"[:2000])
-        entry["seconds"] = round(time.monotonic() - t0, 2)
-        self.save()
+        finally:
+            entry["seconds"] = round(time.monotonic() - t0, 2)
+            self.save()
         print(f"[gpu_record] {name}: {entry['status']} in {entry['seconds']:.1f} s "
               f"(allotted {entry['allotted_s']:.0f} s, {max(self.left(), 0):.0f} s left)", flush=True)
 

@@ -104,7 +104,10 @@ def test_stage_deadlines_share_what_is_left(tmp_path):
     assert rec.end == pytest.approx(gpu_record.T_START + 104.0 - gpu_record.RESERVE_S)
     now = time.monotonic()
     left = rec.end - now
-    assert rec.deadline("env") - now == pytest.approx(left * weights["env"] / total, abs=0.5)
+    assert rec.deadline("compile") - now == pytest.approx(left * weights["compile"] / (total - weights["env"]),
+                                                          abs=0.5)
+    # env's floor: 15 s, at most a quarter of what is left
+    assert rec.deadline("env") - now == pytest.approx(max(left * weights["env"] / total, 15.0), abs=0.5)
     # the last stage gets all that is left
     assert rec.deadline("bench") == pytest.approx(rec.end, abs=0.5)
     # a stage that raises is recorded as an error and the record is still written
