@@ -182,3 +182,26 @@ def test_simulator_threads_match_serial(rng):
     mismatches, errors = _hammer(cases, rounds=1, context=lambda: gpuconv.use_backend(backend))
     assert not errors, errors
     assert not mismatches, mismatches[:10]
+
+
+@pytest.mark.xfail(strict=True, reason="hostile_findings.md 7: gpuconv/signal.py keeps its own thread pool, not reset "
+                   "after fork: a forked child's first large correlate2d waits forever on the parent's dead threads")
+def test_signal_pool_survives_fork():
+    import os
+    import subprocess
+    import sys
+    import textwrap
+    script = textwrap.dedent("""
+        import os, signal, numpy as np, gpuconv
+        a = np.random.default_rng(0).standard_normal((1000, 700)); k = np.ones((5, 5))
+        want = gpuconv.correlate2d(a, k)            # starts the pool in the parent
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(20)                         # a hang ends the child, not the test
+            os._exit(0 if np.array_equal(gpuconv.correlate2d(a, k), want) else 3)
+        _, status = os.waitpid(pid, 0)
+        raise SystemExit(os.waitstatus_to_exitcode(status))
+        """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ))
+    assert proc.returncode == 0, f"forked child ended with {proc.returncode} (-14: hung until SIGALRM)\n{proc.stderr}"
