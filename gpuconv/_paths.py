@@ -8,10 +8,12 @@ cut to 1,000 bytes (disk full, an interrupted copy of a home directory)
 killed the process with SIGBUS on its next depthwise conv2d.  Every build is
 therefore published with its size and SHA-256 recorded beside it
 (`<file>.sha256`) and checked before use (`cached_file_ok`); a file that
-does not match is rebuilt.  Checking costs one read and hash of the file
-(~1 GB/s: 0.1 ms for the 80 KB CPU library, ~3 ms for a 3 MB simulator module
-built with AddressSanitizer), done once per process and file: later checks
-of the same unchanged file are one stat.
+does not match is rebuilt.  Checking costs one read and hash of the file,
+once per process and file (measured on a busy 2-core machine: 0.12 ms for the
+80 KB CPU library, 0.25 ms for a 74 KB simulator module, 18 ms for a 4.6 MB
+one built with AddressSanitizer); later checks of the same unchanged file
+are one stat (8 us, against 1.6 us for the exists() it replaces; a warm
+sim build_module call is 0.8 ms, most of it hashing the sources for its key).
 
 Concurrent first builds (several test processes, several ranks of one job)
 take a per-file lock (`build_lock`: flock on `<file>.lock`), so one process
