@@ -13,9 +13,12 @@ generators skip them) and each is an xfail(strict=True) case below, so a fix
 flips it."""
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
+import signal
+import threading
 import warnings
 
 import numpy as np
@@ -78,6 +81,29 @@ def _names(arg) -> tuple[str, ...]:
             "dilation": ("dilation", "Kernel size can't be greater than actual input size")}.get(arg, (arg,))
 
 
+CALL_LIMIT_S = 30                          # a call on these small arrays takes milliseconds
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: int):
+    """A call running past `seconds` fails the example (SIGALRM interrupts Python
+    code: a hang in a Python loop; not one inside a C call, which then only
+    the run's own timeout catches)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise TimeoutError(f"a call took longer than {seconds} s: a hang")
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
 def check_call(fn, args, kwargs, arg, reference, out_elements=None):
     """Run fn(*args, **kwargs), whose argument `arg` was made hostile.
 
@@ -87,7 +113,8 @@ def check_call(fn, args, kwargs, arg, reference, out_elements=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            got = fn(*args, **kwargs)
+            with _time_limit(CALL_LIMIT_S):
+                got = fn(*args, **kwargs)
         except MemoryError as e:
             limit = _memory.memory_limit_bytes() or 0
             assert out_elements is not None and out_elements * 1 > limit // 16, \
@@ -665,6 +692,13 @@ def test_oracle_catches_garbage_and_unnamed_errors():
         raise ValueError("something went wrong")
     with pytest.raises(AssertionError, match="does not name"):
         check_call(unnamed, (x, w), {}, "stride", reference, good.size)
+
+    def hangs(*a):
+        while True:
+            pass
+    with pytest.raises(TimeoutError, match="a hang"):
+        with _time_limit(1):
+            hangs()
 
 
 @pytest.mark.xfail(strict=True, reason="hostile_findings.md 3: the gradients' dtype error ('conv1d_input: gradients "
