@@ -344,3 +344,19 @@ def test_family_race_free_and_schedule_independent(family, schedule, seed, plain
     assert not np.isnan(ref).any(), f"{family}: the default schedule left unwritten (NaN) outputs"
     out = _family_runs()[family](SimBackend(schedule=schedule, seed=seed, racecheck=True, alignment=True))
     np.testing.assert_array_equal(out.view(np.uint8), ref.view(np.uint8), err_msg=f"{family} under {schedule}")
+
+
+def test_register_file_limit():
+    """threads x registers (ptxas) against the 64 K register file: 16 warps x 255 registers
+    (allocated 8192 per warp) need 131072.  The report is injected here; a real one comes
+    from one nvcc/NVRTC compile per module (SimBackend(registers="sm_90"), slow)."""
+    be = SimBackend(registers="sm_90")
+    be._reg_reports[str(SRC)] = {"run_order": 255}
+    fn = be.get_function(SRC, NAMES, "run_order")
+    o = np.zeros(3 * 256, np.int32)
+    fn((1,), (256,), (o,))                             # 8 warps x 8192 = 65536: fits exactly
+    with pytest.raises(ValueError, match=r"512 threads x 255 registers \(16 warps x 8192 allocated\) = 131072 "
+                                         r"registers, above the 65536"):
+        fn((1,), (512,), (np.zeros(3 * 512, np.int32),))
+    with pytest.raises(ValueError, match="registers must be an architecture"):
+        SimBackend(registers="hopper")

@@ -55,6 +55,9 @@ MAX_GRID = (2**31 - 1, 65535, 65535)
 DEFAULT_DYNAMIC_SMEM = 48 * 1024          # above this CUDA needs cudaFuncAttributeMaxDynamicSharedMemorySize
 MAX_DYNAMIC_SMEM = 227 * 1024             # opt-in limit per block on sm_90 (H100) and sm_80 (A100: 163 KiB)
 SCHEDULES = {"default": 0, "reversed": 1, "warp-greedy": 2, "random": 3}
+REGISTER_FILE = 64 * 1024                 # 32-bit registers per SM (and per block) on sm_80 and sm_90
+REGISTER_UNIT = 256                       # registers are allocated per warp in units of 256
+MAX_REGISTERS_PER_THREAD = 255
 # The race detector's build: g++ calls __asan_{load,store}N_noabort before every
 # memory access (kernel-address mode links no sanitizer runtime; the simulator's
 # runtime defines the callbacks); -g1 (line tables) lets reports name source lines.
@@ -207,8 +210,10 @@ def _dims(v, what: str) -> tuple[int, int, int]:
 class SimFunction:
     """A kernel of a simulated module; called like cupy.RawKernel."""
 
-    def __init__(self, backend: "SimBackend", lib: Path, index: int, name: str, signature: str):
+    def __init__(self, backend: "SimBackend", lib: Path, index: int, name: str, signature: str,
+                 source_name: str = ""):
         self._backend = backend
+        self._source_name = source_name
         self._lib = lib
         self._index = index
         self.name = name
@@ -282,6 +287,16 @@ class SimFunction:
         regions = self._regions(arrays, packed)
         b_ = self._backend
         worker, handle = b_._load(self._lib)
+        regs = self._backend._registers(self._source_name, self.name)
+        if regs is not None:
+            threads = b[0] * b[1] * b[2]
+            per_warp = -(-regs * 32 // REGISTER_UNIT) * REGISTER_UNIT
+            need = -(-threads // 32) * per_warp
+            if need > REGISTER_FILE:
+                raise ValueError(f"{self.name}: {threads} threads x {regs} registers ({-(-threads // 32)} warps x "
+                                 f"{per_warp} allocated) = {need} registers, above the {REGISTER_FILE} of an SM "
+                                 f"(ptxas report for {self._backend.registers}); CUDA would refuse the launch (too "
+                                 f"many resources requested)")
         opt_in = self._max_dynamic_smem if self._max_dynamic_smem is not None else 0
         try:
             st, msg = worker.run(handle, self._index, g, b, smem, b_.timeout_s, regions, packed,
@@ -384,6 +399,9 @@ class SimBackend:
                 and accesses outside the shared memory the launch has (SimKernelError).
     alignment:  build with -fsanitize=alignment: a misaligned typed access (float4,
                 double2, ...) fails the launch with its source line.
+    registers:  an architecture ("sm_80", "sm_90"): each launch checks threads x the
+                kernel's registers from ptxas (`gpuconv kernels`, one nvcc/NVRTC compile
+                per module on first use) against the SM's 64 K register file.
     """
 
     name = "sim"
@@ -391,7 +409,7 @@ class SimBackend:
 
     def __init__(self, asan: bool = False, *, timeout_s: int = 120, source_dir: str | Path | None = None,
                  cxx: str = "g++", cxx_flags: tuple[str, ...] = (), schedule: str = "default", seed: int = 0,
-                 racecheck: bool = False, alignment: bool = False):
+                 racecheck: bool = False, alignment: bool = False, registers: str | None = None):
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(map(repr, SCHEDULES))}, got {schedule!r}")
         seed = operator.index(seed)
@@ -405,6 +423,10 @@ class SimBackend:
         self.seed = seed
         self.racecheck = bool(racecheck)
         self.alignment = bool(alignment)
+        if registers is not None and not re.fullmatch(r"sm_\d+", str(registers)):
+            raise ValueError(f"registers must be an architecture such as 'sm_90', got {registers!r}")
+        self.registers = registers
+        self._reg_reports: dict[str, dict[str, int]] = {}
         cxx_flags = tuple(cxx_flags) + (RACECHECK_FLAGS if racecheck else ()) + (ALIGNMENT_FLAGS if alignment else ())
         self.cxx_flags = tuple(cxx_flags)
         self.timeout_s = int(timeout_s)
@@ -421,6 +443,26 @@ class SimBackend:
         if isinstance(module, Path):
             return module.resolve()
         return ((self.source_dir or _paths.kernels_dir()) / module).resolve()
+
+    def _registers(self, module: str, name: str) -> int | None:
+        """Registers per thread of kernel `name` from the ptxas report, when asked for."""
+        if self.registers is None:
+            return None
+        report = self._reg_reports.get(module)
+        if report is None:
+            from ..cuda import compile_check
+            if module not in compile_check.MODULES:
+                raise ValueError(f"registers={self.registers!r}: {module} is not a registered kernels_cu module, so "
+                                 f"ptxas has no report for it")
+            compiler = compile_check.available_compiler()
+            if compiler is None:
+                raise RuntimeError("registers=...: no CUDA compiler (nvcc or the NVRTC wheel) for the ptxas report")
+            ok, log, rows = compile_check.compile_module(module, self.registers, compiler)
+            if not ok:
+                raise RuntimeError(f"registers=...: compiling {module} for {self.registers} failed:\n{log[-2000:]}")
+            report = {r.kernel: r.registers for r in rows if r.registers >= 0}
+            self._reg_reports[module] = report
+        return report.get(name)
 
     def _load(self, lib: Path):
         w = get_worker(self.asan, self.cxx)
@@ -441,6 +483,6 @@ class SimBackend:
         lib = build_module(self._source(module), exprs, asan=self.asan, cxx=self.cxx, extra_flags=self.cxx_flags)
         _, entries = get_worker(self.asan, self.cxx).load(lib)
         index = exprs.index(name)
-        fn = SimFunction(self, lib, index, name, entries[index][1])
+        fn = SimFunction(self, lib, index, name, entries[index][1], str(module))
         self._functions[key] = fn
         return fn
