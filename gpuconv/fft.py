@@ -202,22 +202,38 @@ class _Transforms:
             return self.Ls[:-1] + (self.Ls[-1] // 2 + 1,)
         return self.Ls
 
+    # One axis at a time, each padded only when it is transformed: the last spatial
+    # axis runs over the input's own rows (not the zero rows padding adds), and the
+    # inverse crops each axis before the next.  rfftn/irfftn pad everything first;
+    # measured (scipy.fft, 2 cores): a 31x31 kernel to 540x540 10.5 -> 3.1 ms, a
+    # 512x512 image 11.1 -> 4.9 ms, 192 kernels 31x31 1.94 -> 1.04 s.
     def forward(self, arr, flip=False):
+        nd = len(self.Ls)
         if flip:
-            arr = arr[(slice(None, None, -1),) * len(self.Ls)]
-        f = self.fft.rfftn if self.real else self.fft.fftn
-        return f(arr, s=self.Ls, axes=self.axes, **self.kw)
+            arr = arr[(slice(None, None, -1),) * nd]
+        f = self.fft.rfft if self.real else self.fft.fft
+        y = f(arr, n=self.Ls[-1], axis=nd - 1, **self.kw)
+        for ax in reversed(range(nd - 1)):
+            y = self.fft.fft(y, n=self.Ls[ax], axis=ax, **self.kw)
+        return y
 
     def inverse(self, spec):
-        f = self.fft.irfftn if self.real else self.fft.ifftn
-        c = f(spec, s=self.Ls, axes=self.axes, **self.kw)
-        return crop_circular(self.xp, c, self.Ls, self.w0s, self.qs)
+        nd = len(self.Ls)
+        c = spec
+        for ax in range(nd - 1):
+            c = self.fft.ifft(c, n=self.Ls[ax], axis=ax, **self.kw)
+            c = crop_circular(self.xp, c, self.Ls[ax:ax + 1], self.w0s[ax:ax + 1],
+                              self.qs[ax:ax + 1], first_axis=ax)
+        f = self.fft.irfft if self.real else self.fft.ifft
+        c = f(c, n=self.Ls[-1], axis=nd - 1, **self.kw)
+        return crop_circular(self.xp, c, self.Ls[-1:], self.w0s[-1:], self.qs[-1:], first_axis=nd - 1)
 
 
-def crop_circular(xp, c, Ls, w0s, qs):
-    """c[(w0 + p) mod L, ...] for p < q along each of the leading len(Ls) axes (a
-    slice where that does not wrap, a gather where it does)."""
-    for axis, (L, w0, q) in enumerate(zip(Ls, w0s, qs)):
+def crop_circular(xp, c, Ls, w0s, qs, first_axis=0):
+    """c[(w0 + p) mod L, ...] for p < q along axes first_axis, first_axis + 1, ...
+    (a slice where that does not wrap, a gather where it does)."""
+    for i, (L, w0, q) in enumerate(zip(Ls, w0s, qs)):
+        axis = first_axis + i
         w0 %= L
         if w0 + q <= L:
             c = c[(slice(None),) * axis + (slice(w0, w0 + q),)]
