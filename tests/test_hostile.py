@@ -8,9 +8,9 @@ Property-based (hypothesis), bounded so the whole file runs in seconds: every
 example starts from a small valid call of one function and makes one thing
 hostile (wrong types, NaN/inf/huge/negative sizes and strides, zero-size
 dimensions, read-only and non-contiguous arrays, object/bool/int/half/complex
-dtypes, 0-d arrays, NaN/inf values).  Known bugs are listed in KNOWN (the
-generators skip them) and each is an xfail(strict=True) case below, so a fix
-flips it."""
+dtypes, 0-d arrays, NaN/inf values).  A known, not yet fixed defect goes into
+KNOWN (the generators skip it) with a failing case of its own below; the cases
+below are the defects found this way, now fixed."""
 from __future__ import annotations
 
 import contextlib
@@ -82,6 +82,7 @@ def _names(arg) -> tuple[str, ...]:
 
 
 CALL_LIMIT_S = 30                          # a call on these small arrays takes milliseconds
+SIM_CALL_LIMIT_S = 600                     # simulator: the first call of a module compiles it (g++, ~10-30 s)
 
 
 @contextlib.contextmanager
@@ -113,7 +114,7 @@ def check_call(fn, args, kwargs, arg, reference, out_elements=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            with _time_limit(CALL_LIMIT_S):
+            with _time_limit(SIM_CALL_LIMIT_S if hasattr(fn, "wrapped") else CALL_LIMIT_S):
                 got = fn(*args, **kwargs)
         except MemoryError as e:
             limit = _memory.memory_limit_bytes() or 0
@@ -429,7 +430,7 @@ def conv_calls(draw):
 
 
 def _known(fn, args, kwargs, target, out_el=None) -> str | None:
-    """The finding (hostile_findings.md) this call hits, or None."""
+    """The known defect (KNOWN) this call hits, or None."""
     for name, pred in KNOWN:
         try:
             if pred(fn, args, kwargs, target, out_el):
@@ -439,45 +440,9 @@ def _known(fn, args, kwargs, target, out_el=None) -> str | None:
     return None
 
 
-def _huge_output(fn, args, kwargs, target, out_el):
-    v = kwargs.get(target if isinstance(target, str) else target[0])
-    return ((out_el is not None and out_el > 1 << 31)
-            or (isinstance(v, int) and not isinstance(v, bool) and v >= 10**9
-                and (fn in CONVT.values() or target in ("padding", "output_padding"))))
-
-
-def _depthwise_huge_stride(fn, args, kwargs, target, out_el):
-    s = kwargs.get("stride")
-    w = args[1]
-    return (isinstance(s, int) and not isinstance(s, bool) and s >= 1 << 20
-            and isinstance(w, np.ndarray) and w.ndim >= 3 and w.shape[1] == 1)
-
-
-def _bad_dtype(v) -> bool:
-    return isinstance(v, np.ndarray) and v.dtype.kind not in "fc"
-
-
-_GRAD_FNS = set(GRAD_IN.values()) | set(GRAD_W.values())
-_SIGNAL_FNS = {gpuconv.convolve2d, gpuconv.correlate2d}
-_ARG_INDEX = {"input": 0, "weight": 1, "grad_output": 2, "in1": 0, "in2": 1}
-
-# name, predicate (fn, args, kwargs, target) -> True for calls that hit it; each
-# is a finding in /work/notes/hostile_findings.md with an xfail case below.
-KNOWN: list = [
-    ("1-2 huge output", _huge_output),
-    ("6 depthwise buffer of stride columns", _depthwise_huge_stride),
-    ("3 gradient dtype error names no argument",
-     lambda fn, a, k, t, o: fn in _GRAD_FNS and isinstance(t, str) and _bad_dtype(a[_ARG_INDEX[t]])),
-    ("4 signal dtype error names no argument", lambda fn, a, k, t, o: fn in _SIGNAL_FNS and any(
-        isinstance(v, np.ndarray) and v.dtype.kind not in "iufc" for v in a)),
-    ("8 transposed/input-gradient NaN spreads past its taps",
-     lambda fn, a, k, t, o: (fn in CONVT.values() or fn in GRAD_IN.values()) and any(
-         isinstance(v, np.ndarray) and v.dtype.kind == "f" and not np.isfinite(v).all() for v in a)),
-    ("9 separable errors say weight", lambda fn, a, k, t, o: fn in SEP.values() and t in (
-        "depthwise_weight", "pointwise_weight")),
-    ("5 receptive_field non-iterable", lambda fn, a, k, t, o: fn is gpuconv.receptive_field and any(
-        not hasattr(v, "__iter__") for v in a)),
-]
+# name, predicate (fn, args, kwargs, target) -> True for calls that hit a known
+# defect (the generators skip them; each needs a failing case below).  None open.
+KNOWN: list = []
 
 
 @SETTINGS
@@ -486,6 +451,29 @@ def test_hostile_convolutions(call):
     fn, args, kwargs, target, reference, out_el = call
     assume(_known(fn, args, kwargs, target, out_el) is None)
     check_call(fn, args, kwargs, target, reference, out_el)
+
+
+def _in_simulator(fn):
+    from gpuconv.sim import SimBackend
+    backend = SimBackend(timeout_s=60)
+
+    def run(*args, **kwargs):
+        with gpuconv.use_backend(backend):
+            return fn(*args, **kwargs)
+    run.__name__ = f"{fn.__name__} (simulator)"
+    run.wrapped = fn                         # check_call gives it the simulator's time limit
+    return run
+
+
+@pytest.mark.sim
+@settings(SETTINGS, max_examples=int(_EXAMPLES or 25))
+@given(conv_calls())
+def test_hostile_convolutions_simulator(call):
+    """The same calls on the GPU path (dispatcher, launchers, CUDA kernels) in the
+    simulator: a kernel crash or deadlock is a SimKernelError, which fails here."""
+    fn, args, kwargs, target, reference, out_el = call
+    assume(_known(fn, args, kwargs, target, out_el) is None)
+    check_call(_in_simulator(fn), args, kwargs, target, reference, out_el)
 
 
 # ---------------------------------------------------------------------------- signal
@@ -651,19 +639,11 @@ def _clear_memory_error(fn, args, kwargs):
     assert "output" in str(e.value) and "Unable to allocate" not in str(e.value), str(e.value)
 
 
-@pytest.mark.xfail(strict=True, reason="hostile_findings.md 1: conv2d of a 1x1 input with padding=10**12 raises "
-                   "NumPy's 'ValueError: Maximum allowed dimension exceeded' from np.empty in cpu._conv_im2col, "
-                   "naming no argument; should be a MemoryError naming the output (gpuconv._memory.check_output_bytes "
-                   "before allocating)")
-def test_known_huge_padding_dimension_overflow():
+def test_huge_padding_dimension_overflow():
     _clear_memory_error(*_conv1x1(10**12))
 
 
-@pytest.mark.xfail(strict=True, reason="hostile_findings.md 2: conv2d of a 1x1 input with padding=10**6 (a 14.6 TiB "
-                   "output) raises NumPy's MemoryError from inside the CPU path (with vm.overcommit_memory=1 the "
-                   "allocation succeeds and the process is killed); should be refused up front by "
-                   "gpuconv._memory.check_output_bytes")
-def test_known_huge_output_memory_error_up_front():
+def test_huge_output_memory_error_up_front():
     _clear_memory_error(*_conv1x1(10**6))
 
 
@@ -701,33 +681,23 @@ def test_oracle_catches_garbage_and_unnamed_errors():
             hangs()
 
 
-@pytest.mark.xfail(strict=True, reason="hostile_findings.md 3: the gradients' dtype error ('conv1d_input: gradients "
-                   "are computed for float16, bfloat16, float32 and float64 arrays, got dtype object') does not say "
-                   "which array; should name grad_output / weight / input")
-def test_known_gradient_dtype_error_names_argument():
+def test_gradient_dtype_error_names_argument():
     with pytest.raises(TypeError, match="grad_output"):
         gpuconv.conv1d_input((1, 1, 5), np.ones((1, 1, 3), np.float32), np.ones((1, 1, 3), object))
 
 
-@pytest.mark.xfail(strict=True, reason="hostile_findings.md 4: correlate2d/convolve2d's dtype error names neither in1 "
-                   "nor in2, and reports a datetime64 input as 'dtype object'")
-def test_known_signal_dtype_error_names_argument():
+def test_signal_dtype_error_names_argument():
     with pytest.raises(ValueError, match=r"in1.*datetime64"):
         gpuconv.correlate2d(np.ones((4, 4)).astype("M8[s]"), np.ones((2, 2)))
 
 
-@pytest.mark.xfail(strict=True, reason="hostile_findings.md 5: receptive_field(None) / strides=2 raise Python's "
-                   "\"'NoneType' object is not iterable\", naming no argument")
 @pytest.mark.parametrize("args,kwargs,name", [((None,), {}, "kernel_sizes"), (([3, 3],), {"strides": 2}, "strides")])
-def test_known_receptive_field_non_iterable(args, kwargs, name):
+def test_receptive_field_non_iterable(args, kwargs, name):
     with pytest.raises(TypeError, match=name):
         gpuconv.receptive_field(*args, **kwargs)
 
 
-@pytest.mark.xfail(strict=True, reason="hostile_findings.md 6: a depthwise layer with stride 10**12 raises 'MemoryError: "
-                   "depthwise: could not allocate its plane buffer' (csrc/depthwise.c allocates stride x rows "
-                   "columns) for a 1x1 output; torch returns it")
-def test_known_depthwise_huge_stride():
+def test_depthwise_huge_stride():
     rng = np.random.default_rng(7)
     x = rng.standard_normal((1, 4, 2, 3)).astype(np.float32)
     w = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
@@ -736,11 +706,8 @@ def test_known_depthwise_huge_stride():
     np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.xfail(strict=True, reason="hostile_findings.md 8: conv_transpose1d / conv1d_input with a NaN weight tap "
-                   "return NaN in every output, torch only where the tap reaches (the gather multiplies the "
-                   "zero-upsampled / padded input by the NaN: 0 * NaN)")
 @pytest.mark.parametrize("op", ["conv_transpose1d", "conv1d_input"])
-def test_known_nan_weight_spreads_in_transposed_conv(op):
+def test_nan_weight_spreads_in_transposed_conv(op):
     x = np.array([[[0.1, -0.2, 0.6]]], np.float32)
     w = np.array([[[np.nan, -0.1]]], np.float32)
     if op == "conv_transpose1d":
@@ -754,9 +721,7 @@ def test_known_nan_weight_spreads_in_transposed_conv(op):
     np.testing.assert_allclose(got[..., 3], want[..., 3], rtol=1e-5)
 
 
-@pytest.mark.xfail(strict=True, reason="hostile_findings.md 9: separable_conv*d's dtype error says 'weight dtype "
-                   "(object)', the name of an internal argument; should say depthwise_weight")
-def test_known_separable_error_names_depthwise_weight():
+def test_separable_error_names_depthwise_weight():
     x = np.ones((1, 2, 5), np.float32)
     with pytest.raises(TypeError, match="depthwise_weight"):
         gpuconv.separable_conv1d(x, np.ones((2, 1, 3), object), np.ones((3, 2, 1), np.float32))
