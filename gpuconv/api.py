@@ -149,10 +149,16 @@ def receptive_field(kernel_sizes, strides=None, dilations=None) -> int:
 
     kernel_sizes: the layers' kernel sizes, first layer first; strides and
     dilations default to 1 for every layer."""
-    ks = list(kernel_sizes)
+    def as_list(name, v):
+        if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
+            raise TypeError(f"{name} must be a sequence of ints (one per layer), got {v!r} "
+                            f"({type(v).__name__})")
+        return list(v)
+
+    ks = as_list("kernel_sizes", kernel_sizes)
     n = len(ks)
-    strides = [1] * n if strides is None else list(strides)
-    dilations = [1] * n if dilations is None else list(dilations)
+    strides = [1] * n if strides is None else as_list("strides", strides)
+    dilations = [1] * n if dilations is None else as_list("dilations", dilations)
     if len(strides) != n or len(dilations) != n:
         raise ValueError(
             f"kernel_sizes, strides and dilations must have the same length, got "

@@ -8,9 +8,9 @@ wgrad define what they compute, and the tests hold them to it and to torch.
 Both return gpuconv.reference.compute_dtype(spec.dtype) (integers in int64, float16
 in float32); the caller casts.  dgrad takes one of four forms, by which wastes
 least (figures in bench/README.md, "CPU path"):
-  * stride 1: the forward convolution of gpuconv.derived.dgrad_forward_form through
-    gpuconv.cpu (no zeros to insert; its GEMM's inner size is K/g*taps, not K/g,
-    and there is no col2im pass);
+  * stride 1 with a finite weight: the forward convolution of
+    gpuconv.derived.dgrad_forward_form through gpuconv.cpu (no zeros to insert;
+    its GEMM's inner size is K/g*taps, not K/g, and there is no col2im pass);
   * depthwise forward problems (C = groups): the compiled adjoint of
     gpuconv._native;
   * one output channel per group of dy (K = groups): a multiply-add per tap
@@ -65,7 +65,10 @@ def dgrad(dy: np.ndarray, w: np.ndarray, spec: ConvSpec) -> np.ndarray:
         return np.zeros(spec.input_shape, dtype=dt)
     if spec.k == 0 or math.prod(spec.out_size) == 0:
         return np.zeros(spec.input_shape, dtype=dt)
-    if all(s == 1 for s in spec.stride):
+    if all(s == 1 for s in spec.stride) and np.isfinite(w).all():
+        # (a non-finite weight tap would meet the forward form's zero padding, 0 * NaN,
+        # and spread past the outputs it reaches: the scatter forms below keep torch's
+        # result there, and checking the small weight costs microseconds)
         return _dgrad_stride1(dy, w, spec, dt)
     if spec.c == spec.groups > 1 and cpu.native_depthwise_ok(spec, dt, "depthwise_dgrad"):
         return cpu.depthwise_dgrad_native(dy, w, spec, dt)

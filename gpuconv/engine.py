@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from . import activations
+from . import _memory, activations
 from ._array import Converted, common_kind, device_scope
 from .derived import crop_unread, dgrad_as_fprop, wgrad_as_fprop
 from .spec import PADDING_MODES, ConvSpec, check_op, is_bfloat16
@@ -296,6 +296,8 @@ def run(op: str, spec: ConvSpec, a, b, *, path: Path, bias=None, activation=None
     dispatcher's config, and a kernel without a TF32 form computes as "highest"
     (never less accurate than asked)."""
     check_op(op)
+    spec = canonical(spec)
+    check_result_size(path, spec.operand_shapes(op)[2], spec.dtype, _RESULT_NAMES[op])
     if path.is_device and is_bfloat16(spec.dtype):
         return _run_bfloat16_widened(op, spec, a, b, path=path, bias=bias, activation=activation,
                                      algorithm=algorithm, padding_mode=padding_mode,
@@ -321,6 +323,41 @@ def _run_bfloat16_widened(op, spec, a, b, *, path, bias, **options):
     out = run(op, wide, a.astype(f32), b.astype(f32), path=path,
               bias=None if bias is None else bias.astype(f32), **options)
     return out.astype(spec.dtype)
+
+
+_RESULT_NAMES = {"fprop": "the convolution's output",
+                 "dgrad": "the input gradient (transposed convolution output)",
+                 "wgrad": "the weight gradient"}
+
+
+def canonical(spec: ConvSpec) -> ConvSpec:
+    """The same problem with the sizes no output can see taken out: along a dim with
+    one output the stride is cut to (padded extent - dilated kernel extent + 1), which
+    keeps that single output and every tap's input position (a stride of 10**12 asked
+    a kernel for stride-sized rows); a dilation of a 1-tap kernel dim is 1."""
+    stride, dilation, changed = list(spec.stride), list(spec.dilation), False
+    for i, (n, k, (lo, hi), o) in enumerate(zip(spec.in_size, spec.kernel, spec.pad, spec.out_size)):
+        if k == 1 and dilation[i] != 1:
+            dilation[i], changed = 1, True
+        if o == 1:
+            s1 = max(1, n + lo + hi - dilation[i] * (k - 1))
+            if stride[i] > s1:
+                stride[i], changed = s1, True
+    return replace(spec, stride=tuple(stride), dilation=tuple(dilation)) if changed else spec
+
+
+def check_result_size(path: Path, shape, dtype, what: str) -> None:
+    """MemoryError naming the result before anything is allocated, when it alone would
+    exceed the memory the path can ever have (gpuconv._memory)."""
+    nbytes = _memory.array_bytes(shape, dtype)
+    if nbytes < 1 << 30:                  # below 1 GiB: not worth the question
+        return
+    limit = None
+    if path.is_device and path.xp is not np:
+        total = getattr(path.backend, "total_memory", None)
+        limit = total() if callable(total) else None
+    _memory.check_output_bytes(nbytes, f"{what} of shape {tuple(int(v) for v in shape)} "
+                                       f"{np.dtype(dtype)}", limit=limit)
 
 
 def _no_reduction(op: str, spec: ConvSpec) -> bool:

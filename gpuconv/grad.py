@@ -37,10 +37,10 @@ from ._array import convert, wrap
 from .spec import ConvSpec, _fmt_shape, check_dtypes, check_groups, is_floating, make_spec
 
 
-def _check_real(dtype, fname):
+def _check_real(dtype, fname, name):
     if not is_floating(dtype):
         raise TypeError(f"{fname}: gradients are computed for float16, bfloat16, float32 and "
-                        f"float64 arrays, got dtype {np.dtype(dtype)}")
+                        f"float64 arrays, got {name} of dtype {np.dtype(dtype)}")
 
 
 def _as_shape(name: str, value) -> tuple[int, ...]:
@@ -79,7 +79,8 @@ def input_grad(nd: int, fname: str, input_size, weight, grad_output, stride=1, p
     precision = _precision.resolve(precision)
     engine.check_op_algorithm(algorithm)
     w, go = wi.array, gi.array
-    _check_real(go.dtype, fname)
+    _check_real(go.dtype, fname, "grad_output")
+    _check_real(w.dtype, fname, "weight")
     dtype = check_dtypes(go.dtype, w.dtype)
     size = _as_shape("input_size", input_size)
     groups = check_groups(groups)
@@ -125,7 +126,8 @@ def weight_grad(nd: int, fname: str, input, weight_size, grad_output, stride=1, 
     precision = _precision.resolve(precision)
     engine.check_op_algorithm(algorithm)
     x, go = xi.array, gi.array
-    _check_real(x.dtype, fname)
+    _check_real(x.dtype, fname, "input")
+    _check_real(go.dtype, fname, "grad_output")
     if np.dtype(go.dtype) != np.dtype(x.dtype):
         raise TypeError(f"input dtype ({np.dtype(x.dtype)}) and grad_output dtype "
                         f"({np.dtype(go.dtype)}) should be the same")

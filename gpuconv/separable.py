@@ -38,7 +38,8 @@ def separable_forward(nd: int, fname: str, input, depthwise_weight, pointwise_we
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
     x, dw, pw = xi.array, di.array, pi.array
     b = None if bi is None else bi.array
-    dtype = check_dtypes(x.dtype, dw.dtype, None if b is None else b.dtype)
+    dtype = check_dtypes(x.dtype, dw.dtype, None if b is None else b.dtype,
+                         weight_name="depthwise_weight")
     if pw.dtype != dtype:
         raise TypeError(f"input dtype ({dtype}) and pointwise_weight dtype ({pw.dtype}) "
                         f"should be the same")

@@ -26,13 +26,12 @@ a NumPy scalar of the result dtype) on the array's device and current stream.
 """
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from . import engine
 from ._array import convert, wrap
+from ._cpu import run_jobs
 
 _MODES = ("full", "same", "valid")
 _METHODS = ("auto", "direct", "fft")
@@ -169,12 +168,25 @@ def _result_dtype(fname, d1, d2):
     return dt if dt.isnative else dt.newbyteorder("=")
 
 
-def _check_dtype(fname, dtype):
+_SUPPORTED = "integers, float32, float64, longdouble and complex only"
+
+
+def _check_input_dtypes(fname, named):
+    """Inputs of a dtype with no arithmetic at all (object, datetime, str, void,
+    bfloat16) are refused by name before anything is converted."""
+    for name, dt in named:
+        if dt.kind not in "biufc":
+            raise ValueError(f"{fname}: {name} has dtype {dt}, which is not supported (as in "
+                             f"scipy: {_SUPPORTED})")
+
+
+def _check_dtype(fname, dtype, named):
     # scipy's C loop has multiply-adds for the integer, float32/64/longdouble and
     # complex types only; bool, float16, object, str, datetime raise.
     if dtype.kind not in "iufc" or dtype == np.float16:
-        raise ValueError(f"{fname}: dtype {dtype} is not supported (as in scipy: integers, "
-                         f"float32, float64, longdouble and complex only)")
+        inputs = " and ".join(f"{name} of dtype {dt}" for name, dt in named)
+        raise ValueError(f"{fname}: dtype {dtype} (the result type of {inputs}) is not "
+                         f"supported (as in scipy: {_SUPPORTED})")
 
 
 def _asarray_for_fill(obj, dtype):
@@ -296,6 +308,8 @@ def canonicalize(fname, flip, a, k, mode, boundary, fillvalue):
     _check_choice("mode", mode, _MODES)
     _check_choice("boundary", boundary, _BOUNDARIES)
     bnd = _BOUNDARIES[boundary]
+    named = (("in2", a.dtype), ("in1", k.dtype)) if swapped else (("in1", a.dtype), ("in2", k.dtype))
+    _check_input_dtypes(fname, named)
     dtype = _result_dtype(fname, a.dtype, k.dtype)
     fill = fill_scalar(fillvalue, dtype) if bnd == "fill" else dtype.type(0)
     out2, origin = _geometry(mode, flip, a.shape[-2:], k.shape[-2:])
@@ -303,7 +317,7 @@ def canonicalize(fname, flip, a, k, mode, boundary, fillvalue):
         raise ValueError(f"{fname}: mode={mode!r} with in1 {a.shape} and in2 {k.shape} gives a "
                          f"negative output shape {out2}")
     out_shape = batch + out2
-    _check_dtype(fname, dtype)
+    _check_dtype(fname, dtype, named)
     if (bnd != "fill" and 0 in a.shape[-2:] and 0 not in out_shape and 0 not in k.shape):
         raise ValueError(f"{fname}: boundary={boundary!r} cannot extend an empty image "
                          f"of shape {a.shape[-2:]} (scipy divides by zero here)")
@@ -380,26 +394,11 @@ _THREAD_MIN_ELEMENTS = 1 << 16
 # strip pool), while the tap loop stays within 2x of its idle time and always
 # beats scipy (15x15: 85 ms idle, 150-190 ms busy; scipy 390-600 ms).
 
-_pool = None
-
-
-def _threads():
-    global _pool
-    n = min(os.cpu_count() or 1, 8)
-    if n > 1 and _pool is None:
-        _pool = ThreadPoolExecutor(n, thread_name_prefix="gpuconv-signal")
-    return _pool
-
-
 def _run_strips(fn, n_rows, n_elements):
+    """fn(i0, i1) for every strip of rows, on the CPU path's thread pool (gpuconv._cpu:
+    made once under a lock, forgotten in a forked child, inline when nested)."""
     bounds = [(i, min(i + _STRIP_ROWS, n_rows)) for i in range(0, n_rows, _STRIP_ROWS)]
-    pool = _threads() if n_elements >= _THREAD_MIN_ELEMENTS and len(bounds) > 1 else None
-    if pool is None:
-        for b in bounds:
-            fn(*b)
-    else:
-        for f in [pool.submit(fn, *b) for b in bounds]:
-            f.result()
+    run_jobs(fn, bounds, n_elements, min_elements=_THREAD_MIN_ELEMENTS)
 
 
 def _taps_strip(e, k, out, i0, i1):

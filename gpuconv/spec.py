@@ -269,7 +269,7 @@ def check_op(op) -> str:
     return op
 
 
-def check_dtypes(input_dtype, weight_dtype, bias_dtype=None) -> np.dtype:
+def check_dtypes(input_dtype, weight_dtype, bias_dtype=None, weight_name: str = "weight") -> np.dtype:
     """torch's rule: input, weight and bias share one dtype."""
     dt = np.dtype(input_dtype)
     if not is_conv_dtype(dt):
@@ -277,7 +277,8 @@ def check_dtypes(input_dtype, weight_dtype, bias_dtype=None) -> np.dtype:
         raise TypeError(f"input dtype {dt} is not supported: convolution takes {names} and "
                         f"bfloat16 (ml_dtypes)")
     if np.dtype(weight_dtype) != dt:
-        raise TypeError(f"input dtype ({dt}) and weight dtype ({np.dtype(weight_dtype)}) should be the same")
+        raise TypeError(f"input dtype ({dt}) and {weight_name} dtype ({np.dtype(weight_dtype)}) "
+                        f"should be the same")
     if bias_dtype is not None and np.dtype(bias_dtype) != dt:
         raise TypeError(f"input dtype ({dt}) and bias dtype ({np.dtype(bias_dtype)}) should be the same")
     return dt

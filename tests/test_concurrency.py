@@ -184,8 +184,6 @@ def test_simulator_threads_match_serial(rng):
     assert not mismatches, mismatches[:10]
 
 
-@pytest.mark.xfail(strict=True, reason="hostile_findings.md 7: gpuconv/signal.py keeps its own thread pool, not reset "
-                   "after fork: a forked child's first large correlate2d waits forever on the parent's dead threads")
 def test_signal_pool_survives_fork():
     import os
     import subprocess
