@@ -27,6 +27,12 @@
 //   A (16x8):  a[0] = A[g][t]  a[1] = A[g+8][t]  a[2] = A[g][t+4]  a[3] = A[g+8][t+4]
 //   B (8x8):   b[0] = B[t][g]  b[1] = B[t+4][g]
 //   C, D: as m16n8k16.
+//   Cross-check, CUTLASS cute/atom/mma_traits_sm80.hpp MMA_Traits<SM80_16x8x8_F32TF32TF32F32_TN>:
+//   ALayout ((4,8),(2,2)):((16,1),(8,64)) maps (lane = t + 4g, value v0 + 2v1) to M16 x K8
+//   index 16t + g + 8v0 + 64v1, i.e. row g + 8v0, column t + 4v1 -- a[v] above; BLayout
+//   ((4,8),2):((8,1),32) maps to N8 x K8 index 8t + g + 32v: column g, row t + 4v -- b[v].
+//   A 32-bit operand's 8x4 block is what ldmatrix (b16) hands out: lane l gets row l/4,
+//   32-bit column l%4 (CUTLASS loads tf32 fragments with SM75_U32x4_LDSM_N the same way).
 //
 // ldmatrix.sync.aligned.m8n8.x4{.trans}.shared.b16 (PTX ISA 9.7.14.5.15, "Warp-level
 // matrix load instruction: ldmatrix"): four 8x8 matrices of 16-bit elements, each row
@@ -271,5 +277,18 @@ template <int N> __device__ __forceinline__ void cp_async_wait() {
 #endif
 }
 #endif  // GPUCONV_SIM
+
+// 3xTF32 operand split (both branches): x = big + small with big = cvt.rna.tf32(x) and small =
+// cvt.rna.tf32(x - big).  x - big is exact in float (big holds x's top 11 significant bits), so
+// big + small carries 22 of x's 24 bits and big*big + big*small + small*big misses only the
+// small*small term (~2^-22 relative) and the small part's rounding (~2^-22): FP32-level
+// products.  CUTLASS's 3xTF32 (include/cutlass/gemm/warp/mma_tensor_op_fast_f32.h, example
+// 27_ampere_3xtf32_fast_accurate_tensorop_gemm) splits the same way and drops the same term.
+// Inf/NaN: big = x, small = NaN (inf - inf): such inputs give NaN.
+__device__ __forceinline__ void split_tf32(unsigned x, unsigned& big, unsigned& small) {
+    const float f = __uint_as_float(x);
+    big = f32_to_tf32(f);
+    small = f32_to_tf32(f - __uint_as_float(big));
+}
 
 }  // namespace tc

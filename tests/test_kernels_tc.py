@@ -238,31 +238,33 @@ def test_implicit_gemm_batch0():
     assert y.shape == (0, 4, 8, 8)
 
 
-def test_implicit_gemm_bf16_instantiation(backend):
-    """The __nv_bfloat16 instantiation (no API dtype: bits as uint16) against float64."""
-    dt16 = np.dtype(np.float16)
-    spec, _ = make_spec((2, 5, 7, 9), (19, 5, 3, 3), (19,), (1, 2), 1, 1, 1, dt16, 2)
+def test_implicit_gemm_bf16(backend):
+    """The __nv_bfloat16 instantiation on ml_dtypes.bfloat16 arrays against float64."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    bf16 = np.dtype(ml_dtypes.bfloat16)
+    spec, _ = make_spec((2, 5, 7, 9), (19, 5, 3, 3), (19,), (1, 2), 1, 1, 1, bf16, 2)
     rng = np.random.default_rng(8)
-    to_bf16 = lambda a: _to_bf16(a)  # noqa: E731
-    x, xb = to_bf16(rng.uniform(-1, 1, spec.input_shape))
-    w, wb = to_bf16(rng.uniform(-1, 1, spec.weight_shape))
-    b, bb = to_bf16(rng.uniform(-1, 1, (19,)))
+    x, w, b = (rng.uniform(-1, 1, s).astype(bf16) for s in (spec.input_shape, spec.weight_shape, (19,)))
     ref = activations.apply(reference.conv(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
                                            spec, accumulate="float64"), "relu")
     xp = backend.xp
-    y = xp.full(spec.output_shape, 0xFFFF, dtype=np.uint16)            # NaN in bfloat16
-    conv2d_implicit_gemm.launch_typed(backend, xp.asarray(xb), xp.asarray(wb), xp.asarray(bb), y, spec, 1,
-                                      "__nv_bfloat16", np.uint16)
-    got = (to_host(y).astype(np.uint32) << 16).view(np.float32)
-    assert_close(got, ref, 1e-2, "implicit_gemm bf16")
+    y = xp.full(spec.output_shape, np.nan, dtype=bf16)
+    conv.forward(xp.asarray(x), xp.asarray(w), xp.asarray(b), spec, activation="relu", algorithm="implicit_gemm",
+                 backend=backend, out=y)
+    assert_close(to_host(y).astype(np.float32), ref, 1e-2, "implicit_gemm bf16")
 
 
 def test_implicit_gemm_supports_and_workspace():
     v = variants.get("implicit_gemm")
     f32, _ = make_spec((1, 8, 8, 8), (8, 8, 3, 3), None, 1, 1, 1, 1, np.float32, 2)
-    assert not v.supports(f32)[0]
+    assert not v.supports(f32)[0]                              # "highest": exact FP32 on FMA units
+    assert v.supports(f32, precision="high")[0] and v.supports(f32, precision="medium")[0]
+    f64, _ = make_spec((1, 8, 8, 8), (8, 8, 3, 3), None, 1, 1, 1, 1, np.float64, 2)
+    assert not v.supports(f64, precision="medium")[0]
     s1d, _ = make_spec((1, 8, 17), (8, 8, 3), None, 1, 1, 1, 1, np.float16, 1)
     assert not v.supports(s1d)[0]
     spec, _ = make_spec((2, 6, 9, 7), (10, 3, 3, 3), None, 1, 1, 1, 2, np.float16, 2)
     # NHWC copy with Cg=3 padded to 8 per group + the [K][R][S][8] weights, 2 bytes each
-    assert v.workspace_bytes(spec, {}) == 2 * (2 * 9 * 7 * 2 * 8 + 10 * 9 * 8)
+    assert v.workspace_bytes(spec, {"split_k": 1}) == 2 * (2 * 9 * 7 * 2 * 8 + 10 * 9 * 8)
+    # split-K adds float32 partials: split_k x the output's N*K*P*Q elements
+    assert v.workspace_bytes(spec, {"split_k": 3}) == 2 * (2 * 9 * 7 * 2 * 8 + 10 * 9 * 8) + 4 * 3 * 2 * 10 * 9 * 7

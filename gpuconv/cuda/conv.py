@@ -9,7 +9,10 @@ x (N, C, *in), w (K, C/groups, *kernel), b (K,) or None: arrays of backend.xp
 padded for non-zero padding modes; spec.pad is the zero padding the kernels
 apply.  Returns a new array (or `out`) of spec.output_shape and spec.dtype.
 
-`out`: a C-contiguous array of that shape and dtype to write into.  Tests pass
+`out`: a C-contiguous array of that shape and dtype to write into.  Without `out`, a
+channels-last x (dense NHWC strides: torch's channels_last, a transposed NHWC CuPy array)
+going to implicit_gemm is read in place and y comes back channels-last too (as torch
+returns it); every other variant gets C-ordered copies and returns C order.  Tests pass
 one filled with NaN so that an element a kernel fails to write fails the
 comparison; POISON_OUTPUT = True makes every forward allocate its output that
 way (for end-to-end runs through the public API).
@@ -26,6 +29,7 @@ from ..spec import ConvSpec
 from . import variants
 from .backend import default_backend, device_facts
 from .dispatch import choose
+from .families import conv2d_implicit_gemm as _igemm
 from .launch import check_array, output_array
 
 POISON_OUTPUT = False
@@ -34,26 +38,36 @@ POISON_OUTPUT = False
 def resolve(spec: ConvSpec, algorithm: str, backend, precision: str = "highest") -> tuple[str, dict]:
     """(variant name, config) for `algorithm` ('auto' or a registered name); the config
     carries the call's float32 precision."""
-    name, config = _resolve(spec, algorithm, backend)
+    name, config = _resolve(spec, algorithm, backend, precision)
     return name, {**config, "precision": precision}
 
 
-def _resolve(spec: ConvSpec, algorithm: str, backend) -> tuple[str, dict]:
+def _supports(v, spec: ConvSpec, precision: str):
+    """v.supports(spec), with the call's precision for variants whose answer depends on it
+    (implicit_gemm takes float32 at 'high'/'medium' only)."""
+    if v.name == "implicit_gemm":
+        return v.supports(spec, precision=precision)
+    return v.supports(spec)
+
+
+def _resolve(spec: ConvSpec, algorithm: str, backend, precision: str = "highest") -> tuple[str, dict]:
     if not isinstance(algorithm, str):
         raise TypeError(f"algorithm must be a str, got {type(algorithm).__name__}")
     facts = device_facts(backend)
     if algorithm == "auto":
-        name, config, _ = choose(spec, facts)
+        name, config, _ = choose(spec, facts, precision)
         return name, config
     names = variants.conv_variant_names()
     if algorithm not in names:
         raise ValueError(f"unknown algorithm {algorithm!r}; variants that support this convolution: "
                          f"{', '.join(variants.supported(spec)) or 'none'} (registered: {', '.join(names)})")
     v = variants.get(algorithm)
-    ok, why = v.supports(spec)
+    ok, why = _supports(v, spec, precision)
     if not ok:
         raise ValueError(f"algorithm {algorithm!r} does not support this convolution ({why}); variants "
                          f"that do: {', '.join(variants.supported(spec)) or 'none'}")
+    if algorithm == "implicit_gemm":
+        return algorithm, v.default_config(spec, facts, precision)
     return algorithm, v.default_config(spec, facts)
 
 
@@ -71,10 +85,16 @@ def forward(x, w, b, spec: ConvSpec, activation=None, algorithm="auto", backend=
         check_array("bias", b, (spec.k,), spec.dtype)
     name, config = resolve(spec, algorithm, backend, precision)
 
-    y = output_array(xp, out, spec.output_shape, spec.dtype, poison=POISON_OUTPUT)
+    channels_last = out is None and name == "implicit_gemm" and _igemm.is_channels_last(x, spec)
+    if channels_last:                     # y in x's memory format: dense NHWC viewed as NCHW
+        n, k, *pq = spec.output_shape
+        y = output_array(xp, None, (n, *pq, k), spec.dtype, poison=POISON_OUTPUT).transpose(0, 3, 1, 2)
+    else:
+        y = output_array(xp, out, spec.output_shape, spec.dtype, poison=POISON_OUTPUT)
     if y.size == 0:                       # zero-size batch or channels: nothing to launch
         return y
-    x = xp.ascontiguousarray(x)
+    if not (channels_last and _igemm.reads_in_place(x, spec)):
+        x = xp.ascontiguousarray(x)
     w = xp.ascontiguousarray(w)
     b = None if b is None else xp.ascontiguousarray(b)
     variants.get(name).launch(backend, x, w, b, y, spec, act, config)

@@ -94,16 +94,21 @@ def _tile_util(tile, spec: ConvSpec) -> float:
     return up * uq * uk
 
 
-def choose(spec: ConvSpec, facts: DeviceFacts | None = None) -> tuple[str, dict, list[str]]:
-    """-> (variant name, config, reasons).  Pure: depends on spec and facts only."""
+def choose(spec: ConvSpec, facts: DeviceFacts | None = None,
+           precision: str = "highest") -> tuple[str, dict, list[str]]:
+    """-> (variant name, config, reasons).  Pure: depends on spec, facts and the float32
+    precision only (implicit_gemm takes float32 at 'high'/'medium': its supports())."""
     facts = facts or DeviceFacts()
     reasons: list[str] = []
-    ok = {n: variants.get(n).supports(spec) for n in variants.conv_variant_names()}
+    ok = {n: (variants.get(n).supports(spec, precision=precision) if n == "implicit_gemm"
+              else variants.get(n).supports(spec)) for n in variants.conv_variant_names()}
 
     def pick(name: str, why: str):
         if not ok[name][0]:
             raise AssertionError(f"dispatcher picked {name!r}, which refuses the spec: {ok[name][1]}")
         reasons.append(why)
+        if name == "implicit_gemm":
+            return name, variants.get(name).default_config(spec, facts, precision), reasons
         return name, variants.get(name).default_config(spec, facts), reasons
 
     taps = math.prod(spec.kernel)
@@ -135,7 +140,7 @@ def choose(spec: ConvSpec, facts: DeviceFacts | None = None) -> tuple[str, dict,
         return pick("direct", f"{flops:.3g} FLOP < {TINY_FLOPS:.0e}: launch-latency bound, one launch wins")
     if ok.get("implicit_gemm", (False,))[0] and big_gemm and kg >= IGEMM_MIN_KG and \
             tuple(facts.cc) >= IGEMM_MIN_CC:
-        return pick("implicit_gemm", f"float16, Kg={kg} >= {IGEMM_MIN_KG}, sm_{facts.cc[0]}{facts.cc[1]}: tensor "
+        return pick("implicit_gemm", f"{spec.dtype} ({precision}), Kg={kg} >= {IGEMM_MIN_KG}, sm_{facts.cc[0]}{facts.cc[1]}: tensor "
                                      f"cores (mma.sync) without im2col's column-matrix round trip")
     if spec.dtype != np.float32 and ok["im2col"][0] and big_gemm:
         return pick("im2col", f"{spec.dtype} with a large GEMM: cuBLAS "
