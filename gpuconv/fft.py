@@ -494,9 +494,10 @@ def choose_method(a_shape, k_shape, out_shape, origin, boundary, dtype, device="
     Where it switches (boundary 'fill', mode 'same', square image and kernel):
     float64 and float32 at 6x6 (images 128^2-512^2) or 7x7 (1024^2-4096^2),
     complex at 5x5-6x6; 'wrap' the same.  Measured on this (loaded) machine,
-    512^2 float64 'same' (bench/fft_bench.py sweeps): direct 12 / 25 / 50 /
-    62 ms and FFT 42 / 37 / 30 / 24 ms at 3x3 / 5x5 / 7x7 / 9x9: the measured
-    switch is between 5x5 and 7x7, where the model puts it.
+    512^2 float64 'same' (bench/fft_bench.py sweeps, two runs): direct 3-12 /
+    6-25 / 13-50 / 19-62 ms and FFT 14-42 / 27-37 / 20-30 / 23-24 ms at 3x3 /
+    5x5 / 7x7 / 9x9, and from 11x11 the FFT by 5x or more: the measured switch
+    lies between 5x5 and 9x9, around the model's 7x7.
     """
     dt = np.dtype(dtype)
     if dt.kind not in "fc" or dt not in FFT_DTYPES:
