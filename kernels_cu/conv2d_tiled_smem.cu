@@ -11,26 +11,54 @@
 //
 // Schedule of one block (image n, group g, channels k0..k0+TK-1, tile p0, q0):
 //   for each stage of CT input channels:
-//     stage CT x IH x IW inputs (IH = (TP-1)*sh + (R-1)*dh + 1, the halo
-//     included, zero outside the image) -- consecutive threads read consecutive
-//     columns, so global loads coalesce for stride 1;
-//     stage TK x CT x R x S weights, read along the contiguous (c, r, s) axis and
-//     stored transposed [c][r][s][k] with a row pitch of TK+1 words so the
+//     stage CT x IH x IW inputs (IH = (TP-1)*sh + (R-1)*dh + 1, the halo included, zero
+//     outside the image) as CT*IH rows of 16-lane column runs: consecutive threads read
+//     consecutive columns (coalesced for stride 1); the (channel, row) pair and each
+//     column's (phase, index) advance by carries -- no division per staged element;
+//     a row's columns are stored de-interleaved by phase mod sw and the row pitch makes
+//     sh*pitch an odd multiple of 4 words (tiled_pitch), so a warp's 8 rows x 4 columns of
+//     input reads land in 32 distinct banks for every stride (fp32);
+//     stage TK x CT x R x S weights as TK rows of 32-lane runs along the contiguous
+//     (c, r, s) axis, stored transposed [c][r][s][k] with a row pitch of TK+1 words so the
 //     transposing store hits 32 distinct banks;
 //     each thread: for c, r, s: QPT inputs + KPT weights from shared -> QPT*KPT FMAs
 //     into registers.  A warp is 32 (tx, ty) threads of one tz, so every weight
-//     read is a broadcast; input reads of a warp cover TP rows x TX columns.
+//     read is a broadcast.
+//
+// Bank conflicts of the input reads (fp32, 32 threads = 4 tx x 8 ty), before -> after:
+//   3x3 s1: pitch 18 words, rows 18*ty apart: 2-way -> pitch 20: conflict-free;
+//   3x3 s2: pitch 33, columns 2 apart: 4-way (only even banks, rows 66 apart) -> columns
+//   de-interleaved (odd/even halves of 17), pitch 34 (2*34 = 68 = 4 mod 8): conflict-free;
+//   1x1 s1: pitch 16: 4-way -> 20: conflict-free.
+// SASS, sm_90, nvcc 13 (`gpuconv kernels --sass --module conv2d_tiled_smem.cu`, fp32), before ->
+//   after: input staging loop 68.5 -> 18.5 instructions per staged element (8 -> 0 div32
+//   sequences per 4 elements); weight staging 30-76 -> 8.2 (8 -> 0 div32); the hot c,r,s
+//   loop of variant 1: 220 -> 225 instructions per iteration (the tap's phase carry), FMA
+//   share 0.58 -> 0.57, 0.38 LDS per FMA, 6.9 -> 7.0 instructions per accumulator; variant 2:
+//   260 -> 79 per (differently unrolled) iteration, 16.3 -> 4.9 per accumulator.
 //
 // Napkin math (ResNet-50 3x3, C=K=256, 14x14, float32, tiled_smem_small, CT=16):
 //   per c,r,s step a thread issues QPT+KPT = 10 shared loads for 16 FMAs (1.6
 //   FMA/load; variant 1: 12 loads for 32 FMAs, 2.7 FMA/load).  Shared memory
 //   serves 32 words/clk/SM against 128 FMA/clk/SM, so variant 1 is bounded near
-//   2.7*32/128 = 67% of FP32 peak by shared-load issue before latency effects.
-//   Shared memory for 3x3 s1, CT=16: (16*10*18 + 16*9*33) * 4 B = 30.5 KB.
+//   2.7*32/128 = 67% of FP32 peak by shared-load issue before latency effects (a
+//   2-way conflict halved the input loads' rate: ~55% before, estimate).
+//   Shared memory for 3x3 s1, CT=16: (16*10*20 + 16*9*33) * 4 B = 31.8 KB.
 //   Registers: 32 float accumulators + 4 inputs + addressing -> ~80 regs, 128
 //   threads -> up to 6 blocks/SM by registers (to be measured on a GPU).
 #include "common.cuh"
 #include "epilogue.cuh"
+
+// Input tile layout: [c][row][phase][column / sw] -- the columns of one row de-interleaved by
+// their phase mod sw, so the QPT outputs' inputs of consecutive tx sit in consecutive words
+// for any stride; row pitch IWP >= sw * IWc with sh*IWP = 4 mod 8 words (an odd multiple of
+// 4): the 8 rows (ty) of a warp start 4*odd words apart and the 4 columns (tx) fill them, so a
+// warp's 32 input reads hit 32 distinct banks (fp32; found when sh is not a multiple of 8).
+__device__ __forceinline__ int tiled_pitch(int cols, int sh) {
+    for (int p = cols; p < cols + 8; ++p)
+        if ((sh * p) % 8 == 4) return p;
+    return cols;
+}
 
 template <typename T, int ACT, int TP, int TQ, int TK, int QPT, int KPT>
 __global__ void __launch_bounds__((TQ / QPT) * TP * (TK / KPT))
@@ -38,13 +66,16 @@ conv2d_tiled_smem(const T* __restrict__ x, const T* __restrict__ w, const T* __r
                   T* __restrict__ y, CONV_GEOMETRY_PARAMS, int has_bias, int CT) {
     typedef typename num<T>::acc A;
     constexpr int TX = TQ / QPT, TZ = TK / KPT, NT = TX * TP * TZ, TKP = TK + 1;
-    static_assert(TQ % QPT == 0 && TK % KPT == 0, "tile must divide into per-thread work");
+    constexpr int SCOL = 16, SROW = NT / SCOL;       // staging: 16 columns x NT/16 rows per pass
+    static_assert(TQ % QPT == 0 && TK % KPT == 0 && NT % SCOL == 0, "tile must divide into per-thread work");
 
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T* s_in = reinterpret_cast<T*>(smem_raw);
     const int IH = (TP - 1) * sh + (R - 1) * dh + 1;
     const int IW = (TQ - 1) * sw + (S - 1) * dw + 1;
-    const int in_elems = CT * IH * IW;
+    const int IWc = (IW + sw - 1) / sw;              // columns per phase
+    const int IWP = tiled_pitch(sw * IWc, sh);
+    const int in_elems = CT * IH * IWP;
     const int RS = R * S;
     T* s_w = s_in + in_elems;                        // CT*RS rows of TKP
 
@@ -63,6 +94,12 @@ conv2d_tiled_smem(const T* __restrict__ x, const T* __restrict__ w, const T* __r
     const int ih0 = p0 * sh - ph, iw0 = q0 * sw - pw;
     const T* __restrict__ xg = x + (n * C + (i64)g * Cg) * H * W;
     const T* __restrict__ wg = w + (i64)g * Kg * Cg * RS;
+    // staging coordinates, decoded once: row (c, yy) of the tile, column xx = u*sw + f
+    const int scol = tid % SCOL, srow0 = tid / SCOL;
+    const int sc_q = SCOL / sw, sc_r = SCOL - sc_q * sw;
+    const int f0 = scol % sw, u0 = scol / sw;
+    const int dwq = dw / sw, dwr = dw - dwq * sw;     // a tap step in (column, phase)
+    const int stage_rows = CT * IH;
 
     A acc[KPT][QPT];
 #pragma unroll
@@ -71,43 +108,58 @@ conv2d_tiled_smem(const T* __restrict__ x, const T* __restrict__ w, const T* __r
         for (int j = 0; j < QPT; ++j) acc[i][j] = num<T>::zero();
 
     for (int c0 = 0; c0 < Cg; c0 += CT) {
+        const int cn = min(CT, Cg - c0);
         __syncthreads();                             // the previous stage is consumed
-        for (int i = tid; i < in_elems; i += NT) {
-            const int c = i / (IH * IW);
-            const int rem = i - c * (IH * IW);
-            const int yy = rem / IW, xx = rem - yy * IW;
-            const int ih = ih0 + yy, iw = iw0 + xx;
-            T v = num<T>::zero();
-            if (c0 + c < Cg && ih >= 0 && ih < H && iw >= 0 && iw < W)
-                v = xg[((i64)(c0 + c) * H + ih) * W + iw];
-            s_in[i] = v;
+        {
+            int c = srow0 / IH, yy = srow0 - c * IH;
+            for (int row = srow0; row < stage_rows; row += SROW) {
+                const int ih = ih0 + yy;
+                const bool rok = c < cn && (unsigned)ih < (unsigned)H;
+                const T* __restrict__ src = xg + (rok ? ((i64)(c0 + c) * H + ih) * W : 0);
+                T* dst = s_in + row * IWP;
+                int f = f0, u = u0;
+                for (int xx = scol; xx < IW; xx += SCOL) {
+                    const int iw = iw0 + xx;
+                    T v = num<T>::zero();
+                    if (rok && (unsigned)iw < (unsigned)W) v = src[iw];
+                    dst[f * IWc + u] = v;
+                    f += sc_r; u += sc_q;
+                    if (f >= sw) { f -= sw; ++u; }
+                }
+                yy += SROW;
+                while (yy >= IH) { yy -= IH; ++c; }
+            }
         }
-        const int w_elems = TK * CT * RS;
-        for (int i = tid; i < w_elems; i += NT) {
-            const int kk = i / (CT * RS);
-            const int rem = i - kk * (CT * RS);      // c * RS + rs, contiguous in global memory
-            T v = num<T>::zero();
-            if (k0 + kk < Kg && c0 + rem / RS < Cg)
-                v = wg[((i64)(k0 + kk) * Cg + c0) * RS + rem];
-            s_w[rem * TKP + kk] = v;
+        const int wrow = CT * RS, wvalid = cn * RS;  // rem = c * RS + rs, contiguous in memory
+        for (int kk = tid / 32; kk < TK; kk += NT / 32) {
+            const bool kok = k0 + kk < Kg;
+            const T* __restrict__ src = wg + ((i64)(k0 + kk) * Cg + c0) * RS;
+            for (int rem = tid & 31; rem < wrow; rem += 32) {
+                T v = num<T>::zero();
+                if (kok && rem < wvalid) v = src[rem];
+                s_w[rem * TKP + kk] = v;
+            }
         }
         __syncthreads();
 
-        const int cn = min(CT, Cg - c0);
         for (int c = 0; c < cn; ++c) {
             for (int r = 0; r < R; ++r) {
-                const T* si = s_in + (c * IH + ty * sh + r * dh) * IW + tx * sw;
+                const T* si = s_in + (c * IH + ty * sh + r * dh) * IWP + tx;
                 const T* sk = s_w + (c * RS + r * S) * TKP + tz * KPT;
+                int f = 0, u = 0;                    // tap s's phase and column offset
                 for (int s = 0; s < S; ++s) {
+                    const T* sis = si + f * IWc + u;
                     A xv[QPT];
 #pragma unroll
-                    for (int j = 0; j < QPT; ++j) xv[j] = num<T>::load(si[j * TX * sw + s * dw]);
+                    for (int j = 0; j < QPT; ++j) xv[j] = num<T>::load(sis[j * TX]);
 #pragma unroll
                     for (int i = 0; i < KPT; ++i) {
                         const A wv = num<T>::load(sk[s * TKP + i]);
 #pragma unroll
                         for (int j = 0; j < QPT; ++j) acc[i][j] = acc[i][j] + wv * xv[j];
                     }
+                    f += dwr; u += dwq;
+                    if (f >= sw) { f -= sw; ++u; }
                 }
             }
         }

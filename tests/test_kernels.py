@@ -127,6 +127,18 @@ def test_complex_im2col(backend, case, dtype):
     _run_case(backend, "im2col", case, dtype)
 
 
+def test_im2col_64bit_offsets_and_row_splits(backend, monkeypatch):
+    """The long long in-plane offset instantiation (the launcher takes it when one channel's
+    D*H*W passes 2^31) and rows split over many grid rows (2 rows per thread) give the same
+    results as the default on 2-D and 3-D cases."""
+    from gpuconv.cuda.families import im2col as fam
+    monkeypatch.setattr(fam, "index_type", lambda spec: "long long")
+    monkeypatch.setattr(fam, "MIN_ROWS", 2)
+    monkeypatch.setattr(fam, "TARGET_THREADS", 64)
+    for case, nd in ((CASES[2], 2), (CASES[11], 2), (CASES_3D[1], 3)):
+        _run_case(backend, "im2col", case, "float32", nd)
+
+
 def test_im2col_chunks_and_oom_fallback(backend):
     """A batch larger than the chunk (partial last chunk), and a workspace that
     cannot be allocated at the configured chunk: the launcher halves it."""

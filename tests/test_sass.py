@@ -217,20 +217,20 @@ def test_compiled_divisions(cubin, tool):
 def test_kernels_sass_one_module(tmp_path, monkeypatch, capsys):
     """`gpuconv kernels --sass` on one real instantiation, then again from the cache."""
     monkeypatch.setenv("GPUCONV_CACHE_DIR", str(tmp_path))
-    monkeypatch.setitem(compile_check.MODULES, "im2col.cu", ("im2col<float, int>",))
+    monkeypatch.setitem(compile_check.MODULES, "im2col.cu", ("im2col<float>",))
     argv = ["--sass", "--compiler", "nvcc", "--module", "im2col.cu", "--arch", "sm_90", "--json"]
     assert compile_check.main(argv) == 0
     (row,) = json.loads(capsys.readouterr().out)
-    assert row["kernel"] == "im2col<float, int>" and row["arch"] == "sm_90" and not row["cached"]
+    assert row["kernel"] == "im2col<float>" and row["arch"] == "sm_90" and not row["cached"]
     hot = row["innermost"][row["hot"]]
-    # the row loop writes one column element per iteration and carries its (s, r, kd, c)
-    # digits: no division in it (the column and first row are decoded before it)
-    assert hot["source"].startswith("im2col.cu:") and hot["stored_elements"] == 1.0
-    assert hot["counts"]["stg"] == 1 and hot["div32"] == hot["div64"] == 0
+    # the row loop writes column elements (one STG each, unrolled) and carries its (s, r, kd,
+    # c) digits: no division in it (the column and first row are decoded before it)
+    assert hot["source"].startswith("im2col.cu:") and hot["stored_elements"] == hot["counts"]["stg"] >= 1
+    assert hot["div32"] == hot["div64"] == 0
     assert 5 < hot["instr_per_element"][0] <= hot["instr_per_element"][1] < 40
     assert compile_check.main(argv) == 0
     (again,) = json.loads(capsys.readouterr().out)
     assert again["cached"] and again["innermost"] == row["innermost"]
     assert compile_check.main(argv[:-1]) == 0            # the table
     out = capsys.readouterr().out
-    assert "im2col<float, int>" in out and "im2col.cu:" in out and "1 from the cache" not in out.split("\n")[0]
+    assert "im2col<float>" in out and "im2col.cu:" in out and "1 from the cache" not in out.split("\n")[0]

@@ -38,7 +38,7 @@ DEFAULT_ARCHS = ("sm_80", "sm_90")
 HOT_KERNELS = (r"^conv2d_tiled_smem<float,", r"^conv_direct<float,", r"^im2col<float>",
                r"^correlate2d_tiled<float,", r"^conv2d_implicit_gemm<", r"^conv2d_depthwise<float,",
                r"^conv_transpose<float,", r"^conv_wgrad<float,", r"^conv_wgrad_reduce<float>",
-               r"^separable_fused<float,")
+               r"^separable_fused<float,", r"^conv2d_depthwise_wgrad<float,")
 
 
 @dataclass

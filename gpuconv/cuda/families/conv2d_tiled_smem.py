@@ -26,12 +26,23 @@ INSTANTIATIONS = tuple(kernel_name(t, dt, a) for t in TILES.values() for dt in R
 SOURCES = {MODULE: INSTANTIATIONS}
 
 
+def row_pitch(cols: int, sh: int) -> int:
+    """tiled_pitch of the kernel: the least pitch >= cols with sh*pitch = 4 mod 8 words (an odd
+    multiple of 4: a warp's 8 rows x 4 columns of input reads in 32 distinct banks), or cols
+    when sh is a multiple of 8.  3x3 s1: 18 -> 20; s2: 34 -> 34; 1x1 s1: 16 -> 20."""
+    for p in range(cols, cols + 8):
+        if (sh * p) % 8 == 4:
+            return p
+    return cols
+
+
 def smem_bytes(tile, spec: ConvSpec, ct: int) -> int:
     TP, TQ, TK, _, _ = tile
     g = geometry(spec)
     ih = (TP - 1) * g.sh + (g.R - 1) * g.dh + 1
     iw = (TQ - 1) * g.sw + (g.S - 1) * g.dw + 1
-    return spec.dtype.itemsize * (ct * ih * iw + ct * g.R * g.S * (TK + 1))
+    pitch = row_pitch(g.sw * -(-iw // g.sw), g.sh)
+    return spec.dtype.itemsize * (ct * ih * pitch + ct * g.R * g.S * (TK + 1))
 
 
 def stage_channels(tile, spec: ConvSpec) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from .._types import ACT_CODES, COMPLEX, REAL, ctype, expr
-from ..launch import I32, I64, INT32_MAX, Variant, bias_args, blocks, geometry_args
+from ..launch import GRID_YZ_MAX, I32, INT32_MAX, Variant, bias_args, geometry_args
 from ...spec import ConvSpec
 
 MODULE = "im2col.cu"
@@ -15,8 +15,35 @@ WORKSPACE_FREE_FRACTION = 4      # ... and never more than 1/4 of free memory (t
                                  # CuPy's pool and other streams need the rest)
 
 
-def im2col_name(dtype) -> str:
-    return expr("im2col", ctype(dtype))
+# Column elements to aim for per launch wave: 132 SMs x 2048 resident threads x 4 (an
+# estimate, MEASURE); each thread walks at least MIN_ROWS rows so its two decodes (~120
+# instructions) cost < 8 instructions per element.
+TARGET_THREADS = 132 * 2048 * 4
+MIN_ROWS = 16
+
+
+def index_type(spec: ConvSpec) -> str:
+    """The in-plane offset type of im2col: int unless one channel's D*H*W passes 2^31."""
+    return "int" if math.prod(spec.in_size) <= INT32_MAX else "long long"
+
+
+def im2col_name(dtype, index: str = "int") -> str:
+    """im2col<T> (32-bit in-plane offsets) or im2col_i64<T>."""
+    return expr("im2col" if index == "int" else "im2col_i64", ctype(dtype))
+
+
+def im2col_grid(spec: ConvSpec, cur: int):
+    """(grid, rows_per_split): column blocks x row splits (<= 65535)."""
+    L = math.prod(spec.out_size)
+    rows = spec.c * math.prod(spec.kernel)
+    ncol = cur * L
+    per = max(MIN_ROWS, -(-rows * ncol // TARGET_THREADS))
+    per = max(per, -(-rows // GRID_YZ_MAX))
+    return (-(-ncol // THREADS), -(-rows // per), 1), per
+
+
+def _grid3(L: int, k: int, n: int):
+    return (-(-L // THREADS), min(k, GRID_YZ_MAX), min(max(1, n), GRID_YZ_MAX))
 
 
 def col2out_name(dtype, act: int) -> str:
@@ -28,7 +55,7 @@ def bias_act_name(dtype, act: int) -> str:
 
 
 INSTANTIATIONS = (
-    tuple(im2col_name(dt) for dt in REAL + COMPLEX)
+    tuple(im2col_name(dt, i) for dt in REAL + COMPLEX for i in ("int", "long long"))
     + tuple(col2out_name(dt, a) for dt in REAL for a in ACT_CODES)
     + tuple(col2out_name(dt, 0) for dt in COMPLEX)
     + tuple(bias_act_name(dt, a) for dt in REAL for a in ACT_CODES)
@@ -62,8 +89,8 @@ def supports(spec: ConvSpec):
     if spec.dtype not in REAL + COMPLEX:
         return False, f"dtype {spec.dtype}"
     L = math.prod(spec.out_size)
-    if L > INT32_MAX or spec.c_per_group * math.prod(spec.kernel) > INT32_MAX:
-        return False, "GEMM dimensions exceed cuBLAS's 32-bit limits"
+    if L > INT32_MAX or spec.c * math.prod(spec.kernel) > INT32_MAX:
+        return False, "GEMM dimensions (or the column matrix's rows) exceed 32 bits"
     return True, "any geometry, real or complex (GEMM through xp.matmul)"
 
 
@@ -110,24 +137,23 @@ def launch(backend, x, w, b, y, spec, act, config):
         xp.matmul(wmat[None], x.reshape(N, G, Cg, L), out=y.reshape(N, G, Kg, L))
         if has_bias or act:
             fn = backend.get_function(MODULE, INSTANTIATIONS, bias_act_name(spec.dtype, act))
-            total = y.size
-            fn((blocks(total, THREADS),), (THREADS,), (y, bias, I64(total), I32(spec.k), I64(L), has_bias))
+            fn(_grid3(L, spec.k, N), (THREADS,), (y, bias, I32(N), I32(spec.k), I32(L), has_bias))
         return
 
-    nb = int(config.get("chunk") or 1)
+    # columns (and the kernel's int column index, rounded up to whole blocks) below 2^31
+    nb = min(int(config.get("chunk") or 1), max(1, (INT32_MAX - THREADS) // max(1, L)))
     cols_buf, gout_buf, nb = _alloc_workspace(xp, spec, min(nb, N))
-    f_im2col = backend.get_function(MODULE, INSTANTIATIONS, im2col_name(spec.dtype))
+    f_im2col = backend.get_function(MODULE, INSTANTIATIONS, im2col_name(spec.dtype, index_type(spec)))
     f_out = backend.get_function(MODULE, INSTANTIATIONS, col2out_name(spec.dtype, act))
     for n0 in range(0, N, nb):
         cur = min(nb, N - n0)
         cols = cols_buf[: spec.c * taps * cur * L]
-        total = cols.size
-        f_im2col((blocks(total, THREADS),), (THREADS,), (x, cols, *geo, I32(n0), I32(cur)))
+        grid_, per = im2col_grid(spec, cur)
+        f_im2col(grid_, (THREADS,), (x, cols, *geo, I32(n0), I32(cur), I32(per)))
         gout = gout_buf[: spec.k * cur * L]
         xp.matmul(wmat, cols.reshape(G, Cg * taps, cur * L), out=gout.reshape(G, Kg, cur * L))
-        total = cur * spec.k * L
-        f_out((blocks(total, THREADS),), (THREADS,),
-              (gout, bias, y, I32(n0), I32(cur), I32(spec.k), I64(L), has_bias))
+        f_out(_grid3(L, spec.k, cur), (THREADS,),
+              (gout, bias, y, I32(n0), I32(cur), I32(spec.k), I32(L), has_bias))
 
 
 VARIANTS = (Variant(
