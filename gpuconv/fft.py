@@ -441,10 +441,22 @@ def _precision(dtype) -> float:
                                       np.dtype(np.float16)) else 1.0
 
 
-def _transform_s(Ls, planes: int, real: bool, c: DeviceConstants) -> float:
-    size = math.prod(Ls)
-    per = sum(_fft_cost(L) / L for L in Ls) * size     # sum over axes of size * log2(L)
-    return c.fft_s * planes * per * (1.0 if real else 2.0)
+def _transform_s(Ls, groups, real: bool, c: DeviceConstants) -> float:
+    """Seconds of the transforms of `groups`, (planes, extent) pairs: `extent` per
+    axis is what a forward transform reads before padding (or what an inverse
+    keeps after its crop).  Axis by axis as _Transforms runs them: the last axis
+    over prod(extent[:-1]) real rows, then axis i over prod(extent[:i]) *
+    prod(L[i+1:-1]) * bins_last complex rows (a complex row costs 2 real ones)."""
+    nd = len(Ls)
+    last = Ls[-1] // 2 + 1 if real else Ls[-1]
+    total = 0.0
+    for planes, extent in groups:
+        e = [min(int(x), L) for x, L in zip(extent, Ls)]
+        t = math.prod(e[:-1]) * _fft_cost(Ls[-1]) * (1.0 if real else 2.0)
+        for i in range(nd - 1):
+            t += 2.0 * math.prod(e[:i]) * math.prod(Ls[i + 1:-1]) * last * _fft_cost(Ls[i])
+        total += planes * t
+    return c.fft_s * total
 
 
 def _bins(Ls, real: bool) -> int:
@@ -470,8 +482,9 @@ def signal_costs(a_shape, k_shape, out_shape, origin, boundary, dtype, device="c
     """(direct seconds, FFT seconds) estimated for the signal core on `device`.
 
     direct = tap_s * H*W * kh*kw (x3 complex);
-    fft = fft_s * 3 transforms * sum_axes(prod(L) * log2 L) (x2 complex; x4 for a
-          non-7-smooth axis length) + elem_s * bins + fixed_s;
+    fft = fft_s * (image, kernel and inverse transforms, axis by axis as run:
+          rows * L * log2 L per pass, x2 complex rows, x4 for a non-7-smooth
+          length; see _transform_s) + elem_s * bins + fixed_s;
     both x0.5 in single precision.
     """
     c = _constants(device)
@@ -480,7 +493,8 @@ def signal_costs(a_shape, k_shape, out_shape, origin, boundary, dtype, device="c
     scale = _precision(dt)
     direct = scale * c.tap_s * math.prod(out_shape) * math.prod(k_shape) * (1.0 if real else 3.0)
     Ls = signal_plan(a_shape, k_shape, out_shape, origin, boundary)
-    fft = scale * (_transform_s(Ls, 3, real, c) + c.elem_s * _bins(Ls, real)) + c.fixed_s
+    groups = [(1, a_shape), (1, k_shape), (1, out_shape)]
+    fft = scale * (_transform_s(Ls, groups, real, c) + c.elem_s * _bins(Ls, real)) + c.fixed_s
     return direct, fft
 
 
@@ -492,8 +506,8 @@ def choose_method(a_shape, k_shape, out_shape, origin, boundary, dtype, device="
     otherwise the cheaper of signal_costs' two estimates.
 
     Where it switches (boundary 'fill', mode 'same', square image and kernel):
-    float64 and float32 at 6x6 (images 128^2-512^2) or 7x7 (1024^2-4096^2),
-    complex at 5x5-6x6; 'wrap' the same.  Measured on this (loaded) machine,
+    float64 and float32 at 6x6 (images 128^2-1024^2) or 7x7 (4096^2), complex
+    at 5x5; 'wrap' at 6x6 (complex 4x4-5x5).  Measured on this (loaded) machine,
     512^2 float64 'same' (bench/fft_bench.py sweeps, two runs): direct 3-12 /
     6-25 / 13-50 / 19-62 ms and FFT 14-42 / 27-37 / 20-30 / 23-24 ms at 3x3 /
     5x5 / 7x7 / 9x9, and from 11x11 the FFT by 5x or more: the measured switch
@@ -795,23 +809,23 @@ def _form_cost(spec: ConvSpec, op: str, form: str, c: DeviceConstants):
     if form == "subsample":
         qs = tuple((p - 1) * s + 1 for p, s in zip(spec.out_size, spec.stride))
         Ls = [zero_plan(i, k, -lo, q)[0] for i, k, (lo, _), q in zip(spec.in_size, kd, spec.pad, qs)]
-        nph = 1
+        nph, xe, ke, ye = 1, spec.in_size, kd, qs
     else:
         lph = _phase_len(spec)
         mlen = [p + l - 1 for p, l in zip(spec.out_size, lph)]
         Ls = [fast_length(m) for m in mlen]
-        nph = math.prod(len(p) for p in _phases(spec))
+        nph, xe, ke, ye = math.prod(len(p) for p in _phases(spec)), mlen, lph, spec.out_size
     cin, kin = cg * nph, kg
-    # transforms: inputs, kernels, outputs (planes of each)
+    # transforms (planes, extent): inputs, kernels, outputs of each operator
     if op == "fprop":
-        planes = n * g * cin + g * kg * cin + n * g * kg
+        groups = [(n * g * cin, xe), (g * kg * cin, ke), (n * g * kg, ye)]
     elif op == "dgrad":
-        planes = n * g * kg + g * kg * cin + n * g * cin
+        groups = [(n * g * kg, ye), (g * kg * cin, ke), (n * g * cin, xe)]
     else:
-        planes = n * g * cin + n * g * kg + g * kg * cin
+        groups = [(n * g * cin, xe), (n * g * kg, ye), (g * kg * cin, ke)]
     bins = _bins(Ls, real)
     macs = n * g * kin * cin * bins
-    t = _precision(spec.dtype) * (_transform_s(Ls, planes, real, c) + c.cmac_s * macs) + c.fixed_s
+    t = _precision(spec.dtype) * (_transform_s(Ls, groups, real, c) + c.cmac_s * macs) + c.fixed_s
     cbytes = np.dtype(np.result_type(spec.dtype, np.complex64)).itemsize
     ws = cbytes * bins * (n * g * cin + g * kg * cin + n * g * kg)
     return t, tuple(Ls), ws
@@ -836,7 +850,8 @@ def conv_cost_model(spec: ConvSpec, op: str = "fprop", device: str = "cpu") -> F
 
     direct_s = spec.flops / conv_flops + 2 * itemsize * N*C*taps*outputs / copy_bps
              (the GEMM, and the im2col column matrix written and read back);
-    fft_s = fft_s * sum over transforms of prod(L) * log2(prod(L)) (x2 complex)
+    fft_s = fft_s * the transforms of inputs, kernels and outputs, axis by axis as
+          run (rows * L * log2 L per pass; see _transform_s; x2 complex)
           + cmac_s * N * groups * (K/g) * (C/g * phases) * bins   (the contraction)
           + fixed_s,
     for the cheaper stride form (fprop: subsample or polyphase; dgrad/wgrad:
@@ -844,9 +859,9 @@ def conv_cost_model(spec: ConvSpec, op: str = "fprop", device: str = "cpu") -> F
     here) or GPU_CONSTANTS (napkin math, MEASURE), see their comments.
 
     Where the model switches (float32, stride 1, padding 'same', square kernels):
-    8x32x64x64 -> 32 at 9x9, 4x16x64x64 -> 16 at 11x11, 2x64x32x32 -> 128 at
-    15x15, 1x3x224x224 -> 64 at 25x25, 32x64x56x56 -> 64 at 7x7, depthwise
-    8x64x64x64 at 11x11.  On this shared machine under load the direct path ran
+    8x32x64x64 -> 32 at 7x7, 4x16x64x64 -> 16 at 9x9, 2x64x32x32 -> 128 at
+    13x13, 1x3x224x224 -> 64 at 19x19, 32x64x56x56 -> 64 at 5x5, depthwise
+    8x64x64x64 at 31x31 (its direct kernels have no column matrix to write).  On this shared machine under load the direct path ran
     far below its idle rate and the FFT measured faster from 3x3 up on
     4x16x64x64 -> 16 (bench/results/*fft*: the sweeps), so these switch points
     are the idle-machine side of the estimate.
