@@ -48,16 +48,17 @@ one inverse FFT per output plane, crop.  Stride s by one of two forms:
     forward work and contraction FLOPs; phases of a dilated kernel that hold no
     tap (ph not = r*d mod s) are dropped.
 conv_cost_model prices both and picks.  dgrad always uses the polyphase form
-(the zero-upserted dy of the other form has s^nd more forward work and the
+(the zero-upsampled dy of the other form has s^nd more forward work and the
 same rest) and wgrad too (the phases of x against dy, summed over the batch).
 
 Accuracy.  A floating-point FFT convolution has an error that scales with the
 largest terms, not with each output: per output
     |fft - exact| <~ c * eps * log2(L) * max|ext(a)| * sum|k|       (signal)
     |fft - exact| <~ c * eps * log2(L) * max|x| * max_k sum_{c,t} |w[k, c, t]|  (fprop)
+    (dgrad: max|dy| * max_c sum_{k,t} |w|; wgrad: max|x| * max_k sum_{n,o} |dy|)
 (L the transform size in elements, eps the compute dtype's: 1.2e-7 float32,
-2.2e-16 float64; c a small constant, < 1 in the tests' measurements with the
-bound below).  The direct sum's error is bounded by each output's own
+2.2e-16 float64; c measured at most 0.09 over 120 random signal cases, half
+of them spanning 1e-6..1e6, float32/float64/complex64).  The direct sum's error is bounded by each output's own
 eps * kh*kw * sum|ext(a)||k|, so an output much smaller than the largest terms
 (cancellation, or a dim region of a high-dynamic-range image) is exact to
 fewer digits here than with the direct method.  tests/test_fft.py holds
