@@ -248,8 +248,10 @@ class ConvSpec:
 
 
 def check_padding_mode_limits(spec: "ConvSpec", padding_mode: str) -> None:
-    """F.pad's limits on nn.Conv{n}d's non-zero padding modes: reflect needs padding
-    below the input size, circular at most the input size (one wrap)."""
+    """The limits of nn.Conv{n}d's non-zero padding modes: reflect needs padding below
+    the input size (torch's F.pad rule and error).  Circular padding may wrap any
+    number of times (np.pad(mode="wrap")'s result, then a valid convolution), where
+    torch refuses more than one wrap; it needs a non-empty input."""
     if padding_mode == "zeros":
         return
     for d, ((lo, hi), size) in enumerate(zip(spec.pad, spec.in_size)):
@@ -257,10 +259,10 @@ def check_padding_mode_limits(spec: "ConvSpec", padding_mode: str) -> None:
             raise ValueError(
                 f"padding_mode='reflect': padding ({lo}, {hi}) at spatial dimension {d} must be "
                 f"less than the input size {size}")
-        if padding_mode == "circular" and (lo > size or hi > size):
+        if padding_mode in ("circular", "replicate") and (lo or hi) and size == 0:
             raise ValueError(
-                f"padding_mode='circular': padding ({lo}, {hi}) at spatial dimension {d} would wrap "
-                f"around more than once (input size {size})")
+                f"padding_mode={padding_mode!r}: padding ({lo}, {hi}) at spatial dimension {d} "
+                f"cannot extend an empty input")
 
 
 def check_op(op) -> str:

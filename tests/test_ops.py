@@ -574,7 +574,18 @@ def test_conv1d_conv3d_random_configs(rng, path, nd, chunk):
                 m.bias.copy_(T(b))
             try:
                 want = m(T(x)).numpy()
-            except TORCH_ERRORS:           # padding mode wider than the input: both refuse
+            except TORCH_ERRORS:           # padding wider than the input: circular wraps again
+                if mode == "circular":     # (np.pad's "wrap"), reflect is refused as torch does
+                    spec, _ = make_spec(x.shape, w.shape, None, stride, padding, dilation, g, x.dtype, nd)
+                    xb = x if x.ndim == nd + 2 else x[None]
+                    xw = np.pad(xb, ((0, 0), (0, 0)) + spec.pad, mode="wrap")
+                    want = getattr(F, f"conv{nd}d")(T(xw), T(w), None if b is None else T(b), stride, 0,
+                                                    dilation, g).numpy()
+                    want = want if x.ndim == nd + 2 else want[0]
+                    got = path.get(fn(path.asarray(x), path.asarray(w), path.asarray(b), stride, padding,
+                                      dilation, g, padding_mode=mode))
+                    assert_close(got, want, np.float64, what=f"circular wrapping more than once {cfg}")
+                    continue
                 with pytest.raises(ValueError):
                     fn(path.asarray(x), path.asarray(w), path.asarray(b), stride, padding, dilation, g,
                        padding_mode=mode)
