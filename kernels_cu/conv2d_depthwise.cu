@@ -37,21 +37,28 @@
 //     (large), 413 / 2 = 207 (small); 2 div32 + 4 div64 routine calls in the setup; staging loop
 //     38 instr per element with 3-4 div32 sequences, x 1.33 (large) / 1.56 (small) elements per
 //     output: ~167 (large) and ~265 (small) instructions per output; FMA share 13% / 8%.
-//   after: see the figures in the report table of bench/README.md ("depthwise SASS"); the
-//     header keeps the model: setup ~100 instructions + 1 div32 per thread / 8 outputs ~ 15,
-//     compute 3 rows x (10 LDS + 24 FFMA) / 8 = 13, epilogue ~4 per output, staging ~8 instr x
-//     1.2 elements ~ 10: ~40-50 instructions per output (estimate until the SASS rows below).
+//   after (TP=16 TQ=32 QPT=8 and TP=8 TQ=8 QPT=8 give the same per-thread code): 3 div32, 0
+//     div64 per thread (m = K/C, n = plane/K, c = k/m; the last skipped at run time for m = 1);
+//     staging loop 35 instructions per 4 elements = 8.8 per staged element, 0 divisions;
+//     longest straight-line path over all three compute paths 476 (fp32) / 578 (fp16)
+//     instructions per 8 outputs = 59.5 / 72; with only the stride-1 window path compiled
+//     (the MobileNet case, checked on a copy) 355 / 416 per 8 = 44.4 fp32 / 52.0 fp16 per
+//     output (72 FFMA + 30 LDS + 2 STG.128), FMA share 20% / 17%.  Per output with staging
+//     (x 1.20 large, 1.56 small): ~55 fp32 / ~63 fp16, 3.0x / 2.9x fewer than before (large).
+//     The data gradient (DG = 1): staging loop 79 instructions per 4 elements = 19.8 (the
+//     upsampling phase carries), 6 div32 in the setup.
 //
 // Napkin math (estimates; no GPU has run this kernel). MobileNetV2 block 3 depthwise:
 //   N=32, C=K=144, 56x56, 3x3 s1 p1.  fp32 bytes = 4 * (14.45M in + 14.45M out) = 115.6 MB:
-//   24 us at the H200's 4.8 TB/s, 38.5 us at an H100's ~3.0 TB/s (measured copy figures
-//   in design.md).  FLOPs 0.26 GFLOP: memory bound by 10x.  Instruction budget at 4.8 TB/s:
+//   24 us at the H200's 4.8 TB/s (datasheet HBM), 38.5 us at the 3.0 TB/s device copy
+//   measured on an H100 SXM (design.md).  FLOPs 0.26 GFLOP: memory bound by 10x.  Instruction budget at 4.8 TB/s:
 //   8 B per fp32 output -> 6.0e11 outputs/s; 132 SMs x 4 schedulers x 1.98 GHz = 1.05e12
 //   warp-instr/s = 3.3e13 thread-instr/s -> 56 thread-instructions per output before issue,
 //   not DRAM, is the bound (fp16: 4 B per output, 28 instructions).  The old kernel's
-//   ~170-265 is 3-9x over (15-30% of bandwidth); ~45 fits fp32 (~90% of the copy
-//   bandwidth by issue, ~75-85% expected after latency) and is ~1.6x over for fp16 (~60%:
-//   half2 arithmetic is the next step for fp16).  Halo: a 16x32 tile stages 18x34 =
+//   ~170-265 is 3-9x over (11-33% of bandwidth); the new ~55 meets fp32's budget (~100% by
+//   issue alone, ~75-85% of the copy bandwidth expected after latency and tails) and is
+//   2.2x over fp16's (~45%: half2 arithmetic, no per-element converts, is the next step
+//   for fp16: 72 FFMA + 57 converts -> 36 HFMA2).  Halo: a 16x32 tile stages 18x34 =
 //   1.20 inputs per output; the re-read halos hit the 50 MB L2.  Shared loads per output:
 //   3 x 10 / 8 = 3.75 (window), 132 SMs x 32 words/clk x 1.98 GHz = 8.4e12 words/s against
 //   6.0e11 x 3.75 = 2.2e12: 27% of shared bandwidth.  MEASURE: GB/s vs the copy ceiling and
@@ -91,8 +98,11 @@ __device__ __forceinline__ void store16(__half* dst, const __half* v) {
                                                 pack_half2(v[4], v[5]), pack_half2(v[6], v[7]));
 }
 
+// DG: at least 3 blocks of 256 per SM (<= 85 registers; fp64: 2, <= 128): without the bound
+// ptxas settles on 64 registers and spills 4-24 B on sm_80/sm_90 for the gradient's extra
+// phase state; with it 64-80 registers (fp64 5x5: ~126) and no spill (ptxas -v).
 template <typename T, int ACT, int TP, int TQ, int QPT, int KS, int DG>
-__global__ void __launch_bounds__(256)
+__global__ void __launch_bounds__(256, DG ? (sizeof(T) == 8 ? 2 : 3) : 1)
 conv2d_depthwise(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
                  T* __restrict__ y, CONV_GEOMETRY_PARAMS, int has_bias) {
     typedef typename num<T>::acc A;
