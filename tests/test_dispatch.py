@@ -225,3 +225,151 @@ def test_implicit_gemm_needs_sm80():
     assert dispatch.choose(sp, DeviceFacts(cc=(9, 0)))[0] == "implicit_gemm"
     assert dispatch.choose(sp, DeviceFacts(cc=(8, 0)))[0] == "implicit_gemm"
     assert dispatch.choose(sp, DeviceFacts(cc=(7, 5)))[0] == "im2col"
+
+
+# ---------------------------------------------------------------- waves, dtypes, capture
+
+def _suite_specs(dtype):
+    from gpuconv.bench import suites
+    for name in ("resnet50_b1", "resnet50_b32", "vgg16"):
+        for case in suites.SUITES[name]:
+            assert case.op == "conv2d", case.id
+            n, c, h, w, k, r, s, st, pd, dl, g = case.shape
+            yield case.id, spec2d((n, c, h, w), (k, c // g, r, s), stride=st, padding=pd, dilation=dl,
+                                  groups=g, dtype=dtype)
+
+
+def _bf16():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    return ml_dtypes.bfloat16
+
+
+DTYPE_PRECISIONS = [("float16", "highest"), ("bfloat16", "highest"), ("float32", "highest"),
+                    ("float32", "high"), ("float32", "medium"), ("float64", "highest")]
+
+
+@pytest.mark.parametrize("dtype,precision", DTYPE_PRECISIONS, ids=[f"{d}-{p}" for d, p in DTYPE_PRECISIONS])
+def test_suite_picks_fill_a_wave_or_say_why(dtype, precision):
+    """Every resnet50_b1 / resnet50_b32 / vgg16 layer on H100 facts: the pick's grid is at least
+    one full wave, or a reason line says why not; the grid line agrees with occupancy()."""
+    dt = _bf16() if dtype == "bfloat16" else np.dtype(dtype)
+    facts = DeviceFacts()
+    below = 0
+    for cid, sp in _suite_specs(dt):
+        name, config, reasons = dispatch.choose(sp, facts, precision)
+        assert variants.get(name).supports(sp, **({"precision": precision} if name == "implicit_gemm"
+                                                   else {}))[0], (cid, name)
+        occ = dispatch.occupancy(name, sp, facts, config, precision)
+        grid = [r for r in reasons if r.startswith("grid:")]
+        assert len(grid) == 1 and f"{occ['ctas']} CTAs" in grid[0] and f"{occ['waves']:.2f} waves" in grid[0]
+        why = [r for r in reasons if r.startswith("below one wave:")]
+        if occ["waves"] >= 1:
+            assert not why, (cid, reasons)
+            continue
+        below += 1
+        assert len(why) == 1 and len(why[0]) > 60, (cid, reasons)
+        if name == "implicit_gemm":
+            p = occ["plan"]
+            assert "% of the dtype's dense tensor-core peak" in " ".join(reasons)
+            # the plan is the cheapest priced grid: a fuller one is either still below a wave,
+            # or was priced slower while the busiest SM keeps >= WARPS_TO_SATURATE warps
+            if "smaller than the device" not in why[0]:
+                assert "estimated slower" in why[0] and p["busiest_sm_warps"] >= 8, (cid, p)
+    assert below < 3 * 23 + 9        # not every layer
+
+
+def test_occupancy_counts_the_grid():
+    """ResNet-50 14x14 K=256 at batch 32 in fp16, 128x128 tiles, no split: 49 x 2 = 98 CTAs
+    (the figure that motivated the tile menu) at 2 per SM: 98/264 waves."""
+    sp = spec2d((32, 256, 14, 14), (256, 256, 3, 3), padding=1, dtype=np.float16)
+    occ = dispatch.occupancy("implicit_gemm", sp, DeviceFacts(), {"tile": "128x128", "split_k": 1})
+    assert occ["ctas"] == 98 and occ["ctas_per_sm"] == 2 and abs(occ["waves"] - 98 / 264) < 1e-12
+    occ2 = dispatch.occupancy("implicit_gemm", sp, DeviceFacts(), {"tile": "128x128", "split_k": 3})
+    assert occ2["ctas"] == 3 * 98
+    d = dispatch.occupancy("direct", spec2d((1, 8, 8, 8), (8, 8, 3, 3), padding=1), DeviceFacts())
+    assert d["ctas"] == 2 and d["ctas_per_sm"] == 8          # 512 outputs / 256 threads
+
+
+def test_explain_prints_tile_split_waves_estimate():
+    sp = spec2d((32, 256, 14, 14), (256, 256, 3, 3), padding=1, dtype=np.float16)
+    txt = dispatch.explain(sp)
+    assert "-> implicit_gemm" in txt and "'tile'" in txt and "'split_k'" in txt
+    assert "waves (estimate)" in txt and "% of the dtype's dense tensor-core peak" in txt
+    assert "not measured on a GPU" in txt
+    f32 = spec2d((32, 256, 14, 14), (256, 256, 3, 3), padding=1)
+    assert "-> implicit_gemm" in gcuda.explain(f32, precision="medium")
+    assert "-> implicit_gemm" not in gcuda.explain(f32, precision="highest")
+    assert "precision=high " in gcuda.explain(f32, precision="high")
+
+
+def test_supports_dtype_and_bfloat16_picks():
+    """bfloat16 has one kernel (the implicit GEMM, 2-D, cc >= 8.0): the dispatcher picks it at
+    any size; supports_dtype is False where it refuses, and choose then names the reason."""
+    bf = _bf16()
+    tiny = spec2d((1, 3, 5, 7), (2, 3, 3, 3), dtype=bf)
+    assert dispatch.supports_dtype(tiny) and dispatch.choose(tiny, DeviceFacts())[0] == "implicit_gemm"
+    three_d = spec2d((1, 4, 5, 6, 7), (8, 4, 3, 3, 3), dtype=bf)
+    assert not dispatch.supports_dtype(three_d)
+    with pytest.raises(ValueError, match="no bfloat16 kernel.*3-D"):
+        dispatch.choose(three_d, DeviceFacts())
+    old = DeviceFacts(cc=(7, 5))
+    assert not dispatch.supports_dtype(tiny, facts=old)
+    with pytest.raises(ValueError, match="compute capability 7.5"):
+        dispatch.choose(tiny, old)
+    for dt in (np.float16, np.float32, np.float64, np.complex64):
+        assert dispatch.supports_dtype(spec2d((1, 3, 5, 7), (2, 3, 3, 3), dtype=dt))
+
+
+CAPTURING = DeviceFacts(capturing=True)
+
+
+def test_capture_rule_never_picks_cublas():
+    """While the stream captures, the pick is capture-safe (no im2col: cuBLAS, OOM retry) over
+    a grid of shapes and dtypes; outside capture the same grid does pick im2col somewhere;
+    complex (im2col only) is a ValueError naming the capture."""
+    grid = itertools.product((1, 3), (1, 4, 64), (1, 8, 96), (1, 3), (1, 2), (1, "g"),
+                             ("float16", "float32", "float64"), ("highest", "medium"))
+    seen_im2col = 0
+    for N, C, K, R, s, g, dt, prec in grid:
+        groups = C if g == "g" and K % C == 0 else 1
+        sp = spec2d((N, C, 12, 40), (K, C // groups, R, R), stride=s, padding=R // 2, groups=groups, dtype=dt)
+        free = dispatch.choose(sp, DeviceFacts(), prec)
+        seen_im2col += free[0] == "im2col"
+        name, config, reasons = dispatch.choose(sp, CAPTURING, prec)
+        assert dispatch.capture_safe(name), (sp, name)
+        assert variants.get(name).supports(sp, **({"precision": prec} if name == "implicit_gemm" else {}))[0]
+    assert seen_im2col > 10
+    for sp in LAYERS_CAPTURE:
+        assert dispatch.choose(sp, CAPTURING)[0] != "im2col"
+    cplx = spec2d((2, 3, 17, 17), (5, 3, 3, 3), dtype=np.complex64)
+    with pytest.raises(ValueError, match="complex.*captured into a CUDA graph"):
+        dispatch.choose(cplx, CAPTURING)
+    assert "refuses : the stream is being captured" in dispatch.explain(LAYERS_CAPTURE[0], CAPTURING)
+
+
+LAYERS_CAPTURE = [sp for _, sp, want in LAYERS if want == "im2col" and sp.dtype.kind != "c"]
+
+
+def test_resolve_reads_the_backend_capture_flag():
+    """resolve() asks the backend (is_capturing() or a `capturing` attribute) and refuses an
+    explicit im2col while capturing."""
+    from gpuconv.cuda.backend import device_facts, is_capturing
+    from gpuconv.cuda.conv import resolve
+
+    class B:
+        name, xp, capturing = "fake", np, False
+    b = B()
+    sp = LAYERS_CAPTURE[0]
+    assert resolve(sp, "auto", b)[0] == "im2col" and not is_capturing(b)
+    b.capturing = True
+    assert is_capturing(b) and device_facts(b).capturing
+    assert resolve(sp, "auto", b)[0] != "im2col"
+    with pytest.raises(ValueError, match="captured into a CUDA graph"):
+        resolve(sp, "im2col", b)
+
+    class C:
+        name, xp = "fake", np
+
+        def is_capturing(self):
+            return True
+    assert resolve(sp, "auto", C())[0] != "im2col"

@@ -18,9 +18,11 @@ comparison; POISON_OUTPUT = True makes every forward allocate its output that
 way (for end-to-end runs through the public API).
 
 `precision` (gpuconv.precision: "highest" | "high" | "medium") is the float32 policy
-of the call; the dispatcher receives it in the variant's config ("precision") and a
-variant that has no reduced-precision form computes exactly (never less accurate
-than asked).
+of the call; the dispatcher receives it (`choose(spec, facts, precision)`), the
+variant's config carries it ("precision"), and a variant that has no reduced-precision
+form computes exactly (never less accurate than asked).  While the backend's stream is
+captured into a CUDA graph (backend.is_capturing), only capture-safe variants are picked
+or accepted (dispatch.CAPTURE_UNSAFE).
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from .. import activations
 from ..spec import ConvSpec
 from . import variants
 from .backend import default_backend, device_facts
-from .dispatch import choose
+from .dispatch import CAPTURE_UNSAFE, choose
 from .families import conv2d_implicit_gemm as _igemm
 from .launch import check_array, output_array
 
@@ -63,6 +65,8 @@ def _resolve(spec: ConvSpec, algorithm: str, backend, precision: str = "highest"
                          f"{', '.join(variants.supported(spec)) or 'none'} (registered: {', '.join(names)})")
     v = variants.get(algorithm)
     ok, why = _supports(v, spec, precision)
+    if ok and facts.capturing and algorithm in CAPTURE_UNSAFE:
+        ok, why = False, CAPTURE_UNSAFE[algorithm]
     if not ok:
         raise ValueError(f"algorithm {algorithm!r} does not support this convolution ({why}); variants "
                          f"that do: {', '.join(variants.supported(spec)) or 'none'}")

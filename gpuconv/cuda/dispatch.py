@@ -25,6 +25,18 @@ Rules, in order (first match wins; every variant returned supports the spec):
   6. 3-D -> im2col when its GEMM is large, else direct (no 3-D tiled kernel yet).
   7. 1-D/2-D -> the tiled variant with the best tile utilisation, if it fits;
      else direct.
+
+Across the rules:
+  - bfloat16: implicit_gemm is its only kernel (taken at any size, cc >= 8.0);
+    `supports_dtype(spec, precision, facts)` says whether the dispatcher has a kernel for
+    the spec's dtype, so the engine widens to float32 only where it has none.
+  - float32 precision 'high'/'medium' reaches implicit_gemm under rule 3b's size rule;
+    'highest' never (exact FP32 stays on the FMA kernels and cuBLAS SGEMM).
+  - facts.capturing (the stream is captured into a CUDA graph): CAPTURE_UNSAFE variants are
+    refused and the rules fall through to the next; complex, whose only kernel is im2col,
+    is a ValueError.
+  - every pick ends with its grid in waves on the device (`occupancy`): CTAs over
+    (CTAs per SM x SMs); below one full wave the reasons say why not.
 """
 from __future__ import annotations
 
@@ -34,10 +46,23 @@ import numpy as np
 
 from . import variants
 from .facts import DeviceFacts
+from .families import conv2d_depthwise as _depthwise, conv2d_implicit_gemm as _igemm
+from .families import conv2d_direct as _direct, conv2d_tiled_smem as _tiled
 from .families.conv2d_implicit_gemm import MIN_CC as IGEMM_MIN_CC
 from .families.conv2d_tiled_smem import TILES
 from .families.im2col import is_pointwise
-from ..spec import ConvSpec
+from ..spec import ConvSpec, is_bfloat16
+
+# Variants that cannot run while the current stream is captured into a CUDA graph.  im2col's
+# GEMM goes through cuBLAS (CuPy 14 raises NotImplementedError from cublas.setStream while a
+# stream captures) and it retries a smaller batch chunk after an out-of-memory error (a
+# retry is host control flow a graph cannot record).  Every other variant is kernel launches
+# on the stream and allocations from CuPy's pool: no host synchronisation, no cudaMemGetInfo
+# (device_facts skips it while capturing).
+CAPTURE_UNSAFE = {
+    "im2col": "the stream is being captured into a CUDA graph: im2col's GEMM calls cuBLAS, "
+              "which CuPy refuses during capture, and it retries on out-of-memory",
+}
 
 # MEASURE. Below this many FLOPs a layer is launch-latency bound (~3-5 us per
 # launch; im2col is 3 launches + cuBLAS's own); one direct launch wins.
@@ -100,16 +125,15 @@ def choose(spec: ConvSpec, facts: DeviceFacts | None = None,
     precision only (implicit_gemm takes float32 at 'high'/'medium': its supports())."""
     facts = facts or DeviceFacts()
     reasons: list[str] = []
-    ok = {n: (variants.get(n).supports(spec, precision=precision) if n == "implicit_gemm"
-              else variants.get(n).supports(spec)) for n in variants.conv_variant_names()}
+    ok = supported_variants(spec, facts, precision)
 
     def pick(name: str, why: str):
         if not ok[name][0]:
             raise AssertionError(f"dispatcher picked {name!r}, which refuses the spec: {ok[name][1]}")
         reasons.append(why)
-        if name == "implicit_gemm":
-            return name, variants.get(name).default_config(spec, facts, precision), reasons
-        return name, variants.get(name).default_config(spec, facts), reasons
+        config = default_config(name, spec, facts, precision)
+        reasons.extend(occupancy_reasons(name, spec, facts, config, precision))
+        return name, config, reasons
 
     taps = math.prod(spec.kernel)
     inner = spec.c_per_group * taps
@@ -119,7 +143,19 @@ def choose(spec: ConvSpec, facts: DeviceFacts | None = None,
                    f"K=Cg*taps={inner}; {flops:.3g} FLOP")
 
     if spec.dtype.kind == "c":
+        if not ok["im2col"][0]:
+            raise ValueError(f"complex convolution (dtype {spec.dtype}) cannot run while the stream is "
+                             f"captured into a CUDA graph: its only kernel, im2col, calls cuBLAS, which "
+                             f"CuPy refuses during capture; run it outside the capture")
         return pick("im2col", "complex dtype: only im2col (cuBLAS complex GEMM) handles complex")
+    if is_bfloat16(spec.dtype):
+        if not (ok["implicit_gemm"][0] and tuple(facts.cc) >= IGEMM_MIN_CC):
+            why = ok["implicit_gemm"][1] if not ok["implicit_gemm"][0] else \
+                f"compute capability {facts.cc[0]}.{facts.cc[1]} < {IGEMM_MIN_CC[0]}.{IGEMM_MIN_CC[1]}"
+            raise ValueError(f"no bfloat16 kernel for this convolution ({why}); supports_dtype() is False "
+                             f"and the engine computes it in float32")
+        return pick("implicit_gemm", f"bfloat16: the tensor-core implicit GEMM is its only kernel "
+                                     f"(mma.sync m16n8k16 .bf16, sm_{facts.cc[0]}{facts.cc[1]})")
     big_gemm = inner >= MIN_GEMM_INNER and kg >= 16 and flops >= TINY_FLOPS
     if ok["im2col"][0] and big_gemm and is_pointwise(spec):
         return pick("im2col", "pointwise 1x1/stride 1/unpadded: x is the GEMM operand, no lowering")
@@ -163,15 +199,168 @@ def choose(spec: ConvSpec, facts: DeviceFacts | None = None,
     return pick("direct", f"no tiled kernel fits ({why})")
 
 
-def explain(spec: ConvSpec, facts: DeviceFacts | None = None) -> str:
-    """The dispatcher's choice for `spec` and why, as text."""
-    name, config, reasons = choose(spec, facts)
+def supported_variants(spec: ConvSpec, facts: DeviceFacts | None = None,
+                       precision: str = "highest") -> dict[str, tuple[bool, str]]:
+    """name -> (ok, reason) for every registered variant: its supports() (with the float32
+    precision where the answer depends on it), and CAPTURE_UNSAFE variants refused while
+    facts.capturing."""
+    facts = facts or DeviceFacts()
+    ok = {}
+    for n in variants.conv_variant_names():
+        v = variants.get(n)
+        ok[n] = v.supports(spec, precision=precision) if n == "implicit_gemm" else v.supports(spec)
+        if facts.capturing and n in CAPTURE_UNSAFE and ok[n][0]:
+            ok[n] = (False, CAPTURE_UNSAFE[n])
+    return ok
+
+
+def capture_safe(name: str) -> bool:
+    """Whether variant `name` may run while the stream is captured into a CUDA graph."""
+    return name not in CAPTURE_UNSAFE
+
+
+def supports_dtype(spec: ConvSpec, precision: str = "highest", facts: DeviceFacts | None = None) -> bool:
+    """Whether the dispatcher has a forward kernel for spec's dtype at this shape (and float32
+    precision) on the device `facts` describes.  False for bfloat16 where the implicit GEMM
+    refuses (1-D/3-D, compute capability < 8.0): the engine then computes in float32 and
+    rounds once.  Pure, like choose()."""
+    facts = facts or DeviceFacts()
+    ok = supported_variants(spec, facts, precision)
+    if is_bfloat16(spec.dtype):
+        return ok["implicit_gemm"][0] and tuple(facts.cc) >= IGEMM_MIN_CC
+    return any(v[0] for v in ok.values())
+
+
+def default_config(name: str, spec: ConvSpec, facts: DeviceFacts, precision: str = "highest") -> dict:
+    """Variant `name`'s configuration for spec on `facts` (the implicit GEMM's plan takes the
+    float32 precision)."""
+    if name == "implicit_gemm":
+        return variants.get(name).default_config(spec, facts, precision)
+    return variants.get(name).default_config(spec, facts)
+
+
+# Per-SM limits of sm_80/sm_90 for the residency estimate: 2048 threads, 32 blocks, shared
+# memory 228 KiB (sm_90) / 164 KiB (sm_80) with 1 KiB reserved per block.  Registers are
+# modelled for the implicit GEMM (its __launch_bounds__ cap); the FMA kernels are below
+# 64 registers per thread at 256 threads (ptxas, `gpuconv kernels`), where threads bind first.
+SM_THREADS = 2048
+SM_BLOCKS = 32
+# MEASURE. cuBLAS picks its own tile and split-K (heuristics); the wave count of im2col's GEMM
+# is estimated at a 128x128 tile, 2 resident per SM -- an estimate of what cuBLAS launches.
+CUBLAS_TILE = (128, 128)
+CUBLAS_CTAS_PER_SM = 2
+
+
+def _smem_per_sm(facts: DeviceFacts) -> int:
+    return (228 if tuple(facts.cc) >= (9, 0) else 164) * 1024
+
+
+def _resident(threads: int, smem: int, facts: DeviceFacts) -> int:
+    return max(1, min(SM_THREADS // threads, _smem_per_sm(facts) // (smem + 1024), SM_BLOCKS))
+
+
+def occupancy(name: str, spec: ConvSpec, facts: DeviceFacts | None = None, config: dict | None = None,
+              precision: str = "highest") -> dict:
+    """The grid of variant `name` for spec on `facts`: {ctas, ctas_per_sm, waves, what, plan}.
+    waves = ctas / (ctas_per_sm x SMs): below 1 some SMs (or CTA slots) idle for the whole
+    launch.  'plan' is the implicit GEMM's plan (tile, split-K, the napkin-math estimate of %
+    of peak), None for other variants.  Pure; every figure an estimate until a GPU measures."""
+    facts = facts or DeviceFacts()
+    config = default_config(name, spec, facts, precision) if config is None else config
+    plan = None
+    if name == "implicit_gemm":
+        plan = _igemm.plan(spec, facts, precision)
+        tile, split = config.get("tile", plan["tile"]), int(config.get("split_k", plan["split_k"]))
+        if (tile, split) != (plan["tile"], plan["split_k"]):       # a configuration other than the plan's
+            est = _igemm._estimate(spec, facts, _igemm.TILES[tile], split, plan["precision"])
+            plan = {**plan, **est, "tile": tile, "split_k": split}
+        ctas, per_sm = plan["ctas"], plan["ctas_per_sm"]
+        what = f"{tile} tiles x split-K {split}"
+    elif name.startswith("tiled_"):
+        tile = _tiled.TILES[name]
+        (gx, gy, _), (threads, _, _) = _tiled.grid(tile, spec)
+        ctas = gx * gy
+        smem = _tiled.smem_bytes(tile, spec, int(config.get("ct") or _tiled.stage_channels(tile, spec)))
+        per_sm = _resident(threads, smem, facts)
+        what = f"{tile[0]}x{tile[1]} outputs x {tile[2]} channels per block, {threads} threads"
+    elif name == "depthwise":
+        cfg = config if "tile" in config else _depthwise.config(spec)
+        (gx, gy, gz), block = _depthwise.grid(cfg["tile"], spec, cfg["planes"])
+        ctas = gx * gy * gz
+        per_sm = _resident(math.prod(block), _depthwise.smem_bytes(cfg["tile"], spec, cfg["planes"]), facts)
+        what = f"{cfg['tile']} plane tiles x {cfg['planes']} planes per block"
+    elif name == "im2col":
+        # pointwise: one batched GEMM over all images; else one per chunk of `chunk` images
+        nb = spec.n if is_pointwise(spec) else min(spec.n, int(config.get("chunk", spec.n)))
+        L = math.prod(spec.out_size)
+        ctas = -(-spec.k_per_group // CUBLAS_TILE[0]) * -(-(nb * L) // CUBLAS_TILE[1]) * spec.groups
+        per_sm = CUBLAS_CTAS_PER_SM
+        what = (f"cuBLAS GEMM of {spec.k_per_group} x {nb * L} per group, at an assumed "
+                f"{CUBLAS_TILE[0]}x{CUBLAS_TILE[1]} tile")
+    else:                                                          # direct: one thread per output
+        ctas = -(-math.prod(spec.output_shape) // _direct.THREADS)
+        per_sm = _resident(_direct.THREADS, 0, facts)
+        what = f"one thread per output, {_direct.THREADS} per block"
+    waves = ctas / max(1, per_sm * facts.sm_count)
+    return {"ctas": int(ctas), "ctas_per_sm": int(per_sm), "waves": waves, "what": what, "plan": plan}
+
+
+def occupancy_reasons(name: str, spec: ConvSpec, facts: DeviceFacts, config: dict,
+                      precision: str = "highest") -> list[str]:
+    """The pick's grid in waves, its napkin-math estimate (implicit GEMM), and below one
+    full wave the reason the dispatcher accepts it (a line starting 'below one wave:')."""
+    occ = occupancy(name, spec, facts, config, precision)
+    slots = occ["ctas_per_sm"] * facts.sm_count
+    out = [f"grid: {occ['ctas']} CTAs ({occ['what']}), {occ['ctas_per_sm']} per SM x {facts.sm_count} SMs "
+           f"= {occ['waves']:.2f} waves (estimate)"]
+    p = occ["plan"]
+    if p is not None:
+        out.append(f"estimate: {p['est_pct_peak']:.0f}% of the dtype's dense tensor-core peak, "
+                   f"{p['est_us']:.1f} us (napkin math, not measured on a GPU)")
+    if occ["waves"] >= 1:
+        return out
+    outputs = math.prod(spec.output_shape)
+    if name == "implicit_gemm":
+        # the fullest grid the plan could have launched: the smallest tile at the most splits
+        fullest = max((_igemm._estimate(spec, facts, t, s, p["precision"])["waves"], n, s)
+                      for n, t in _igemm.TILES.items() for s in _igemm.SPLITS
+                      if s == 1 or p["k_tiles"] // s >= _igemm.MIN_KTILES_PER_SPLIT)
+        if fullest[0] < 1:
+            out.append(f"below one wave: the layer is smaller than the device -- its fullest grid "
+                       f"({fullest[1]} tiles x split-K {fullest[2]}, at least "
+                       f"{_igemm.MIN_KTILES_PER_SPLIT} k-tiles per split) is {fullest[0]:.2f} waves")
+        else:
+            out.append(f"below one wave: a fuller grid ({fullest[1]} x split-K {fullest[2]}: "
+                       f"{fullest[0]:.2f} waves) was estimated slower (smaller warp tiles or split-K "
+                       f"partials cost more than the idle slots); the busiest SM holds "
+                       f"{p['busiest_sm_warps']} warps (>= {_igemm.WARPS_TO_SATURATE} keep its tensor "
+                       f"cores issuing)")
+    elif name == "im2col":
+        out.append(f"below one wave: cuBLAS chooses the GEMM's tile and split-K itself (its heuristics "
+                   f"split K for short grids); the {CUBLAS_TILE[0]}x{CUBLAS_TILE[1]} grid here is an assumption")
+    else:
+        spread = (f"every SM gets ~{occ['ctas'] / facts.sm_count:.1f} of its {occ['ctas_per_sm']} block slots"
+                  if occ["ctas"] >= facts.sm_count else "smaller than the device")
+        out.append(f"below one wave: the layer has {outputs} outputs, {occ['ctas']} blocks of this kernel "
+                   f"for {slots} block slots -- {spread}; "
+                   + ("launch-latency bound (one launch)" if spec.flops < TINY_FLOPS else
+                      "no tensor-core kernel is allowed here (dtype/precision) and a smaller FMA tile "
+                      "would re-read the halo and filter more"))
+    return out
+
+
+def explain(spec: ConvSpec, facts: DeviceFacts | None = None, precision: str = "highest") -> str:
+    """The dispatcher's choice for `spec` (at float32 `precision`) and why, as text: the
+    variant, its configuration, the grid in waves on the device, the implicit GEMM's tile,
+    split-K and napkin-math estimate of % of peak (estimates until a GPU measures them)."""
+    facts = facts or DeviceFacts()
+    name, config, reasons = choose(spec, facts, precision)
     lines = [f"{spec.nd}-D conv N={spec.n} C={spec.c} K={spec.k} in={spec.in_size} kernel={spec.kernel} "
              f"stride={spec.stride} pad={spec.pad} dilation={spec.dilation} groups={spec.groups} "
-             f"dtype={spec.dtype}",
+             f"dtype={spec.dtype} precision={precision} on {facts.name} ({facts.sm_count} SMs, "
+             f"sm_{facts.cc[0]}{facts.cc[1]}{', capturing' if facts.capturing else ''})",
              f"-> {name} {config}"]
     lines += [f"   because: {r}" for r in reasons]
-    for n in variants.conv_variant_names():
-        s, why = variants.get(n).supports(spec)
+    for n, (s, why) in supported_variants(spec, facts, precision).items():
         lines.append(f"   {n:18s} {'supports' if s else 'refuses '}: {why}")
     return "\n".join(lines)

@@ -402,6 +402,9 @@ class SimBackend:
     registers:  an architecture ("sm_80", "sm_90"): each launch checks threads x the
                 kernel's registers from ptxas (`gpuconv kernels`, one nvcc/NVRTC compile
                 per module on first use) against the SM's 64 K register file.
+    capturing:  pretend the stream is being captured into a CUDA graph (gpuconv.cuda.backend
+                .is_capturing reads this attribute): the dispatcher then picks capture-safe
+                variants only.  May be set on an existing backend.
     """
 
     name = "sim"
@@ -409,7 +412,8 @@ class SimBackend:
 
     def __init__(self, asan: bool = False, *, timeout_s: int = 120, source_dir: str | Path | None = None,
                  cxx: str = "g++", cxx_flags: tuple[str, ...] = (), schedule: str = "default", seed: int = 0,
-                 racecheck: bool = False, alignment: bool = False, registers: str | None = None):
+                 racecheck: bool = False, alignment: bool = False, registers: str | None = None,
+                 capturing: bool = False):
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(map(repr, SCHEDULES))}, got {schedule!r}")
         seed = operator.index(seed)
@@ -426,6 +430,7 @@ class SimBackend:
         if registers is not None and not re.fullmatch(r"sm_\d+", str(registers)):
             raise ValueError(f"registers must be an architecture such as 'sm_90', got {registers!r}")
         self.registers = registers
+        self.capturing = bool(capturing)
         self._reg_reports: dict[str, dict[str, int]] = {}
         cxx_flags = tuple(cxx_flags) + (RACECHECK_FLAGS if racecheck else ()) + (ALIGNMENT_FLAGS if alignment else ())
         self.cxx_flags = tuple(cxx_flags)
