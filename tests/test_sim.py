@@ -472,6 +472,21 @@ def test_extern_shared_rewrite_keeps_lines():
     assert "T* const s = reinterpret_cast<T*>(" in lines[6]
 
 
+def test_static_shared_and_launch_bounds_rewrite_keeps_lines():
+    from gpuconv.sim._build import rewrite_source
+    src = ("__global__ void __launch_bounds__((BM / WM) * 32, 2)\nk(int* y) {\n"
+           "    __shared__ int s_c[TJ], s_r[TJ];\n    __align__(16) __shared__ unsigned short s[32 * 8];\n"
+           "    __shared__ float total;\n    // __shared__ float not_this;\n}\n#define LB __launch_bounds__(64)\n")
+    lines = rewrite_source(src, Path("/k/x.cu")).splitlines()
+    assert len(lines) == src.count("\n") + 1
+    assert lines[2] == "k(int* y) { ::gpuconv_sim::launch_bounds(__FILE__, __LINE__, (BM / WM) * 32, 2);"
+    assert ("int (&s_c)[TJ] = *reinterpret_cast<int (*)[TJ]>(::gpuconv_sim::static_smem(&gpuconv_sim_key_s_c, "
+            "sizeof(int[TJ]), alignof(int), \"s_c[TJ]\"") in lines[3] and "int (&s_r)[TJ]" in lines[3]
+    assert "unsigned short (&s)[32*8]" in lines[4] and "(16 > alignof(unsigned short) ? 16 : " in lines[4]
+    assert "float &total = *reinterpret_cast<float *>(" in lines[5]
+    assert lines[6:] == ["    // __shared__ float not_this;", "}", "#define LB __launch_bounds__(64)"]
+
+
 def test_build_is_cached(sim):
     from gpuconv.sim import _build
     lib1 = _build.build_module(SRC, NAMES)

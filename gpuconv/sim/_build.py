@@ -133,7 +133,8 @@ def _check_launch_bounds(text: str) -> str:
     for m in _LAUNCH_BOUNDS.finditer(text):
         line_start = text.rfind("\n", 0, m.start()) + 1
         body = text.find("{", m.end())
-        if "//" in text[line_start:m.start()] or body < 0 or ";" in text[m.end():body] or body < pos:
+        before = text[line_start:m.start()]
+        if "//" in before or before.lstrip().startswith("#") or body < 0 or ";" in text[m.end():body] or body < pos:
             continue
         out.append(text[pos:body + 1])
         out.append(f" ::gpuconv_sim::launch_bounds(__FILE__, __LINE__, {m.group('args')});")
