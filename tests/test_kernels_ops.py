@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 
 import gpuconv
 from gpuconv import activations, reference
 from gpuconv.cuda import conv, separable as csep, transpose as ctr, wgrad as cwg
 from gpuconv.cuda.families import conv2d_depthwise, conv_wgrad
 from gpuconv.spec import ConvSpec, make_spec, transpose_spec
-
 from kernel_helpers import TOL, assert_close, backend_params, make_backend, to_host
+
+torch = pytest.importorskip("torch", reason="torch (the [torch] extra) is the oracle of these tests")
+F = torch.nn.functional
 
 BACKENDS = backend_params()
 REAL = ("float32", "float16", "float64")
