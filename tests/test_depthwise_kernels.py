@@ -153,3 +153,32 @@ def test_depthwise_race_and_schedule(opts, rng):
             assert_close(y, _fwd_ref(x, w, spec).numpy(), TOL[dt], f"forward {opts} {tile}")
         assert_close(ctr.forward(dy, w, None, spec, backend=be), want_dx, TOL[dt], f"dgrad {opts}")
         assert_close(cwg.forward(x, dy, spec, backend=be), want_dw, TOL[dt], f"wgrad {opts}")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_depthwise_public_api_on_the_simulator(dtype, rng):
+    """gpuconv.conv2d / conv2d_input / conv2d_weight of a depthwise layer (m = 2, stride 2,
+    dilation, odd map) on the GPU path in the simulator: the engine reaches the depthwise
+    forward, data-gradient and weight-gradient kernels (bfloat16 widened to float32 by the
+    engine and rounded once: the bfloat16 rounding of the exact result bounds its error)."""
+    import gpuconv
+    if dtype == "bfloat16":
+        ml_dtypes = pytest.importorskip("ml_dtypes")
+        dt = np.dtype(ml_dtypes.bfloat16)
+        tol = 2.0 ** -7
+    else:
+        dt, tol = np.dtype(dtype), TOL[np.dtype(dtype)]
+    spec, ws = _case_spec(("api", (2, 3, 15, 12), 2, (3, 3), 2, 2, 2), np.float32)
+    x = _rand(rng, spec.input_shape, np.float32).astype(dt)
+    w = _rand(rng, ws, np.float32).astype(dt)
+    dy = _rand(rng, spec.output_shape, np.float32).astype(dt)
+    want_dx, want_dw = _grads_ref(x.astype(np.float64), w.astype(np.float64), dy.astype(np.float64), spec)
+    want_y = _fwd_ref(x.astype(np.float64), w.astype(np.float64), spec).numpy()
+    kw = dict(stride=2, padding=2, dilation=2, groups=3)
+    with gpuconv.use_backend(sim.SimBackend()):
+        y = gpuconv.conv2d(x, w, **kw)
+        dx = gpuconv.conv2d_input(x.shape, w, dy, **kw)
+        dw = gpuconv.conv2d_weight(x, w.shape, dy, **kw)
+    for got, want, what in ((y, want_y, "conv2d"), (dx, want_dx, "conv2d_input"), (dw, want_dw, "conv2d_weight")):
+        assert got.dtype == dt, what
+        assert_close(np.asarray(got, dtype=np.float64), want, tol, f"{what} {dtype} depthwise")
