@@ -26,9 +26,11 @@ or accepted (dispatch.CAPTURE_UNSAFE).
 """
 from __future__ import annotations
 
+import math
+
 from .. import activations
 from ..spec import ConvSpec
-from . import variants
+from . import autotune, variants
 from .backend import default_backend, device_facts
 from .dispatch import CAPTURE_UNSAFE, choose
 from .families import conv2d_implicit_gemm as _igemm
@@ -75,6 +77,26 @@ def _resolve(spec: ConvSpec, algorithm: str, backend, precision: str = "highest"
     return algorithm, v.default_config(spec, facts)
 
 
+def _autotuned(spec, backend, precision, x, w, b, act, default):
+    """gpuconv.set_autotune(True): the recorded or freshly timed winner (gpuconv/cuda/autotune.py)
+    for (spec, precision) on this device; each candidate runs on C-ordered copies into a
+    scratch output.  While the stream captures: a recorded capture-safe winner, or `default`."""
+    xp = backend.xp
+    facts = device_facts(backend)
+    if x.size == 0 or w.size == 0 or math.prod(spec.output_shape) == 0:
+        return default
+    xc, wc = xp.ascontiguousarray(x), xp.ascontiguousarray(w)
+    bc = None if b is None else xp.ascontiguousarray(b)
+
+    def run(name, config):
+        y = output_array(xp, None, spec.output_shape, spec.dtype)
+        variants.get(name).launch(backend, xc, wc, bc, y, spec, act, {**config, "precision": precision})
+
+    timer = autotune.TIMER or autotune.default_timer(backend)
+    got = autotune.tune(spec, precision, facts, run, timer=timer)
+    return default if got is None else (got[0], {**got[1], "precision": precision})
+
+
 def forward(x, w, b, spec: ConvSpec, activation=None, algorithm="auto", backend=None, out=None,
             precision="highest"):
     backend = default_backend() if backend is None else backend
@@ -88,6 +110,8 @@ def forward(x, w, b, spec: ConvSpec, activation=None, algorithm="auto", backend=
     if b is not None:
         check_array("bias", b, (spec.k,), spec.dtype)
     name, config = resolve(spec, algorithm, backend, precision)
+    if algorithm == "auto" and autotune.get_autotune():
+        name, config = _autotuned(spec, backend, precision, x, w, b, act, (name, config))
 
     channels_last = out is None and name == "implicit_gemm" and _igemm.is_channels_last(x, spec)
     if channels_last:                     # y in x's memory format: dense NHWC viewed as NCHW
