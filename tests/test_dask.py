@@ -322,11 +322,14 @@ def test_options_reach_the_public_function(rng):
                   activation="tanh")
 
 
-def test_auto_method_decided_once_for_the_whole_image(rng):
-    # 600^2 with a 6x6 kernel: 'auto' sums directly for the whole image but would pick
-    # FFT for a 128^2 window; every chunk uses the whole image's choice, so the result
-    # is the single-array call's, bit for bit
-    a = randn(rng, (600, 600))
-    k = randn(rng, (6, 6))
-    out = gd.convolve2d(da.from_array(a, chunks=(128, 128)), k, "same").compute()
+def test_auto_method_decided_once_for_the_whole_image(rng, monkeypatch):
+    # 'auto' asks gpuconv.fft.choose_method; here it sums directly for the whole image
+    # and would pick FFT for any smaller window: every chunk must use the whole image's
+    # choice, so the result is the single-array call's, bit for bit
+    from gpuconv import fft
+    a = randn(rng, (120, 100))
+    k = randn(rng, (6, 5))
+    monkeypatch.setattr(fft, "choose_method",
+                        lambda a_shape, *rest: "direct" if tuple(a_shape) == a.shape else "fft")
+    out = gd.convolve2d(da.from_array(a, chunks=(32, 32)), k, "same").compute()
     assert np.array_equal(out, gpuconv.convolve2d(a, k, "same"))
