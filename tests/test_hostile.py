@@ -266,11 +266,12 @@ def conv_out_elements(x_shape, w_shape, stride, padding, dilation, nd, transpose
 def _torch_call(fn, *args, **kwargs):
     # torch refuses strides past int64 ("Overflow when unpacking long long"); any
     # stride past the padded input gives one output along that dimension, as 10**12 does
-    # (and dilations: with a one-tap kernel the dilation changes nothing)
-    for name in ("stride", "dilation"):
+    # (and dilations: with a one-tap kernel the dilation changes nothing; the
+    # transposed ones wrap a dilation of 10**12 to a negative int32 and refuse it)
+    for name, most in (("stride", 10**12), ("dilation", 2**30)):
         s = kwargs.get(name)
-        if isinstance(s, int) and not isinstance(s, bool) and s > 10**12:
-            kwargs = dict(kwargs, **{name: 10**12})
+        if isinstance(s, int) and not isinstance(s, bool) and s > most:
+            kwargs = dict(kwargs, **{name: most})
     try:
         return fn(*args, **kwargs)
     except (RuntimeError, ValueError, TypeError, OverflowError, NotImplementedError) as e:
@@ -508,7 +509,13 @@ def signal_calls(draw):
         shapes = [getattr(a, "shape", ()) for a in (a1, a2)]
         if kw["mode"] == "full" and kw["boundary"] in ("wrap", "circular", "symm", "symmetric") and any(
                 len(sh) == 2 and 0 in sh for sh in shapes):
-            # scipy 1.17 dies of SIGFPE here (a modulo by the empty size)
+            # scipy 1.17 dies of SIGFPE here (a modulo by the empty size); an empty
+            # output needs no extension
+            out = tuple(p + q - 1 for p, q in zip(*shapes)) if all(len(sh) == 2 for sh in shapes) else (1,)
+            if min(out) <= 0:
+                return np.zeros(tuple(max(o, 0) for o in out), np.result_type(a1, a2))
+            if 0 not in shapes[0]:             # an empty kernel reads nothing: zeros, whatever the boundary
+                return np.asarray(ref(a1, a2, mode="full", boundary="fill"))
             raise Refused("cannot extend an empty image")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
