@@ -150,14 +150,22 @@ def _as_input(name, obj):
     return convert(name, obj, allow_array_like=True)
 
 
+# scipy's own words for a bad mode or boundary (_valfrommode / _bvalfromboundary),
+# followed by the value that was passed.
+_CHOICE_WORDS = {"mode": "Acceptable mode flags are 'valid', 'same', or 'full'.",
+                 "boundary": "Acceptable boundary flags are 'fill', 'circular' (or 'wrap'), and "
+                             "'symmetric' (or 'symm')."}
+
+
 def _check_choice(name, value, allowed):
+    words = _CHOICE_WORDS.get(name) or f"{name} must be one of {tuple(allowed)}."
     try:
         ok = value in frozenset(allowed)
     except TypeError:  # unhashable: scipy's dict lookup raises TypeError
-        raise TypeError(f"{name} must be one of {tuple(allowed)}, got unhashable "
-                        f"{type(value).__name__} {value!r}") from None
+        raise TypeError(f"{words} Got unhashable {type(value).__name__} "
+                        f"{name}={value!r}") from None
     if not ok or not isinstance(value, str):
-        raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}")
+        raise ValueError(f"{words} Got {name}={value!r}")
 
 
 def _result_dtype(fname, d1, d2):
@@ -176,8 +184,8 @@ def _check_input_dtypes(fname, named):
     bfloat16) are refused by name before anything is converted."""
     for name, dt in named:
         if dt.kind not in "biufc":
-            raise ValueError(f"{fname}: {name} has dtype {dt}, which is not supported (as in "
-                             f"scipy: {_SUPPORTED})")
+            raise ValueError(f"{fname} not available for this type: {name} has dtype {dt} "
+                             f"(as in scipy: {_SUPPORTED})")
 
 
 def _check_dtype(fname, dtype, named):
@@ -185,8 +193,8 @@ def _check_dtype(fname, dtype, named):
     # complex types only; bool, float16, object, str, datetime raise.
     if dtype.kind not in "iufc" or dtype == np.float16:
         inputs = " and ".join(f"{name} of dtype {dt}" for name, dt in named)
-        raise ValueError(f"{fname}: dtype {dtype} (the result type of {inputs}) is not "
-                         f"supported (as in scipy: {_SUPPORTED})")
+        raise ValueError(f"{fname} not available for this type: {dtype}, the result type of "
+                         f"{inputs} (as in scipy: {_SUPPORTED})")
 
 
 def _asarray_for_fill(obj, dtype):
@@ -223,9 +231,9 @@ def fill_scalar(fillvalue, dtype):
                          f"output type {dtype} (it was first converted to complex).") from None
     if afill.size != 1:
         if afill.size == 0:
-            raise ValueError(f"fillvalue cannot be an empty array, got {fillvalue!r}")
-        raise ValueError(f"fillvalue must be scalar or an array with one element, got shape "
-                         f"{afill.shape}")
+            raise ValueError(f"`fillvalue` cannot be an empty array. Got fillvalue={fillvalue!r}")
+        raise ValueError(f"`fillvalue` must be scalar or an array with one element. Got an array "
+                         f"of shape {afill.shape}")
     return afill.reshape(())[()]
 
 
@@ -301,8 +309,9 @@ def canonicalize(fname, flip, a, k, mode, boundary, fillvalue):
         ok1 = all(s1 >= s2 for s1, s2 in zip(a.shape[-2:], k.shape[-2:]))
         ok2 = all(s2 >= s1 for s1, s2 in zip(a.shape[-2:], k.shape[-2:]))
         if not (ok1 or ok2):
-            raise ValueError(f"mode='valid': one of in1 {a.shape[-2:]} and in2 {k.shape[-2:]} "
-                             f"must be at least as large as the other in every dimension")
+            raise ValueError(f"For 'valid' mode, one must be at least as large as the other in "
+                             f"every dimension: got in1 {a.shape[-2:]} and in2 {k.shape[-2:]} "
+                             f"(mode='valid')")
         if not ok1:
             a, k, swapped = k, a, True
     _check_choice("mode", mode, _MODES)
