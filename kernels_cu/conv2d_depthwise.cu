@@ -116,7 +116,7 @@ conv2d_depthwise(const T* __restrict__ x, const T* __restrict__ w, const T* __re
     const int Hi = DG ? P : H, Wi = DG ? Q : W;                  // input plane
     const int Ho = DG ? H : P, Wo = DG ? W : Q;                  // output plane
     const int KO = DG ? C : K;                                   // output channels
-    const int m = K / C;
+    const int m = K == C ? 1 : K / C;                          // depth multiplier (no division at m = 1)
     const int nin = DG ? m : 1;                                  // input planes per output plane
     const int IH = (TP - 1) * st_h + (R - 1) * dh + 1;
     const int IW = (TQ - 1) * st_w + (S - 1) * dw + 1;

@@ -52,7 +52,7 @@ conv2d_depthwise_wgrad(const T* __restrict__ x, const T* __restrict__ dy, typena
     T* s_dy = s_x + XS;
 
     const int k = blockIdx.x, split = blockIdx.y;
-    const int m = K / C;
+    const int m = K == C ? 1 : K / C;
     const int c = m == 1 ? k : k / m;
     const int nb = split * chunk, ne = min(N, nb + chunk);
     const int tid = threadIdx.y * TX + threadIdx.x;

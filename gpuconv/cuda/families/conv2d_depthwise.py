@@ -19,15 +19,16 @@ TILES = {
 }
 KS = (3, 5, 0)        # 3x3 and 5x5 with taps in registers; 0: any R, S
 
-# Tile cost model (instructions per useful output; estimates from the kernel header's SASS
-# model, MEASURE): every output slot of a launched tile costs ~32 thread-instructions
-# (setup ~100 per thread / 8 outputs + compute ~13 + epilogue and store ~5, spent whether the
-# slot is inside the map or not), every staged input element ~8 (load, zero test, shared
-# store, loop) and an L2 read.  DRAM bytes are the same for every tile (input + output once),
-# so at a fixed byte count the tile with fewer instructions per output is closer to the
-# copy bandwidth (the kernel is issue-bound above ~56 instructions per fp32 output, header).
-INSTR_PER_SLOT = 32
-INSTR_PER_STAGED = 8
+# Tile cost model (thread-instructions per useful output; from the SASS in the kernel
+# header, sm_90 fp32, MEASURE on a GPU): every output slot of a launched tile costs ~44 (the
+# stride-1 path's 355 instructions per thread -- setup, 72 FFMA, 30 LDS, epilogue, two
+# 16-byte stores -- over 8 outputs, spent whether the slot is inside the map or not), every
+# staged input element ~9 (the staging loop: 35 instructions per 4 elements) and an L2 read.
+# DRAM bytes are the same for every tile (input + output once), so at a fixed byte count
+# the tile with fewer instructions per output is closer to the copy bandwidth (the kernel
+# is issue-bound above ~55 instructions per fp32 stride-1 output at 4.8 TB/s, header).
+INSTR_PER_SLOT = 44
+INSTR_PER_STAGED = 9
 
 
 def kernel_name(tile: str, ks: int, dtype, act: int, dgrad: bool = False) -> str:
