@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ._version import __version__
 
-GPU_DTYPES = ("float32", "tf32", "float16", "bfloat16")
+GPU_DTYPES = ("float32", "tf32", "3xtf32", "float16", "bfloat16")
 CPU_DTYPES = ("float32", "float64")
 
 
@@ -40,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true",
                    help="the small 'quick' suite (unless --suite is given) with short timing")
     b.add_argument("--dtype", default="float32", choices=sorted(set(GPU_DTYPES + CPU_DTYPES)),
-                   help="float32 (exact, TF32 off on both sides), tf32, float16, bfloat16 on a GPU; "
+                   help="float32 (exact, TF32 off on both sides), tf32 (precision 'medium' vs cuDNN "
+                   "TF32), 3xtf32 (precision 'high' vs exact cuDNN), float16, bfloat16 on a GPU; "
                    "float32 or float64 on the CPU path (cases with a fixed dtype keep it)")
     b.add_argument("--variant", action="append", default=None, metavar="NAME",
                    help="time only these registered GPU variants besides the dispatcher's pick (repeatable)")
@@ -60,7 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="device, versions, kernel cache, the dispatcher's pick for a shape")
     i.add_argument("--shape", metavar="N,C,H,W,K,R,S[,stride,pad,dil,groups]",
                    help="a conv2d shape to explain")
-    i.add_argument("--dtype", default="float32", choices=("float16", "float32", "float64"))
+    i.add_argument("--dtype", default="float32", choices=("float16", "bfloat16", "float32", "float64"))
+    i.add_argument("--precision", default="highest", choices=("highest", "high", "medium"),
+                   help="float32 precision: highest (exact), high (3xTF32), medium (TF32)")
 
     sub.add_parser("kernels", help="compile-check every kernel (gpuconv.cuda.compile_check); "
                    "arguments after 'kernels' are passed through", add_help=False)
@@ -278,7 +281,12 @@ def cmd_info(args) -> int:
         n, c, h, w, k, r, s, st, pd, dl, g = parse_shape(args.shape)
         if g <= 0 or c % g:
             raise ValueError(f"groups={g} must be positive and divide C={c}")
-        spec, _ = make_spec((n, c, h, w), (k, c // g, r, s), None, st, pd, dl, g, np.dtype(args.dtype), 2)
+        if args.dtype == "bfloat16":
+            from .spec import bfloat16_dtype
+            dt = bfloat16_dtype()
+        else:
+            dt = np.dtype(args.dtype)
+        spec, _ = make_spec((n, c, h, w), (k, c // g, r, s), None, st, pd, dl, g, dt, 2)
     except (ValueError, TypeError) as exc:
         print(f"gpuconv info: {exc}", file=sys.stderr)
         return 2
@@ -286,11 +294,28 @@ def cmd_info(args) -> int:
           f"stride {spec.stride}, pad {spec.pad}, dilation {spec.dilation}, groups {spec.groups}, {spec.dtype}")
     print(f"work: {spec.flops / 1e9:.3f} GFLOP, {spec.min_bytes / 1e6:.2f} MB compulsory traffic, "
           f"{spec.flops / spec.min_bytes:.1f} FLOP/byte")
-    ex = explain(spec)
-    print(f"dispatcher pick: {ex['pick']} {ex['config']}")
+    facts = None
+    try:                                     # the device's facts where a GPU is at hand
+        from .bench.cases import device_facts
+        from .bench.env import cuda_facts
+        if cuda_facts().get("available"):
+            facts = device_facts()
+    except Exception:  # noqa: BLE001 - no CuPy / no device: the dispatcher's H100 defaults
+        facts = None
+    from .cuda.facts import DeviceFacts
+    shown = facts or DeviceFacts()
+    print(f"device facts: {shown.name}, {shown.sm_count} SMs, sm_{shown.cc[0]}{shown.cc[1]}"
+          + ("" if facts else " (no GPU here: the dispatcher's defaults)"))
+    try:
+        ex = explain(spec, facts, args.precision)
+    except ValueError as exc:                # e.g. bfloat16 where no kernel takes it
+        print(f"dispatcher: {exc}")
+        return 0
+    print(f"dispatcher pick: {ex['pick']} {ex['config']} (float32 precision {args.precision})")
     for why in ex["why"]:
         print(f"  because: {why}")
-    ok, no = gpu_variants(spec)
+    print("  (the waves and % of peak are napkin-math estimates until a GPU measures them)")
+    ok, no = gpu_variants(spec, args.precision)
     print("variants supporting this shape: " + (", ".join(ok) or "none"))
     for name, why in no.items():
         print(f"  {name}: no ({why})")

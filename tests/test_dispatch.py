@@ -373,3 +373,38 @@ def test_resolve_reads_the_backend_capture_flag():
         def is_capturing(self):
             return True
     assert resolve(sp, "auto", C())[0] != "im2col"
+
+
+def test_info_prints_waves_and_the_estimate(capsys):
+    from gpuconv import cli
+    shape = "32,256,14,14,256,3,3,1,1,1,1"
+    assert cli.main(["info", "--shape", shape, "--dtype", "float32", "--precision", "medium"]) == 0
+    out = capsys.readouterr().out
+    assert "dispatcher pick: implicit_gemm" in out and "'split_k'" in out
+    assert "waves (estimate)" in out and "% of the dtype's dense tensor-core peak" in out
+    assert "napkin-math estimates until a GPU measures them" in out
+    assert cli.main(["info", "--shape", shape, "--dtype", "float32"]) == 0
+    assert "dispatcher pick: implicit_gemm" not in capsys.readouterr().out
+
+
+def test_bench_compares_like_with_like(monkeypatch):
+    """--dtype tf32 runs gpuconv at 'medium' against cuDNN with TF32; 3xtf32 at 'high' against
+    exact cuDNN (the same accuracy class); float32 exact against exact."""
+    import gpuconv
+    from gpuconv.bench import cases as C, runner
+    from gpuconv.bench.suites import Case
+    assert (C.PRECISION, C.CUDNN_TF32) == ({"float32": "highest", "tf32": "medium", "3xtf32": "high"},
+                                           {"tf32": True})
+    assert "3xtf32" in runner.DTYPES_GPU and C.TOLERANCE["3xtf32"] == C.TOLERANCE["float32"]
+    case = Case("t", "c", "conv2d", (2, 8, 9, 9, 16, 3, 3, 1, 1, 1, 1))
+    seen = []
+    monkeypatch.setattr(gpuconv, "conv2d", lambda *a, **kw: seen.append(kw.get("precision")))
+    for dt, want in (("float32", "highest"), ("tf32", "medium"), ("3xtf32", "high"), ("float16", None)):
+        prep, host = C.prepare_host(case, dt)
+        assert C.storage_dtype(dt) == (np.float16 if dt == "float16" else np.float32)
+        C.gpuconv_call(prep, host, np.asarray)()
+        assert seen[-1] == want, dt
+    sp = C.conv_spec(case, np.float32)
+    assert "implicit_gemm" in C.gpu_variants(sp, "medium")[0]
+    assert "implicit_gemm" not in C.gpu_variants(sp, "highest")[0]
+    assert C.explain(sp, None, "high")["precision"] == "high"

@@ -32,7 +32,18 @@ from .suites import SIGNAL_OPS, Case
 # (terms summed per output), inputs uniform in [-1, 1).  fp32 rounding grows
 # like eps*sqrt(red) (eps 6e-8; 1e-5 leaves 100x room); TF32 and fp16 round
 # products to 10 mantissa bits (2^-11 = 4.9e-4); bf16 to 7 (3.9e-3).
-TOLERANCE = {"float64": 1e-10, "float32": 1e-5, "tf32": 2e-3, "float16": 2e-3, "bfloat16": 1e-2}
+# 3xTF32 ("high") is within a small factor of exact FP32's error (README): FP32's bound.
+TOLERANCE = {"float64": 1e-10, "float32": 1e-5, "tf32": 2e-3, "3xtf32": 1e-5, "float16": 2e-3,
+             "bfloat16": 1e-2}
+
+# Like with like: each --dtype is one accuracy class, gpuconv's float32 precision and the cuDNN
+# anchor's TF32 switch set to match it.
+#   float32  exact FP32 ("highest")    vs cuDNN with allow_tf32 off
+#   tf32     TF32 ("medium")           vs cuDNN with allow_tf32 on
+#   3xtf32   3xTF32 ("high")           vs cuDNN with allow_tf32 off (exact FP32: the same class)
+#   float16 / bfloat16                 vs cuDNN in the same dtype
+PRECISION = {"float32": "highest", "tf32": "medium", "3xtf32": "high"}
+CUDNN_TF32 = {"tf32": True}
 
 # separable_conv2d's two GPU algorithms, each timed beside the dispatcher's pick.
 SEPARABLE_ALGORITHMS = ("fused", "two_pass")
@@ -66,7 +77,12 @@ class Prepared:
 
 
 def storage_dtype(dtype: str) -> np.dtype:
-    return np.dtype("float32") if dtype == "tf32" else np.dtype(dtype)
+    if dtype in PRECISION:
+        return np.dtype("float32")
+    if dtype == "bfloat16":
+        from ..spec import bfloat16_dtype
+        return bfloat16_dtype()
+    return np.dtype(dtype)
 
 
 def compare(out, ref, dtype: str, reduction: int) -> tuple[bool, float, str]:
@@ -86,12 +102,12 @@ def compare(out, ref, dtype: str, reduction: int) -> tuple[bool, float, str]:
 
 
 # ------------------------------------------------------------- the dispatcher
-def gpu_variants(spec: ConvSpec) -> tuple[list[str], dict]:
-    """(registered variants that support spec, {variant: the reason it does not})."""
-    from ..cuda import variants
+def gpu_variants(spec: ConvSpec, precision: str = "highest") -> tuple[list[str], dict]:
+    """(registered variants that support spec at the float32 precision, {variant: the reason
+    it does not})."""
+    from ..cuda import dispatch
     ok, no = [], {}
-    for name in variants.conv_variant_names():
-        yes, why = variants.get(name).supports(spec)
+    for name, (yes, why) in dispatch.supported_variants(spec, None, precision).items():
         if yes:
             ok.append(name)
         else:
@@ -99,13 +115,13 @@ def gpu_variants(spec: ConvSpec) -> tuple[list[str], dict]:
     return ok, no
 
 
-def explain(spec: ConvSpec, facts=None) -> dict:
+def explain(spec: ConvSpec, facts=None, precision: str = "highest") -> dict:
     """The dispatcher's pick for spec: {'pick', 'config', 'why': [reasons]}
     (gpuconv.cuda.dispatch.choose is a pure function of the spec and the device's
     facts, so it answers on a machine without a GPU too; facts None: its defaults)."""
     from ..cuda import dispatch
-    name, config, reasons = dispatch.choose(spec, facts)
-    return {"pick": name, "config": dict(config), "why": list(reasons)}
+    name, config, reasons = dispatch.choose(spec, facts, precision)
+    return {"pick": name, "config": dict(config), "why": list(reasons), "precision": precision}
 
 
 def device_facts():
@@ -208,10 +224,13 @@ def prepare_host(case: Case, dtype: str, seed: int = 0) -> tuple[Prepared, dict]
 def gpuconv_call(prep: Prepared, host: dict, put, **kw):
     """() -> output: the public gpuconv function of the case on the host arrays moved
     by `put` (numpy for the CPU path and the simulator, cupy.asarray for the GPU);
-    `kw`: algorithm=..., deterministic=... ."""
+    `kw`: algorithm=..., deterministic=... .  The float32 precision of the run's --dtype
+    (PRECISION) is passed to the convolutions and gradients."""
     import gpuconv
     case, spec = prep.case, prep.spec
     op = case.op
+    if op in ("conv2d", "conv2d_input", "conv2d_weight") and prep.dtype in PRECISION:
+        kw = {"precision": PRECISION[prep.dtype], **kw}
     if op in SIGNAL_OPS:
         fn = getattr(gpuconv, op)
         img, ker = put(host["img"]), put(host["ker"])
@@ -282,6 +301,7 @@ def _add_torch(prep: Prepared, host: dict, device: str) -> None:
     _, _, _, _, _, _, _, st, pd, dl, g = case.shape
 
     def t(a, cl=False):
+        a = a.astype(np.float32) if a.dtype.kind == "V" else a       # bfloat16: exact in float32
         ten = torch.from_numpy(np.ascontiguousarray(a)).to(device=device, dtype=tdt)
         return ten.contiguous(memory_format=torch.channels_last) if cl and ten.dim() == 4 else ten
 
@@ -354,8 +374,9 @@ def add_device_impls(prep: Prepared, host: dict, *, anchors: bool = True, varian
             if wanted(alg):
                 add(f"gpuconv:{alg}", forced=True, algorithm=alg)
     if case.op == "conv2d":
-        prep.dispatch = explain(spec, device_facts() if backend is None else None)
-        ok, no = gpu_variants(spec)
+        precision = PRECISION.get(prep.dtype, "highest")
+        prep.dispatch = explain(spec, device_facts() if backend is None else None, precision)
+        ok, no = gpu_variants(spec, precision)
         for v in ok:
             if wanted(v):
                 add(f"gpuconv:{v}", forced=True, algorithm=v)

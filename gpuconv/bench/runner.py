@@ -24,7 +24,7 @@ from . import env as E
 from .suites import Case
 from .timing import CupyTimer, TorchTimer, steady_malloc, time_cpu
 
-DTYPES_GPU = ("float32", "tf32", "float16", "bfloat16")
+DTYPES_GPU = ("float32", "tf32", "3xtf32", "float16", "bfloat16")
 DTYPES_CPU = ("float32", "float64")
 
 
@@ -80,15 +80,16 @@ def setup_torch(mode: str, dtype: str, notes: list) -> bool:
     if not torch.cuda.is_available():
         notes.append("torch has no CUDA: cuDNN anchors skipped")
         return False
-    tf32 = dtype == "tf32"
+    tf32 = C.CUDNN_TF32.get(dtype, False)
     torch.backends.cudnn.benchmark = True
     torch.backends.cudnn.allow_tf32 = tf32
     torch.backends.cuda.matmul.allow_tf32 = tf32
     notes.append(f"cuDNN: benchmark=True, TF32 {'on' if tf32 else 'off'} (cudnn.allow_tf32 and "
                  f"cuda.matmul.allow_tf32 = {tf32})")
-    if tf32:
-        notes.append("gpuconv computes float32 exactly unless its API offers allow_tf32; the "
-                     "anchors use TF32")
+    if dtype in C.PRECISION:
+        notes.append(f"like with like: gpuconv float32 at precision={C.PRECISION[dtype]!r} against cuDNN "
+                     f"with TF32 {'on' if tf32 else 'off'}"
+                     + (" (3xTF32 and exact FP32: the same accuracy class)" if dtype == "3xtf32" else ""))
     return True
 
 
