@@ -486,10 +486,20 @@ def _worker_bench(args) -> dict:
 
     result = runner.run(cases, opts, on_case=save)
     save(result)
+    # the conv2d cases' fastest variant per (shape, dtype, precision): gpuconv.set_autotune's
+    # file, in DIR/autotune (to commit) and, on a GPU, in the cache directory (to use)
+    from gpuconv.bench import cases as C
+    from gpuconv.cuda import autotune
+    from gpuconv.cuda.facts import DeviceFacts
+    facts = DeviceFacts(name="simulator") if args.sim else C.device_facts()
+    tuned = autotune.record_bench(result, facts, out)
+    if tuned is not None and not args.sim:
+        autotune.record_bench(result, facts)
     if result["cases"]:
         from gpuconv.bench import plot
         plot.plot(result, out / "bench.png")
-    return {"cases": len(result["cases"]), "of": len(cases), "path": str(path)}
+    return {"cases": len(result["cases"]), "of": len(cases), "path": str(path),
+            "autotune": None if tuned is None else str(tuned.relative_to(out))}
 
 
 # ============================================================ the record

@@ -192,3 +192,52 @@ def test_forward_autotunes_in_the_simulator(tmp_path, monkeypatch, rng):
     assert_close(y2, ref, np.float32)
     data = json.loads(autotune.device_file(DeviceFacts().name, tmp_path).read_text())
     assert data["entries"][autotune.key(sp, "highest")]["variant"] == "tiled_smem_small"
+
+
+def _bench_result():
+    shape = [2, 16, 9, 11, 24, 3, 3, 1, 1, 1, 1]
+    res = [{"impl": "gpuconv:auto", "status": "ok", "median_s": 1e-6},
+           {"impl": "gpuconv:direct", "status": "ok", "median_s": 5e-6},
+           {"impl": "gpuconv:tiled_smem_small", "status": "ok", "median_s": 3e-6},
+           {"impl": "gpuconv:im2col", "status": "FAIL"},
+           {"impl": "cudnn:nchw", "status": "ok", "median_s": 1e-7}]
+    return {"cases": [{"suite": "s", "name": "c", "op": "conv2d", "shape": shape, "dtype": "tf32",
+                       "results": res, "dispatch": {"pick": "tiled_smem"}, "error": None},
+                      {"suite": "s", "name": "g", "op": "conv2d_weight", "shape": shape, "dtype": "float32",
+                       "results": res, "error": None}]}
+
+
+def test_bench_results_become_autotune_entries(tmp_path):
+    """The benchmark's timed variants (CUDA-event medians) give the same entries tune() makes:
+    the fastest named variant (not auto, not an anchor, not a failure) at its default config,
+    keyed by shape, dtype and the --dtype's precision (tf32 -> 'medium')."""
+    entries = autotune.entries_from_bench(_bench_result(), FACTS)
+    sp = spec2d((2, 16, 9, 11), (24, 16, 3, 3), padding=1)
+    assert list(entries) == [autotune.key(sp, "medium")]
+    e = entries[autotune.key(sp, "medium")]
+    assert e["variant"] == "tiled_smem_small" and e["source"] == "gpu_record" and e["dispatcher_pick"] == "tiled_smem"
+    assert e["times_us"] == {"direct": pytest.approx(5.0), "tiled_smem_small": pytest.approx(3.0)}
+    path = autotune.record_bench(_bench_result(), FACTS, tmp_path)
+    cache = autotune.Cache(tmp_path)
+    assert path == cache.path(FACTS.name)
+    t = TableTimer({})
+    assert autotune.tune(sp, "medium", FACTS, None, timer=t, cache=cache)[0] == "tiled_smem_small" and not t.calls
+
+
+def test_gpu_record_bench_worker_writes_the_autotune_file(tmp_path, monkeypatch):
+    import argparse
+    import importlib.util
+    import sys
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location(
+        "gpu_record", Path(__file__).resolve().parent.parent / "bench" / "gpu_record.py")
+    gpu_record = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "gpu_record", gpu_record)     # dataclasses look their module up
+    spec.loader.exec_module(gpu_record)
+    from gpuconv.bench import plot, runner
+    monkeypatch.setattr(runner, "run", lambda cases, opts, on_case=None: _bench_result())
+    monkeypatch.setattr(plot, "plot", lambda result, path: None)
+    got = gpu_record._worker_bench(argparse.Namespace(out=str(tmp_path), sim=True, seconds=5.0))
+    assert got["autotune"] == "autotune/simulator.json"
+    data = json.loads((tmp_path / "autotune" / "simulator.json").read_text())
+    assert data["device"] == "simulator" and len(data["entries"]) == 1

@@ -284,5 +284,58 @@ def tune(spec: ConvSpec, precision: str, facts: DeviceFacts, run, timer=None, ca
     return name, dict(config)
 
 
-__all__ = ["Cache", "candidates", "default_cache", "default_timer", "device_file", "get_autotune", "key",
-           "set_autotune", "tune"]
+# ---------------------------------------------------------------- the benchmark's measurements
+
+def entries_from_bench(result: dict, facts: DeviceFacts | None = None) -> dict:
+    """Autotune entries from a `gpuconv bench` result (gpuconv.bench.runner.run): for every
+    conv2d case, the fastest of the variants it timed by name (gpuconv:<variant>, each at its
+    default configuration on `facts`, CUDA-event medians), keyed as tune() keys it.  The
+    dispatcher's pick, its estimate and the measured winner side by side are what a MEASURE
+    threshold is re-derived from."""
+    from ..bench import cases as C
+    from ..bench.suites import Case
+    facts = facts or DeviceFacts()
+    names = set(variants.conv_variant_names())
+    out = {}
+    for rec in result.get("cases", []):
+        if rec.get("op") != "conv2d" or rec.get("error"):
+            continue
+        case = Case(rec.get("suite", "s"), rec.get("name", "c"), "conv2d", tuple(rec["shape"]))
+        precision = C.PRECISION.get(rec["dtype"], "highest")
+        try:
+            spec = C.conv_spec(case, C.storage_dtype(rec["dtype"]))
+        except (TypeError, ValueError):
+            continue
+        times = {r["impl"].split(":", 1)[1]: r["median_s"] for r in rec.get("results", [])
+                 if r.get("status") == "ok" and r["impl"].startswith("gpuconv:")
+                 and r["impl"].split(":", 1)[1] in names}
+        if not times:
+            continue
+        best = min(times, key=times.get)
+        pick = (rec.get("dispatch") or {}).get("pick")
+        out[key(spec, precision)] = {
+            "variant": best, "config": default_config(best, spec, facts, precision),
+            "times_us": {n: t * 1e6 for n, t in times.items()}, "errors": {},
+            "source": "gpu_record", "case": f"{rec.get('suite')}/{rec.get('name')}", "dispatcher_pick": pick}
+    return out
+
+
+def record_bench(result: dict, facts: DeviceFacts, root: str | Path | None = None) -> Path | None:
+    """Write entries_from_bench(result, facts) into the device's file under `root` (default:
+    the cache directory), merged with what is there; returns the file, None if no entry."""
+    entries = entries_from_bench(result, facts)
+    if not entries:
+        return None
+    cache = Cache(root)
+    with _lock:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            merged = {**_read(cache.path(facts.name)), **entries}
+        _write(cache.path(facts.name), facts.name, merged)
+    if root is None and _default_cache is not None:
+        _default_cache.clear_memory()
+    return cache.path(facts.name)
+
+
+__all__ = ["Cache", "candidates", "default_cache", "default_timer", "device_file", "entries_from_bench", "get_autotune",
+           "key", "record_bench", "set_autotune", "tune"]
