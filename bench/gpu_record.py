@@ -480,21 +480,23 @@ def _worker_bench(args) -> dict:
                           notes=["gpu_record.py: representative cases per kernel family and dtype, "
                                  "then the whole suites, until the stage's deadline"])
     path = out / "bench.json"
-
-    def save(result):
-        _atomic_write(path, json.dumps(result, indent=1, default=report._jsonable) + "\n")
-
-    result = runner.run(cases, opts, on_case=save)
-    save(result)
     # the conv2d cases' fastest variant per (shape, dtype, precision): gpuconv.set_autotune's
-    # file, in DIR/autotune (to commit) and, on a GPU, in the cache directory (to use)
+    # file, in DIR/autotune (to commit), rewritten after every case like bench.json
     from gpuconv.bench import cases as C
     from gpuconv.cuda import autotune
     from gpuconv.cuda.facts import DeviceFacts
     facts = DeviceFacts(name="simulator") if args.sim else C.device_facts()
-    tuned = autotune.record_bench(result, facts, out)
+    tuned = None
+
+    def save(result):
+        nonlocal tuned
+        _atomic_write(path, json.dumps(result, indent=1, default=report._jsonable) + "\n")
+        tuned = autotune.record_bench(result, facts, out) or tuned
+
+    result = runner.run(cases, opts, on_case=save)
+    save(result)
     if tuned is not None and not args.sim:
-        autotune.record_bench(result, facts)
+        autotune.record_bench(result, facts)        # and the cache directory's, to use here
     if result["cases"]:
         from gpuconv.bench import plot
         plot.plot(result, out / "bench.png")
