@@ -162,3 +162,55 @@ def test_graph_capture_and_replay_on_the_gpu(rng):
         assert_close(cupy.asnumpy(out), ref, out.dtype, what=name)
     total = CupyBackend().total_memory()
     assert total == CupyBackend().total_memory() and total > 1 << 30
+
+
+class _FakeCupy:
+    """Just enough of CuPy for CupyBackend's queries, counting the driver calls."""
+
+    def __init__(self, capturing):
+        import types
+        self.calls = {"memGetInfo": 0, "props": 0}
+        fake = self
+
+        class Stream:
+            def is_capturing(self):
+                if isinstance(capturing, Exception):
+                    raise capturing
+                return capturing
+
+        class Device:
+            def __init__(self, dev):
+                self.compute_capability = "90"
+                self.attributes = {"MultiProcessorCount": 132, "MaxSharedMemoryPerBlock": 49152}
+
+        def mem_get_info():
+            fake.calls["memGetInfo"] += 1
+            return 10 << 30, 80 << 30
+
+        def props(dev):
+            fake.calls["props"] += 1
+            return {"name": b"Fake H100", "totalGlobalMem": 80 << 30}
+
+        runtime = types.SimpleNamespace(getDevice=lambda: 0, memGetInfo=mem_get_info, getDeviceProperties=props)
+        self.cuda = types.SimpleNamespace(runtime=runtime, Device=Device, get_current_stream=lambda: Stream())
+        self.get_default_memory_pool = lambda: types.SimpleNamespace(free_bytes=lambda: 1 << 20)
+
+
+@pytest.mark.parametrize("capturing", [False, True, RuntimeError("cudaErrorStreamCaptureImplicit")])
+def test_cupy_backend_queries_without_a_gpu(capturing):
+    """CupyBackend (with a stand-in for CuPy): is_capturing asks the current stream (a refused
+    query counts as capturing); device_facts reads free memory per call except while capturing;
+    total_memory is read once per device."""
+    be = object.__new__(CupyBackend)
+    be.xp, be._static = _FakeCupy(capturing), {}
+    want = capturing is not False
+    assert be.is_capturing() is want
+    f = be.device_facts()
+    assert f.capturing is want and f.name == "Fake H100" and f.sm_count == 132 and f.total_bytes == 80 << 30
+    assert be.xp.calls["memGetInfo"] == (0 if want else 1)
+    assert f.free_bytes == ((80 << 30) if want else (10 << 30) + (1 << 20))
+    props = be.xp.calls["props"]
+    assert be.total_memory() == 80 << 30 and be.total_memory() == 80 << 30
+    assert be.xp.calls["props"] == props                     # cached per device
+    name, _ = cuda_conv.resolve(_spec((8, 256, 28, 28), (512, 256, 1, 1), stride=2, dtype=np.float32), "auto", be)
+    assert (name == "im2col") is (not want)
