@@ -14,8 +14,11 @@ Returns a new array of out_shape on backend.xp (CuPy by default).  Batches: a
 and the output is (*batch, OM, ON), all images in one launch; a broadcast
 operand is read in place, never copied per image.
 
-Kernel choice (kernels_cu/signal2d.cu): the shared-memory tiled kernel when the
-32x32 output tile's input halo plus the filter fit in 48 KB, else the direct one.
+Kernel choice (kernels_cu/signal2d.cu): square 3x3, 5x5 and 7x7 filters of the
+real and integer dtypes go to the register-blocked kernel (taps in registers,
+4 rows x one 16-byte vector of outputs per thread); other filters to the
+shared-memory tiled kernel when the 32x32 output tile's input halo plus the
+filter fit in 48 KB; larger ones to the direct kernel.
 """
 from __future__ import annotations
 
@@ -28,25 +31,52 @@ from .launch import INT32_MAX, SMEM_LIMIT, blocks as _blocks
 SIGNAL_MODULE = "signal2d.cu"
 SIGNAL_BOUNDARIES = {"fill": 0, "wrap": 1, "symm": 2}
 SIGNAL_KERNELS = ("correlate2d_tiled", "correlate2d_direct")
+# correlate2d_regblock<T, BOUNDARY, K>: the filter sizes it is compiled for (square)
+# and the dtypes (16-byte vectors of 4- and 8-byte scalars; complex keeps the tiled
+# kernel: 7x7 complex128 taps alone would be 196 registers)
+REGBLOCK_SIZES = (3, 5, 7)
 # scipy.signal never computes in float16, so the signal core has no __half instantiation
 SIGNAL_DTYPES = tuple(np.dtype(t) for t in (np.float32, np.float64, np.complex64, np.complex128,
                                             np.int32, np.int64))
+REGBLOCK_DTYPES = tuple(np.dtype(t) for t in (np.float32, np.float64, np.int32, np.int64))
 SIGNAL_INSTANTIATIONS = tuple(
     expr(k, CTYPES[dt], b) for k in SIGNAL_KERNELS for dt in SIGNAL_DTYPES
-    for b in SIGNAL_BOUNDARIES.values())
+    for b in SIGNAL_BOUNDARIES.values()) + tuple(
+    expr("correlate2d_regblock", CTYPES[dt], b, K) for dt in REGBLOCK_DTYPES
+    for b in SIGNAL_BOUNDARIES.values() for K in REGBLOCK_SIZES)
 
 TILE_X, TILE_Y, ROWS = 32, 8, 4          # kernels_cu/signal2d.cu SIG_TX, SIG_TY, SIG_ROWS
 TILE_H = TILE_Y * ROWS
+RB_ROWS = 4                              # signal2d.cu RB_ROWS: output rows per thread (TILE_Y threads down)
 GRID_Y_MAX = 65535                       # CUDA's limit on gridDim.y: larger batches loop in the kernel
 POISON_OUTPUT = False                    # tests: allocate the output NaN-filled (see conv.POISON_OUTPUT)
 
 
 def tiled_smem_bytes(kh: int, kw: int, itemsize: int) -> int:
-    return itemsize * ((TILE_H + kh - 1) * (TILE_X + kw - 1) + kh * kw)
+    """Input tile with halo + filter + the int row/column maps."""
+    th, tw = TILE_H + kh - 1, TILE_X + kw - 1
+    return itemsize * (th * tw + kh * kw) + 4 * (th + tw)
+
+
+def regblock_geometry(K: int, itemsize: int) -> tuple[int, int, int, int]:
+    """(tile height, tile width, staged rows, row pitch) of correlate2d_regblock<T, B, K>:
+    V = 16 / itemsize outputs per thread along a row, RB_ROWS down; the pitch covers
+    the last thread's window of ceil((V + K - 1) / V) vectors."""
+    v = 16 // itemsize
+    nv = -(-(v + K - 1) // v)
+    return TILE_Y * RB_ROWS, TILE_X * v, TILE_Y * RB_ROWS + K - 1, (TILE_X + nv - 1) * v
+
+
+def regblock_smem_bytes(K: int, itemsize: int) -> int:
+    _, _, th, pitch = regblock_geometry(K, itemsize)
+    return itemsize * th * pitch + 4 * (th + pitch)
 
 
 def choose_kernel(kh: int, kw: int, dtype) -> str:
-    if tiled_smem_bytes(kh, kw, np.dtype(dtype).itemsize) <= SMEM_LIMIT:
+    dt = np.dtype(dtype)
+    if kh == kw and kh in REGBLOCK_SIZES and dt in REGBLOCK_DTYPES:
+        return "correlate2d_regblock"
+    if tiled_smem_bytes(kh, kw, dt.itemsize) <= SMEM_LIMIT:
         return "correlate2d_tiled"
     return "correlate2d_direct"
 
@@ -107,12 +137,19 @@ def correlate_core(a, k, out_shape, origin, boundary, fillvalue, backend=None):
     fill = xp.asarray(np.array([fillvalue], dtype=dt))
     offs = xp.asarray(batch_offsets(a.shape, k.shape, batch))
     kernel = choose_kernel(kh, kw, dt)
-    fn = backend.get_function(SIGNAL_MODULE, SIGNAL_INSTANTIATIONS,
-                              expr(kernel, ctype(dt), SIGNAL_BOUNDARIES[boundary]))
+    targs = (ctype(dt), SIGNAL_BOUNDARIES[boundary]) + ((kh,) if kernel == "correlate2d_regblock" else ())
+    fn = backend.get_function(SIGNAL_MODULE, SIGNAL_INSTANTIATIONS, expr(kernel, *targs))
     i32 = np.int32
     args = (a, k, fill, out, i32(M), i32(N), i32(kh), i32(kw), i32(OM), i32(ON), i32(o0), i32(o1),
             offs, i32(B))
-    if kernel == "correlate2d_tiled":
+    if kernel == "correlate2d_regblock":
+        tile_h, tile_w, _, _ = regblock_geometry(kh, dt.itemsize)
+        blocks = -(-OM // tile_h) * -(-ON // tile_w)
+        if blocks > INT32_MAX:
+            raise ValueError(f"output {OM}x{ON} needs {blocks} blocks (> 2^31-1)")
+        fn((blocks, min(B, GRID_Y_MAX)), (TILE_X, TILE_Y), args,
+           shared_mem=regblock_smem_bytes(kh, dt.itemsize))
+    elif kernel == "correlate2d_tiled":
         blocks = -(-OM // TILE_H) * -(-ON // TILE_X)
         if blocks > INT32_MAX:
             raise ValueError(f"output {OM}x{ON} needs {blocks} blocks (> 2^31-1)")
