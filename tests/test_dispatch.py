@@ -408,3 +408,30 @@ def test_bench_compares_like_with_like(monkeypatch):
     assert "implicit_gemm" in C.gpu_variants(sp, "medium")[0]
     assert "implicit_gemm" not in C.gpu_variants(sp, "highest")[0]
     assert C.explain(sp, None, "high")["precision"] == "high"
+
+
+def test_choose_covers_dtype_x_precision_x_shape():
+    """Over a grid of shapes, every dtype and float32 precision: the pick supports the spec at
+    that precision, float32 'highest' never reaches the tensor cores, bfloat16 always does
+    (2-D) and supports_dtype agrees with choose."""
+    bf = _bf16()
+    facts = DeviceFacts()
+    grid = itertools.product((1, 3), (1, 8, 40), (1, 16, 72), (1, 3), (1, 2), (1, "g"))
+    combos = [(np.float16, "highest"), (bf, "highest"), (np.float32, "highest"), (np.float32, "high"),
+              (np.float32, "medium"), (np.float64, "highest"), (np.complex128, "highest")]
+    n = tc = 0
+    for (N, C, K, R, s, g), (dt, prec) in itertools.product(grid, combos):
+        groups = C if g == "g" and K % C == 0 else 1
+        sp = spec2d((N, C, 11, 13), (K, C // groups, R, R), stride=s, padding=R // 2, groups=groups, dtype=dt)
+        assert dispatch.supports_dtype(sp, prec, facts)
+        name, config, reasons = dispatch.choose(sp, facts, prec)
+        kw = {"precision": prec} if name == "implicit_gemm" else {}
+        assert variants.get(name).supports(sp, **kw)[0], (sp, prec, name)
+        if np.dtype(dt) == np.float32 and prec == "highest" or np.dtype(dt).kind in "fc" and \
+                np.dtype(dt).itemsize >= 8:
+            assert name != "implicit_gemm"
+        if np.dtype(dt) == np.dtype(bf):
+            assert name == "implicit_gemm"
+        tc += name == "implicit_gemm" and np.dtype(dt) == np.float32
+        n += 1
+    assert n == 7 * 2 * 3 * 3 * 2 * 2 * 2 and tc > 0
