@@ -69,11 +69,13 @@
 //   bandwidth; 64x64 halves that to 32 FLOP/B, still above it.
 //   Registers: 64 fp32 accumulators (64x32 warp tile) + 16 A + 8 B fragment registers +
 //   addressing; 3xTF32 adds 16 small-A and 4 B registers, hence MINB 1 there (launcher).
-//   Stores: one warp store covers 8 consecutive pixels x 4 channels (four 16-byte
-//   pieces in NCHW): half of each 32-byte sector.  NHWC: a pixel's 8 channels of one n8
-//   block are 16 contiguous bytes (fp16), written by its 4 lanes in 2 stores.  MEASURE:
-//   staging D through shared memory for full-sector stores once a GPU shows the
-//   epilogue matters (N*K*P*Q*2 B = 3.2 MB written once here, ~1 us of ~75).
+//   Stores: a 16-bit fragment store covers 8 consecutive pixels x 4 channels (four
+//   16-byte pieces in NCHW, half of each 32-byte sector), so the 16-bit NCHW epilogue
+//   stages the block's results through shared memory and stores 16-byte runs of one
+//   channel (whole sectors; scalar where PQ % 8 != 0).  float's fragment stores are
+//   32-byte runs already and stay direct (staging them spilled 12 B at 128 registers).  NHWC: a pixel's 8
+//   channels of one n8 block are 16 contiguous bytes (fp16), written by its 4 lanes in 2
+//   stores, left direct; so are the split-K partials (float32, summed by the reduce).
 #include "common.cuh"
 #include "epilogue.cuh"
 #include "mma.cuh"
@@ -334,6 +336,63 @@ conv2d_implicit_gemm(const T* __restrict__ xs, const T* __restrict__ ws, const T
     // (m = n*PQ + pq, channel g*Kg + k) lives at (n*K + g*Kg + k)*PQ + pq (NCHW) or
     // m*K + g*Kg + k (NHWC); with split-K the raw sum goes to part[split] at the same offset.
     const int gi = lane >> 2, ti = lane & 3;
+    if (sizeof(T) == 2 && splits == 1 && !y_nhwc) {
+        // 16-bit NCHW through shared memory (a float fragment store already writes 8
+        // consecutive pixels x 4 B = a whole 32-byte sector per channel; a 16-bit one only
+        // half).  The block's finished values (bias, activation, T) go to stile[k][m] (KC
+        // channels per pass, rows of BM + CE elements), then every thread moves 16-byte runs
+        // of CE consecutive m of one channel: whole sectors per pair of lanes.  Pitch BM + CE:
+        // a fragment store's 4 t-groups land 32 bytes apart mod 128 (distinct banks) and
+        // every row stays 16-byte aligned.  KC = BN: 128 x 136 x 2 B = 34 KiB <= 48 KiB.
+        constexpr int PITCH = BM + CE;
+        constexpr int KC = (BN * PITCH * (int)sizeof(T) <= STAGES * (BM + BN) * 64) ? BN : BN / 2;
+        static_assert(sizeof(T) != 2 || (KC == BN && BN * PITCH * 2 <= STAGES * (BM + BN) * 64),
+                      "the 16-bit epilogue tile fits in the pipeline's shared memory in one pass");
+        constexpr int VPR = BM / CE;                 // 16-byte runs per channel row
+        T* stile = reinterpret_cast<T*>(smem_raw);
+        const bool vec_ok = PQ % CE == 0 && (reinterpret_cast<unsigned long long>(y) & 15) == 0;
+        __syncthreads();                             // every warp is done reading the stages
+#pragma unroll
+        for (int pass = 0; pass < BN / KC; ++pass) {
+            if (pass > 0) __syncthreads();           // the previous pass is copied out
+            if (wn * WN / KC == pass) {
+#pragma unroll
+                for (int i = 0; i < MT; ++i)
+#pragma unroll
+                    for (int h = 0; h < 2; ++h)
+#pragma unroll
+                        for (int j = 0; j < NT8; ++j)
+#pragma unroll
+                            for (int e = 0; e < 2; ++e) {
+                                const int kl = wn * WN - pass * KC + j * 8 + ti * 2 + e;
+                                const int k = n0 + pass * KC + kl;
+                                const int ml = wm * WM + i * 16 + gi + h * 8;
+                                stile[kl * PITCH + ml] = k < Kg ? igemm_epilogue<T>(acc[i][j][h * 2 + e], bias,
+                                                                                    g * Kg + k, has_bias, act)
+                                                                : num<T>::zero();
+                            }
+            }
+            __syncthreads();
+            for (int v = tid; v < KC * VPR; v += NT) {
+                const int kl = v / VPR, mv = v - kl * VPR;
+                const int k = n0 + pass * KC + kl;
+                const i64 m = m0 + mv * CE;
+                if (k >= Kg || m >= M) continue;
+                const T* src = stile + kl * PITCH + mv * CE;
+                const i64 n = m / PQ, pq = m - n * PQ;
+                if (vec_ok && m + CE <= M) {         // PQ % CE == 0: the run stays in image n
+                    *reinterpret_cast<uint4*>(y + (n * K + (i64)g * Kg + k) * PQ + pq) =
+                        *reinterpret_cast<const uint4*>(src);
+                } else {
+                    for (int e = 0; e < CE && m + e < M; ++e) {
+                        const i64 me = m + e, ne = me / PQ;
+                        y[(ne * K + (i64)g * Kg + k) * PQ + (me - ne * PQ)] = src[e];
+                    }
+                }
+            }
+        }
+        return;
+    }
     const i64 total = (i64)N * K * PQ;
 #pragma unroll
     for (int i = 0; i < MT; ++i) {

@@ -41,10 +41,13 @@ SPLITS = (1, 3)
 #   A: M = 2*11*9 = 198 (64*3 + 6, 128 + 70), Kg = 70, C = 13 (padded to 16 / 16)
 #   B: M = 3*5*5 = 75, groups 3, Cg = 4, Kg = 22, stride 2, dilation (1, 2), asymmetric pad
 #   C: M = 1*13*5 = 65, groups 2, Cg = 10, Kg = 67 (off 64), stride (1, 2), dilation 2, no bias
+#   D: M = 3*8*12 = 288 (64*4 + 32, 128*2 + 32), P*Q = 96 a whole number of 16-byte runs
+#      (the NCHW epilogue's vector stores), groups 2, Cg = 12, Kg = 20
 SHAPES = [
     ((2, 13, 11, 9), (70, 13, 3, 3), 1, 1, 1, 1, True, "relu"),
     ((3, 12, 10, 9), (66, 4, 3, 2), 2, ((1, 0), (2, 1)), (1, 2), 3, True, "gelu"),
     ((1, 20, 13, 12), (134, 10, 2, 3), (1, 2), 1, 2, 2, False, "silu"),
+    ((3, 24, 8, 12), (40, 12, 3, 3), 1, 1, 1, 2, True, "relu6"),
 ]
 
 
@@ -239,3 +242,34 @@ def test_supports_precision_semantics():
     assert ig.supports(f32, precision="high")[0] and ig.supports(f32, precision="medium")[0]
     assert ig.supports(_spec(1, 16, 8, 16, dt=BF16))[0]
     assert not ig.supports(_spec(1, 16, 8, 16, dt=np.float64), precision="medium")[0]
+
+
+@pytest.mark.sim
+def test_channels_last_through_the_api():
+    """gpuconv.conv2d on an NHWC-strided array in the simulator: read in place, the result
+    channels-last (torch's rule for channels_last inputs)."""
+    import gpuconv
+    from gpuconv.sim import SimBackend
+    rng = np.random.default_rng(30)
+    x = _data(rng, (2, 9, 7, 16), np.float16).transpose(0, 3, 1, 2)
+    w = _data(rng, (24, 16, 3, 3), np.float16)
+    with gpuconv.use_backend(SimBackend()):
+        y = gpuconv.conv2d(x, w, padding=1, algorithm="implicit_gemm")
+    assert y.strides == (9 * 7 * 24 * 2, 2, 7 * 24 * 2, 24 * 2)
+    spec, _ = make_spec(x.shape, w.shape, None, 1, 1, 1, 1, np.dtype(np.float16), 2)
+    ref, bound = _ref_and_bound(spec, x, w, None, None, "f16", 1)
+    _check(y, ref, bound, "channels-last through gpuconv.conv2d")
+
+
+def test_dispatch_routes_tensor_core_precisions():
+    """A large float32 layer reaches implicit_gemm at 'high' and 'medium', never at 'highest';
+    bfloat16 reaches it at any precision; the config carries the plan's tile and split-K."""
+    from gpuconv.cuda.dispatch import choose
+    f32 = _spec(8, 64, 28, 64, dt=np.float32)
+    assert choose(f32, H100)[0] != "implicit_gemm"
+    for precision in ("high", "medium"):
+        name, config, _ = choose(f32, H100, precision)
+        assert name == "implicit_gemm", (precision, name)
+        p = ig.plan(f32, H100, precision)
+        assert (config["tile"], config["split_k"]) == (p["tile"], p["split_k"])
+    assert choose(_spec(8, 64, 28, 64, dt=BF16), H100)[0] == "implicit_gemm"
