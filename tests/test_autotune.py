@@ -4,8 +4,6 @@ simulator.  No real time is measured: every timer here is a table."""
 from __future__ import annotations
 
 import json
-import os
-import warnings
 
 import numpy as np
 import pytest
