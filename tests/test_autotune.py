@@ -239,3 +239,16 @@ def test_gpu_record_bench_worker_writes_the_autotune_file(tmp_path, monkeypatch)
     assert got["autotune"] == "autotune/simulator.json"
     data = json.loads((tmp_path / "autotune" / "simulator.json").read_text())
     assert data["device"] == "simulator" and len(data["entries"]) == 1
+
+
+def test_disagreements_list_where_the_measurement_overrules_the_dispatcher(tmp_path, capsys):
+    path = autotune.record_bench(_bench_result(), FACTS, tmp_path)
+    sp = spec2d((2, 16, 9, 11), (24, 16, 3, 3), padding=1)
+    pick = dispatch.choose(sp, DeviceFacts(), "medium")[0]
+    rows = autotune.disagreements(path)
+    assert pick != "tiled_smem_small" and len(rows) == 1
+    assert rows[0]["winner"] == "tiled_smem_small" and rows[0]["pick"] == pick and rows[0]["case"] == "s/c"
+    assert autotune._main([str(path)]) == 0 and "1 disagreement(s)" in capsys.readouterr().out
+    cache = autotune.Cache(tmp_path)
+    cache.put(FACTS.name, autotune.key(sp, "medium"), {"variant": pick, "config": {}, "times_us": {}})
+    assert autotune.disagreements(path) == []

@@ -40,10 +40,12 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from .. import _paths
 from ..spec import ConvSpec
 from . import variants
-from .dispatch import CAPTURE_UNSAFE, default_config, supported_variants
+from .dispatch import CAPTURE_UNSAFE, choose, default_config, supported_variants
 from .facts import DeviceFacts
 from .families import conv2d_implicit_gemm as _igemm
 
@@ -344,5 +346,53 @@ def record_bench(result: dict, facts: DeviceFacts, root: str | Path | None = Non
     return cache.path(facts.name)
 
 
-__all__ = ["Cache", "candidates", "default_cache", "default_timer", "device_file", "entries_from_bench", "get_autotune",
+def disagreements(path: str | Path, facts: DeviceFacts | None = None) -> list[dict]:
+    """The entries of an autotune file whose measured winner is not what the dispatcher picks
+    today (on `facts`, default: the dispatcher's H100 defaults): {key, case, pick, winner,
+    pick_us, winner_us}, slowest pick first -- the list a MEASURE threshold is re-derived
+    from.  `python -m gpuconv.cuda.autotune FILE` prints it."""
+    from ..spec import bfloat16_dtype
+    facts = facts or DeviceFacts()
+    out = []
+    for k, e in _read(Path(path)).items():
+        try:
+            n, c, kk, ins, ker, st, pad, dil, g, dt, prec = json.loads(k)
+            dtype = bfloat16_dtype() if dt == "bfloat16" else np.dtype(dt)
+            spec = ConvSpec(n=n, c=c, k=kk, in_size=tuple(ins), kernel=tuple(ker), stride=tuple(st),
+                            pad=tuple(tuple(p) for p in pad), dilation=tuple(dil), groups=g, dtype=dtype)
+            pick = choose(spec, facts, prec)[0]
+        except (ValueError, TypeError, KeyError) as exc:
+            out.append({"key": k, "case": e.get("case"), "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        if pick == e["variant"]:
+            continue
+        times = e.get("times_us", {})
+        out.append({"key": k, "case": e.get("case"), "pick": pick, "winner": e["variant"],
+                    "pick_us": next((t for lbl, t in times.items() if lbl.split("{")[0] == pick), None),
+                    "winner_us": min(times.values()) if times else None})
+    return sorted(out, key=lambda d: -((d.get("pick_us") or 0) / (d.get("winner_us") or 1)))
+
+
+def _main(argv=None) -> int:
+    import sys
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m gpuconv.cuda.autotune AUTOTUNE_FILE.json", file=sys.stderr)
+        return 2
+    rows = disagreements(argv[0])
+    for d in rows:
+        if "error" in d:
+            print(f"{d['case']}: {d['error']}")
+        else:
+            print(f"{d['case']}: dispatcher {d['pick']} ({d['pick_us']} us), measured winner "
+                  f"{d['winner']} ({d['winner_us']} us)")
+    print(f"{len(rows)} disagreement(s)")
+    return 0
+
+
+__all__ = ["Cache", "candidates", "default_cache", "default_timer", "device_file", "disagreements", "entries_from_bench", "get_autotune",
            "key", "record_bench", "set_autotune", "tune"]
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
