@@ -4,7 +4,8 @@
     signal.correlate_core(a, k, out_shape, origin, boundary, fillvalue)
     transpose.forward, wgrad.forward, separable.forward           the operation kernels
     variants.conv_variant_names(), variants.get(name)             the registry
-    dispatch.choose(spec, facts), explain(...)                     the dispatcher
+    dispatch.choose(spec, facts, precision), explain(...)          the dispatcher
+    autotune.set_autotune(True), autotune.tune(...)                time the candidates once per shape
     compile_check.main(argv)                                       `gpuconv kernels`
     families/<kernel file>.py                                      one module per kernels_cu file
     launch.py                                                      what the launchers share
