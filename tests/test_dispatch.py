@@ -375,8 +375,10 @@ def test_resolve_reads_the_backend_capture_flag():
     assert resolve(sp, "auto", C())[0] != "im2col"
 
 
-def test_info_prints_waves_and_the_estimate(capsys):
+def test_info_prints_waves_and_the_estimate(capsys, monkeypatch):
     from gpuconv import cli
+    from gpuconv.bench import env
+    monkeypatch.setattr(env, "cuda_facts", lambda: {"available": False, "reason": "test"})
     shape = "32,256,14,14,256,3,3,1,1,1,1"
     assert cli.main(["info", "--shape", shape, "--dtype", "float32", "--precision", "medium"]) == 0
     out = capsys.readouterr().out
