@@ -303,6 +303,7 @@ def entries_from_bench(result: dict, facts: DeviceFacts | None = None) -> dict:
     threshold is re-derived from."""
     from ..bench import cases as C
     from ..bench.suites import Case
+    from ..engine import canonical
     facts = facts or DeviceFacts()
     names = set(variants.conv_variant_names())
     out = {}
@@ -311,8 +312,8 @@ def entries_from_bench(result: dict, facts: DeviceFacts | None = None) -> dict:
             continue
         case = Case(rec.get("suite", "s"), rec.get("name", "c"), "conv2d", tuple(rec["shape"]))
         precision = C.PRECISION.get(rec["dtype"], "highest")
-        try:
-            spec = C.conv_spec(case, C.storage_dtype(rec["dtype"]))
+        try:            # the spec as the engine hands it to the forward path (its key)
+            spec = canonical(C.conv_spec(case, C.storage_dtype(rec["dtype"])))
         except (TypeError, ValueError):
             continue
         times = {r["impl"].split(":", 1)[1]: r["median_s"] for r in rec.get("results", [])
