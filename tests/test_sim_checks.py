@@ -36,8 +36,8 @@ def sim():
 
 
 @pytest.fixture(scope="module")
-def race():
-    return _backend(racecheck=True)
+def race():                                          # one instrumented build serves both checks
+    return _backend(racecheck=True, alignment=True)
 
 
 # ---------------------------------------------------------------- cp.async
@@ -52,7 +52,8 @@ def _pipeline(fn, tiles=3):
 
 @pytest.mark.parametrize("schedule,seed", SCHEDULES)
 def test_cp_async_pipeline_correct_under_every_schedule(schedule, seed):
-    for k in (_backend(schedule=schedule, seed=seed), _backend(schedule=schedule, seed=seed, racecheck=True)):
+    for k in (_backend(schedule=schedule, seed=seed),
+              _backend(schedule=schedule, seed=seed, racecheck=True, alignment=True)):
         y, ref = _pipeline(k("cp_pipeline<0, 1, 1>"))
         np.testing.assert_array_equal(y, ref)
 
@@ -114,7 +115,7 @@ def test_ldmatrix_row_alignment(sim):
 ])
 @pytest.mark.parametrize("schedule,seed", SCHEDULES[:4])
 def test_race_detector_reports(mode, kind, schedule, seed):
-    fn = _backend(racecheck=True, schedule=schedule, seed=seed)(f"shared_races<{mode}>")
+    fn = _backend(racecheck=True, alignment=True, schedule=schedule, seed=seed)(f"shared_races<{mode}>")
     y = np.zeros(64, np.float32)
     with pytest.raises(SimKernelError, match=rf"shared-memory race \(({kind})\) in kernel shared_races<{mode}>, "
                                              rf"block \(0,0,0\): thread .* byte \d+ of __shared__ s\[64\] .*"
@@ -125,7 +126,7 @@ def test_race_detector_reports(mode, kind, schedule, seed):
 @pytest.mark.parametrize("mode", [0, 3, 6])
 @pytest.mark.parametrize("schedule,seed", SCHEDULES)
 def test_race_detector_accepts_ordered_accesses(mode, schedule, seed):
-    fn = _backend(racecheck=True, schedule=schedule, seed=seed)(f"shared_races<{mode}>")
+    fn = _backend(racecheck=True, alignment=True, schedule=schedule, seed=seed)(f"shared_races<{mode}>")
     y = np.full(64, np.nan, np.float32)
     fn((2,), (64,), (y,))
     t = np.arange(64)
@@ -175,10 +176,10 @@ def test_static_plus_dynamic_shared_memory_limit():
         fn((1,), (32,), (y,), shared_mem=12 * 1024)
 
 
-def test_alignment_sanitizer_build():
+def test_alignment_sanitizer_build(race):
     x = np.arange(160, dtype=np.float32)
     y = np.zeros(32, np.float32)
-    k = _backend(alignment=True)
+    k = race
     k("vector_load<0>")((1,), (32,), (x, y))
     np.testing.assert_array_equal(y, x[:128].reshape(32, 4).sum(1))
     with pytest.raises(SimKernelError, match=r"(load of|reference binding to) misaligned address 0x[0-9a-f]+ \(global memory.*\) for type "
@@ -329,18 +330,17 @@ def _family_runs():
 FAMILIES = sorted(_family_runs()) if sim_available() else []
 
 
-@pytest.fixture(scope="module")
-def plain_outputs():
-    be = SimBackend()
-    return {name: run(be) for name, run in _family_runs().items()}
+_PLAIN: dict[str, np.ndarray] = {}
 
 
 @pytest.mark.parametrize("schedule,seed", [("warp-greedy", 0), ("random", 3)])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_family_race_free_and_schedule_independent(family, schedule, seed, plain_outputs):
+def test_family_race_free_and_schedule_independent(family, schedule, seed):
     """Every kernel family under a second and third schedule with the race detector and
     the alignment sanitizer on: no report, and the bits of the default schedule's output."""
-    ref = plain_outputs[family]
+    if family not in _PLAIN:
+        _PLAIN[family] = _family_runs()[family](SimBackend())
+    ref = _PLAIN[family]
     assert not np.isnan(ref).any(), f"{family}: the default schedule left unwritten (NaN) outputs"
     out = _family_runs()[family](SimBackend(schedule=schedule, seed=seed, racecheck=True, alignment=True))
     np.testing.assert_array_equal(out.view(np.uint8), ref.view(np.uint8), err_msg=f"{family} under {schedule}")

@@ -65,7 +65,7 @@ def _run(backend, case, check=True):
 @pytest.mark.parametrize("case", [IGEMM_CASE, TILED_CASE], ids=["implicit_gemm", "tiled_smem"])
 @pytest.mark.parametrize("racecheck", [False, True], ids=["plain", "racecheck"])
 def test_unmutated_kernels_pass_the_same_checks(case, racecheck):
-    _run(SimBackend(racecheck=racecheck), case)
+    _run(SimBackend(racecheck=racecheck, alignment=racecheck), case)
 
 
 def test_wait_for_one_group_too_few(tmp_path):
@@ -92,7 +92,7 @@ def test_shared_memory_base_off_16_bytes(tmp_path):
 
 
 def test_main_loop_barrier_removed(tmp_path):
-    be = SimBackend(source_dir=_mutant(tmp_path, MAIN_LOOP_BARRIER_REMOVED), racecheck=True)
+    be = SimBackend(source_dir=_mutant(tmp_path, MAIN_LOOP_BARRIER_REMOVED), racecheck=True, alignment=True)
     with pytest.raises(SimKernelError, match=r"shared-memory race \(\w+-after-\w+\) in kernel conv2d_implicit_gemm<.*"
                                              r"dynamic shared memory .*conv2d_implicit_gemm.cu:\d+.*"
                                              r"conv2d_implicit_gemm.cu:\d+|has not completed"):
@@ -105,11 +105,11 @@ def test_static_shared_read_before_any_write(tmp_path):
     assert not _run(SimBackend(source_dir=d), IGEMM_CASE, check=False) <= 1e-2
     with pytest.raises(SimKernelError, match=r"kernel igemm_stage_input<__half>, block .* reads byte \d+ of __shared__ "
                                              r"tile\[32\]\[33\] .* which no thread of this block wrote before"):
-        _run(SimBackend(source_dir=d, racecheck=True), IGEMM_CASE)
+        _run(SimBackend(source_dir=d, racecheck=True, alignment=True), IGEMM_CASE)
 
 
 def test_stage_barrier_removed_from_tiled_kernel(tmp_path):
-    be = SimBackend(source_dir=_mutant(tmp_path, TILED_STAGE_BARRIER_REMOVED), racecheck=True)
+    be = SimBackend(source_dir=_mutant(tmp_path, TILED_STAGE_BARRIER_REMOVED), racecheck=True, alignment=True)
     with pytest.raises(SimKernelError, match=r"shared-memory race \(\w+-after-\w+\) in kernel conv2d_tiled_smem<.*"
                                              r"dynamic shared memory byte \d+ .*conv2d_tiled_smem.cu:\d+.*(read|wrote) "
                                              r"it at .*conv2d_tiled_smem.cu:\d+"):
