@@ -76,6 +76,15 @@
 //   32-byte runs already and stay direct (staging them spilled 12 B at 128 registers).  NHWC: a pixel's 8
 //   channels of one n8 block are 16 contiguous bytes (fp16), written by its 4 lanes in 2
 //   stores, left direct; so are the split-K partials (float32, summed by the reduce).
+//   Static figures (ptxas and `gpuconv kernels --sass`, sm_90; no spills on sm_80/sm_90):
+//   registers f16/bf16 126 / 128 / 110 / 116 (128x128 / 128x64 / 64x128 / 64x64), TF32
+//   128 / 159 / 104 / 114, 3xTF32 175 / 185 / 118 / 120.  Main loop per k-tile (64-byte
+//   rows), shortest-longest path: f16 128x128 90-229 instructions, 32 HMMA (14%), 0.38
+//   LDSM and 0.12 LDGSTS per HMMA, 2 32-bit divisions (the tap decode of the copy), 1
+//   barrier; 64x64 58-193 (8% HMMA).  TF32 128x128 200-335 (the cvt.rna of 48 fragment
+//   registers per k-tile), 3xTF32 508-643 for 96 HMMA (15%; the split costs 2 cvt + 1
+//   FADD per register).  MEASURE on a GPU whether the TF32 rounding should move into the
+//   staging copy (not possible for a channels-last x read in place).
 #include "common.cuh"
 #include "epilogue.cuh"
 #include "mma.cuh"
