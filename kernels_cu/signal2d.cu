@@ -92,9 +92,14 @@ __device__ __forceinline__ void stage_tile(T* s_in, const int* s_row, const int*
 }
 
 constexpr int SIG_TX = 32, SIG_TY = 8, SIG_ROWS = 4, SIG_TILE_H = SIG_TY * SIG_ROWS;
+// Resident 256-thread blocks per SM promised to ptxas: a register budget of 64 (4-byte
+// T), 80 (8-byte) or 128 (complex128) per thread.  Without it ptxas (CUDA 13) picked
+// 32-48 and spilled 8-28 bytes in the 8- and 16-byte instantiations (the value of
+// i0 + threadIdx.y kept across the image loop).
+template <typename T> constexpr int sig_min_blocks() { return sizeof(T) <= 4 ? 4 : sizeof(T) == 8 ? 3 : 2; }
 
 template <typename T, int BOUNDARY>
-__global__ void __launch_bounds__(SIG_TX * SIG_TY)
+__global__ void __launch_bounds__(SIG_TX * SIG_TY, sig_min_blocks<T>())
 correlate2d_tiled(const T* __restrict__ a, const T* __restrict__ k, const T* __restrict__ fillp,
                   T* __restrict__ out, int M, int N, int kh, int kw, int OM, int ON, int o0, int o1,
                   const i64* __restrict__ offs, int B) {
@@ -145,9 +150,13 @@ correlate2d_tiled(const T* __restrict__ a, const T* __restrict__ k, const T* __r
 template <typename T> struct __align__(16) vec16 { T v[16 / sizeof(T)]; };
 
 constexpr int RB_TX = 32, RB_TY = 8, RB_ROWS = 4;
+// Register budget: 64 for 4-byte T (56-64 used, 4 blocks = 32 warps per SM); 128 for
+// 8-byte T (106-114 used at K = 5; at 80 ptxas spilled 8-48 bytes, and 7x7's 98 tap
+// registers spill at 128 too, so 8-byte 7x7 stays on the tiled kernel).
+template <typename T> constexpr int rb_min_blocks() { return sizeof(T) <= 4 ? 4 : 2; }
 
 template <typename T, int BOUNDARY, int K>
-__global__ void __launch_bounds__(RB_TX * RB_TY)
+__global__ void __launch_bounds__(RB_TX * RB_TY, rb_min_blocks<T>())
 correlate2d_regblock(const T* __restrict__ a, const T* __restrict__ k, const T* __restrict__ fillp,
                      T* __restrict__ out, int M, int N, int kh, int kw, int OM, int ON, int o0, int o1,
                      const i64* __restrict__ offs, int B) {
@@ -228,7 +237,7 @@ correlate2d_regblock(const T* __restrict__ a, const T* __restrict__ k, const T* 
 }
 
 template <typename T, int BOUNDARY>
-__global__ void __launch_bounds__(SIG_TX * SIG_TY)
+__global__ void __launch_bounds__(SIG_TX * SIG_TY, sig_min_blocks<T>())
 correlate2d_direct(const T* __restrict__ a, const T* __restrict__ k, const T* __restrict__ fillp,
                    T* __restrict__ out, int M, int N, int kh, int kw, int OM, int ON, int o0, int o1,
                    const i64* __restrict__ offs, int B) {

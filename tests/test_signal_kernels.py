@@ -80,7 +80,9 @@ CASES = [((37, 131), (40, 133), (-3, -2)), ((2, 21, 30), (2, 19, 36), (1, 2))]
 def test_regblock_kernel(backend, dtype, boundary):
     rng = np.random.default_rng(SEED)
     for K, (ishape, out_shape, origin) in zip((3, 5, 7), CASES + CASES[:1]):
-        _check(backend, rng, dtype, (K, K), ishape, out_shape, origin, boundary, "correlate2d_regblock")
+        # 8-byte 7x7 has no register-blocked instantiation (its taps would spill)
+        want = "correlate2d_tiled" if K == 7 and np.dtype(dtype).itemsize == 8 else "correlate2d_regblock"
+        _check(backend, rng, dtype, (K, K), ishape, out_shape, origin, boundary, want)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.complex64, np.complex128, np.int64])

@@ -14,8 +14,8 @@ Returns a new array of out_shape on backend.xp (CuPy by default).  Batches: a
 and the output is (*batch, OM, ON), all images in one launch; a broadcast
 operand is read in place, never copied per image.
 
-Kernel choice (kernels_cu/signal2d.cu): square 3x3, 5x5 and 7x7 filters of the
-real and integer dtypes go to the register-blocked kernel (taps in registers,
+Kernel choice (kernels_cu/signal2d.cu): square 3x3, 5x5 and 7x7 filters of
+float32/int32 (3x3 and 5x5 of float64/int64) go to the register-blocked kernel (taps in registers,
 4 rows x one 16-byte vector of outputs per thread); other filters to the
 shared-memory tiled kernel when the 32x32 output tile's input halo plus the
 filter fit in 48 KB; larger ones to the direct kernel.
@@ -31,19 +31,19 @@ from .launch import INT32_MAX, SMEM_LIMIT, blocks as _blocks
 SIGNAL_MODULE = "signal2d.cu"
 SIGNAL_BOUNDARIES = {"fill": 0, "wrap": 1, "symm": 2}
 SIGNAL_KERNELS = ("correlate2d_tiled", "correlate2d_direct")
-# correlate2d_regblock<T, BOUNDARY, K>: the filter sizes it is compiled for (square)
-# and the dtypes (16-byte vectors of 4- and 8-byte scalars; complex keeps the tiled
-# kernel: 7x7 complex128 taps alone would be 196 registers)
-REGBLOCK_SIZES = (3, 5, 7)
+# correlate2d_regblock<T, BOUNDARY, K>: the square filter sizes it is compiled for, per
+# dtype.  Its taps live in registers: 8-byte 7x7 (98 tap registers) spills at the
+# 128-register budget and complex would need twice that, so those keep the tiled kernel.
+REGBLOCK_SIZES = {np.dtype(np.float32): (3, 5, 7), np.dtype(np.int32): (3, 5, 7),
+                  np.dtype(np.float64): (3, 5), np.dtype(np.int64): (3, 5)}
 # scipy.signal never computes in float16, so the signal core has no __half instantiation
 SIGNAL_DTYPES = tuple(np.dtype(t) for t in (np.float32, np.float64, np.complex64, np.complex128,
                                             np.int32, np.int64))
-REGBLOCK_DTYPES = tuple(np.dtype(t) for t in (np.float32, np.float64, np.int32, np.int64))
 SIGNAL_INSTANTIATIONS = tuple(
     expr(k, CTYPES[dt], b) for k in SIGNAL_KERNELS for dt in SIGNAL_DTYPES
     for b in SIGNAL_BOUNDARIES.values()) + tuple(
-    expr("correlate2d_regblock", CTYPES[dt], b, K) for dt in REGBLOCK_DTYPES
-    for b in SIGNAL_BOUNDARIES.values() for K in REGBLOCK_SIZES)
+    expr("correlate2d_regblock", CTYPES[dt], b, K) for dt, sizes in REGBLOCK_SIZES.items()
+    for b in SIGNAL_BOUNDARIES.values() for K in sizes)
 
 TILE_X, TILE_Y, ROWS = 32, 8, 4          # kernels_cu/signal2d.cu SIG_TX, SIG_TY, SIG_ROWS
 TILE_H = TILE_Y * ROWS
@@ -74,7 +74,7 @@ def regblock_smem_bytes(K: int, itemsize: int) -> int:
 
 def choose_kernel(kh: int, kw: int, dtype) -> str:
     dt = np.dtype(dtype)
-    if kh == kw and kh in REGBLOCK_SIZES and dt in REGBLOCK_DTYPES:
+    if kh == kw and kh in REGBLOCK_SIZES.get(dt, ()):
         return "correlate2d_regblock"
     if tiled_smem_bytes(kh, kw, dt.itemsize) <= SMEM_LIMIT:
         return "correlate2d_tiled"
