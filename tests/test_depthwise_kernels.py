@@ -31,6 +31,10 @@ CASES = [
     ("m1_s2_d2_5x5", (1, 4, 15, 14), 1, (5, 5), 2, ((4, 1), (0, 3)), 2),
     ("m2_s1_3x2", (2, 3, 9, 10), 2, (3, 2), (1, 2), ((1, 2), (0, 1)), (2, 1)),   # KS = 0
     ("m1_s1_7x7_small", (3, 5, 7, 7), 1, (3, 3), 1, 1, 1),     # the small tile's map
+    # W a multiple of 16 bytes' elements for every dtype: the forward's 16-byte staging loads,
+    # vectors wholly in the padding on both sides, an unaligned tile origin (pad 3)
+    ("m2_s1_vec_w24", (1, 3, 11, 24), 2, (3, 3), 1, ((1, 1), (3, 2)), 1),
+    ("m1_s2_vec_w40", (2, 2, 9, 40), 1, (5, 5), 2, 2, 1),
 ]
 
 
@@ -136,14 +140,15 @@ def test_depthwise_plan_and_config():
         assert DWW.smem_bytes(p["tile"], spec, p["planes"]) <= 48 * 1024
 
 
-@pytest.mark.parametrize("opts", [dict(racecheck=True), dict(schedule="reversed")],
-                         ids=["racecheck", "reversed"])
+@pytest.mark.parametrize("opts", [dict(racecheck=True, alignment=True), dict(schedule="reversed")],
+                         ids=["racecheck_alignment", "reversed"])
 def test_depthwise_race_and_schedule(opts, rng):
-    """The forward, dgrad and wgrad kernels under the race detector and a reversed thread
-    schedule (a missing barrier or a shared-memory race shows there)."""
+    """The forward, dgrad and wgrad kernels under the race detector with the alignment
+    sanitizer (the 16-byte loads and stores) and a reversed thread schedule (a missing
+    barrier or a shared-memory race shows there)."""
     be = sim.SimBackend(**opts)
     dt = np.dtype(np.float32)
-    for case in (CASES[1], CASES[4]):
+    for case in (CASES[1], CASES[4], CASES[6]):            # CASES[6]: 16-byte staging loads
         spec, ws = _case_spec(case, dt)
         x, w, dy = _rand(rng, spec.input_shape, dt), _rand(rng, ws, dt), _rand(rng, spec.output_shape, dt)
         want_dx, want_dw = _grads_ref(x, w, dy, spec)
