@@ -192,13 +192,25 @@ def use_fft(op: str, spec: ConvSpec, path: Path, algorithm: str) -> bool:
     "auto" where gpuconv.fft.conv_cost_model prices the FFT below the direct/GEMM
     path for this device (large kernels: on 2 cores 8x32x64x64 switches between
     5x5 and 7x7, 1x3x224x224 between 9x9 and 11x11; the GPU constants are napkin
-    math, marked MEASURE there).  Integer dtypes never: the direct sum is exact."""
+    math, marked MEASURE there) and the stream captures no CUDA graph (the FFT's
+    channel contraction is a cuBLAS GEMM).  Integer dtypes never: the direct sum
+    is exact."""
+    capturing = path.is_device and _capturing(path)
     if algorithm == "fft":
+        if capturing:
+            raise ValueError("algorithm='fft' cannot run while the stream captures a CUDA graph: "
+                             "its channel contraction is a cuBLAS GEMM, which CuPy refuses during "
+                             "capture; use algorithm='auto'")
         return True
-    if algorithm != "auto" or spec.dtype.kind in "iuc" or math.prod(spec.kernel) < 25:
+    if algorithm != "auto" or spec.dtype.kind in "iuc" or math.prod(spec.kernel) < 25 or capturing:
         return False                     # below 5x5 the direct paths always win (the model's floor)
     from . import fft
     return fft.conv_cost_model(spec, op, "gpu" if path.is_device else "cpu").use_fft
+
+
+def _capturing(path: Path) -> bool:
+    from .cuda.backend import is_capturing
+    return is_capturing(path.backend)
 
 
 def _fft(op, path, spec, a, b):
@@ -298,7 +310,8 @@ def run(op: str, spec: ConvSpec, a, b, *, path: Path, bias=None, activation=None
     check_op(op)
     spec = canonical(spec)
     check_result_size(path, spec.operand_shapes(op)[2], spec.dtype, _RESULT_NAMES[op])
-    if path.is_device and is_bfloat16(spec.dtype):
+    if path.is_device and is_bfloat16(spec.dtype) and not _device_takes_bfloat16(op, spec, path,
+                                                                                precision):
         return _run_bfloat16_widened(op, spec, a, b, path=path, bias=bias, activation=activation,
                                      algorithm=algorithm, padding_mode=padding_mode,
                                      deterministic=deterministic)
@@ -313,11 +326,23 @@ def run(op: str, spec: ConvSpec, a, b, *, path: Path, bias=None, activation=None
                                  precision=precision)
 
 
+def _device_takes_bfloat16(op: str, spec: ConvSpec, path: Path, precision: str) -> bool:
+    """Whether a device kernel computes `op` of a bfloat16 spec itself: the forward
+    problem where the dispatcher has a bf16 variant (the tensor-core implicit GEMM:
+    2-D, compute capability 8.0+, gpuconv.cuda.dispatch.supports_dtype).  The
+    gradients have no bf16 kernel yet."""
+    if op != "fprop":
+        return False
+    from .cuda.backend import device_facts
+    from .cuda.dispatch import supports_dtype
+    return supports_dtype(spec, precision, device_facts(path.backend))
+
+
 def _run_bfloat16_widened(op, spec, a, b, *, path, bias, **options):
-    """bfloat16 on the device: the operator on float32 copies, rounded once to
-    bfloat16 (as the CPU path computes it).  No bfloat16 kernel is registered with
-    the dispatcher yet; this costs 3x the compulsory traffic (read bf16, write and
-    read float32 copies) and stays correct for every operator and shape."""
+    """bfloat16 on the device where no bf16 kernel takes the operator: the operator on
+    float32 copies, rounded once to bfloat16 (as the CPU path computes it).  It costs
+    3x the compulsory traffic (read bf16, write and read float32 copies) and stays
+    correct for every operator and shape."""
     f32 = np.dtype(np.float32)
     wide = replace(spec, dtype=f32)
     out = run(op, wide, a.astype(f32), b.astype(f32), path=path,

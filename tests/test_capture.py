@@ -216,3 +216,22 @@ def test_cupy_backend_queries_without_a_gpu(capturing):
     assert be.xp.calls["props"] == props                     # cached per device
     name, _ = cuda_conv.resolve(_spec((8, 256, 28, 28), (512, 256, 1, 1), stride=2, dtype=np.float32), "auto", be)
     assert (name == "im2col") is (not want)
+
+
+@pytest.mark.sim
+def test_capture_keeps_large_kernels_off_the_fft(rng):
+    """A layer the GPU cost model sends to the FFT (its contraction is a cuBLAS GEMM)
+    stays off it while the stream captures; algorithm='fft' during a capture is a
+    ValueError naming the reason, raised before anything runs."""
+    from gpuconv import engine, fft
+    from gpuconv.sim import SimBackend
+    sp = _spec((8, 64, 128, 128), (64, 64, 31, 31), padding=15)
+    assert fft.conv_cost_model(sp, "fprop", "gpu").use_fft
+    free = engine.Path("device", np, SimBackend())
+    captured = engine.Path("device", np, SimBackend(capturing=True))
+    assert engine.use_fft("fprop", sp, free, "auto")
+    assert not engine.use_fft("fprop", sp, captured, "auto")
+    x, w = randn(rng, (1, 2, 12, 12)), randn(rng, (2, 2, 5, 5))
+    with gpuconv.use_backend(SimBackend(capturing=True)):
+        with pytest.raises(ValueError, match="captures a CUDA graph"):
+            gpuconv.conv2d(x, w, padding=2, algorithm="fft")
