@@ -206,7 +206,11 @@ igemm_splitk_reduce(const float* __restrict__ part, const T* __restrict__ bias, 
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (i64)gridDim.x * blockDim.x) {
         float s = part[i];
         for (int z = 1; z < splits; ++z) s = s + part[(i64)z * total + i];
-        const int k = y_nhwc ? (int)(i % K) : (int)((i / PQ) % K);
+        // the channel: 32-bit divisions while the index fits (inline sequences; the two 64-bit
+        // division calls cost ~100 instructions per element, more than 6 bytes of traffic buy)
+        const int k = total <= 0x7fffffffLL
+                          ? (y_nhwc ? (int)((unsigned)i % (unsigned)K) : (int)((unsigned)i / (unsigned)PQ % (unsigned)K))
+                          : (y_nhwc ? (int)(i % K) : (int)((i / PQ) % K));
         y[i] = igemm_epilogue<T>(s, bias, k, has_bias, act);
     }
 }

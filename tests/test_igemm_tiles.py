@@ -245,15 +245,14 @@ def test_supports_precision_semantics():
 
 
 @pytest.mark.sim
-def test_channels_last_through_the_api():
+def test_channels_last_through_the_api(racecheck):
     """gpuconv.conv2d on an NHWC-strided array in the simulator: read in place, the result
     channels-last (torch's rule for channels_last inputs)."""
     import gpuconv
-    from gpuconv.sim import SimBackend
     rng = np.random.default_rng(30)
     x = _data(rng, (2, 9, 7, 16), np.float16).transpose(0, 3, 1, 2)
     w = _data(rng, (24, 16, 3, 3), np.float16)
-    with gpuconv.use_backend(SimBackend()):
+    with gpuconv.use_backend(racecheck):
         y = gpuconv.conv2d(x, w, padding=1, algorithm="implicit_gemm")
     assert y.strides == (9 * 7 * 24 * 2, 2, 7 * 24 * 2, 24 * 2)
     spec, _ = make_spec(x.shape, w.shape, None, 1, 1, 1, 1, np.dtype(np.float16), 2)
