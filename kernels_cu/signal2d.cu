@@ -75,18 +75,28 @@ __device__ __forceinline__ void stage_maps(int* s_row, int* s_col, int TH, int T
 }
 
 // One image's TH x TW input tile (row pitch P) into shared memory: a row pointer per
-// staged row, one shared map read per element, no division.  Consecutive threads
+// staged row and no division.  Where the tile's columns c0 .. c0 + TW - 1 all lie
+// inside the image (every block but the edge ones) a row is a plain copy: LDG + STS
+// per element; elsewhere each element reads its column map.  Consecutive threads
 // read consecutive columns (coalesced) and write consecutive words (conflict-free).
 template <typename T, int BOUNDARY, int NTX, int NTY>
 __device__ __forceinline__ void stage_tile(T* s_in, const int* s_row, const int* s_col, const T* ab,
-                                           int TH, int TW, int P, int N, T fill) {
+                                           int TH, int TW, int P, int c0, int N, T fill) {
+    const bool inside = c0 >= 0 && c0 + TW <= N;     // block-uniform
     for (int yy = threadIdx.y; yy < TH; yy += NTY) {
         const int gi = s_row[yy];
         const T* arow = ab + (i64)(gi < 0 ? 0 : gi) * N;
         T* srow = s_in + yy * P;
-        for (int xx = threadIdx.x; xx < TW; xx += NTX) {
-            const int gj = s_col[xx];
-            srow[xx] = (BOUNDARY != 0 || (gi >= 0 && gj >= 0)) ? arow[gj] : fill;
+        if (BOUNDARY == 0 && gi < 0) {
+            for (int xx = threadIdx.x; xx < TW; xx += NTX) srow[xx] = fill;
+        } else if (inside) {
+            const T* src = arow + c0;
+            for (int xx = threadIdx.x; xx < TW; xx += NTX) srow[xx] = src[xx];
+        } else {
+            for (int xx = threadIdx.x; xx < TW; xx += NTX) {
+                const int gj = s_col[xx];
+                srow[xx] = (BOUNDARY != 0 || gj >= 0) ? arow[gj] : fill;
+            }
         }
     }
 }
@@ -121,7 +131,7 @@ correlate2d_tiled(const T* __restrict__ a, const T* __restrict__ k, const T* __r
         const T* kb = k + offs[B + b];
         T* ob = out + (i64)b * OM * ON;
         for (int t = tid; t < kh * kw; t += SIG_TX * SIG_TY) s_k[t] = kb[t];
-        stage_tile<T, BOUNDARY, SIG_TX, SIG_TY>(s_in, s_row, s_col, a + offs[b], TH, TW, TW, N, fill);
+        stage_tile<T, BOUNDARY, SIG_TX, SIG_TY>(s_in, s_row, s_col, a + offs[b], TH, TW, TW, j0 + o1, N, fill);
         __syncthreads();
         A acc[SIG_ROWS];
 #pragma unroll
@@ -183,7 +193,7 @@ correlate2d_regblock(const T* __restrict__ a, const T* __restrict__ k, const T* 
     for (int b = blockIdx.y; b < B; b += gridDim.y) {
         const T* kb = k + offs[B + b];
         T* ob = out + (i64)b * OM * ON;
-        stage_tile<T, BOUNDARY, RB_TX, RB_TY>(s_in, s_row, s_col, a + offs[b], TH, P, P, N, fill);
+        stage_tile<T, BOUNDARY, RB_TX, RB_TY>(s_in, s_row, s_col, a + offs[b], TH, P, P, j0 + o1, N, fill);
         A tap[K][K];                                  // uniform loads, L1 broadcast
 #pragma unroll
         for (int r = 0; r < K; ++r)

@@ -69,17 +69,19 @@ def backend(request):
     return sim.SimBackend(**request.param)
 
 
-# (image shape, output shape, origin): one image whose output is 2 x 2 regblock tiles for
-# float32 (tile 32 x 128), width 133 not a multiple of 4 or 2 (scalar stores); a
-# batch of two whose width 36 is (16-byte stores), with a positive origin
-CASES = [((37, 131), (40, 133), (-3, -2)), ((2, 21, 30), (2, 19, 36), (1, 2))]
+# (filter size, image shape, output shape, origin): 3 x 3 on a wide image whose middle
+# tiles lie inside it (the plain-copy staging path), with 16-byte stores; 5 x 5 on a
+# batch of two, width 36 (16-byte stores), positive origin; 7 x 7 with 2 x 2 float32
+# tiles (32 x 128), width 133 not a multiple of 4 or 2 (scalar stores)
+CASES = [(3, (19, 300), (21, 260), (-1, 3)), (5, (2, 21, 30), (2, 19, 36), (1, 2)),
+         (7, (37, 131), (40, 133), (-3, -2))]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.int64])
 @pytest.mark.parametrize("boundary", BOUNDARIES)
 def test_regblock_kernel(backend, dtype, boundary):
     rng = np.random.default_rng(SEED)
-    for K, (ishape, out_shape, origin) in zip((3, 5, 7), CASES + CASES[:1]):
+    for K, ishape, out_shape, origin in CASES:
         # 8-byte 7x7 has no register-blocked instantiation (its taps would spill)
         want = "correlate2d_tiled" if K == 7 and np.dtype(dtype).itemsize == 8 else "correlate2d_regblock"
         _check(backend, rng, dtype, (K, K), ishape, out_shape, origin, boundary, want)
@@ -92,6 +94,8 @@ def test_tiled_and_direct_kernels(backend, dtype, boundary):
     # 4x6: the tiled kernel for every dtype; square 5x5 complex stays on it too
     _check(backend, rng, dtype, (4, 6), (2, 23, 19), (2, 35, 41), (-3, -5), boundary,
            "correlate2d_tiled")
+    _check(backend, rng, dtype, (3, 4), (2, 23, 90), (2, 35, 70), (-3, 1), boundary,
+           "correlate2d_tiled")             # middle tiles inside the image
     if np.dtype(dtype).kind == "c":
         _check(backend, rng, dtype, (5, 5), (17, 11), (20, 13), (-2, -2), boundary, "correlate2d_tiled")
     if dtype == np.float32:      # a filter too big for the tile's shared memory
