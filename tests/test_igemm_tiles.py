@@ -272,3 +272,6 @@ def test_dispatch_routes_tensor_core_precisions():
         p = ig.plan(f32, H100, precision)
         assert (config["tile"], config["split_k"]) == (p["tile"], p["split_k"])
     assert choose(_spec(8, 64, 28, 64, dt=BF16), H100)[0] == "implicit_gemm"
+    # stems: C = 3 padded to a chunk still beats the FMA kernels (the kernel header's napkin math)
+    stem = make_spec((8, 3, 224, 224), (64, 3, 7, 7), None, 2, 3, 1, 1, np.dtype(np.float16), 2)[0]
+    assert choose(stem, H100)[0] == "implicit_gemm"

@@ -249,9 +249,9 @@ def plan(spec: ConvSpec, facts: DeviceFacts | None = None, precision: str = "hig
         (1-D/3-D) fall back to the widened float32 path;
       float32 with precision "medium" or "high" -> implicit_gemm under the same size rule
         (supports(spec, precision=...) says yes); "highest" never (exact FP32 stays on FMA);
-      Cg < 8 (stems): leave to the FMA kernels unless plan(...)["est_pct_peak"] x 989 (or
-        494 for tf32) beats the FMA kernels' ~30 TFLOP/s -- padding C=3 to 8 wastes 62.5%
-        of the MMA work, yet 0.375 x ~250 TFLOP/s is still ~3x the FMA rate (estimate).
+      stems (Cg = 3, 7x7): here too, as the kernel header's napkin math says -- padding C=3
+        to 8 wastes 62.5% of the MMA work (25% for float's 4), yet 0.375 x ~250 TFLOP/s of
+        mma.sync is still ~2.7x the FMA kernels' ~35 TFLOP/s (estimate); no Cg rule needed.
     """
     facts = facts or DeviceFacts()
     prec = precision_code(spec, precision)
