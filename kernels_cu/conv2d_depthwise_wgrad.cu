@@ -20,6 +20,11 @@
 // Index math: staging is the two-dimensional running-pointer loop of conv2d_depthwise.cu (no
 // division per staged element); one division per thread (c = k / m, m > 1 only).
 //
+// Registers (ptxas, sm_80/sm_90): KS=3 128 (fp64 164), KS=0 48-63, KS=5 216-243: one block of
+// 256 threads per SM (8 warps), likely latency-bound for 5x5; bounding it to 2 blocks/SM
+// spills 140-264 B (checked).  Fewer dy values per thread for KS=5 is the fix to measure.
+// SASS sm_90 fp32: x staging 6.6 and dy staging 20.5 instructions per staged element, no
+// division in any loop; 2 div32 in the setup (m = K/C skipped at m = 1, c = k/m).
 // Napkin math (estimates; MEASURE): MobileNetV2 N=32 C=K=144 56x56 3x3 s1, fp32: bytes = x +
 // dy = 115.6 MB -> 24 us at 4.8 TB/s (H200), 38.5 us at 3.0 TB/s (H100); FLOPs 0.26 G.
 // Per dy element: 3 rows x (10 LDS + 24 FFMA) / 8 = 12.75 instructions + 8 dy LDS / 8 + staging
