@@ -6,26 +6,55 @@
 // symmetric, period 2M).  The boundary is resolved while the input tile is
 // staged, so the inner loop has no branches.
 //
-// Variants (same arguments; launcher picks by shared-memory fit):
+// Variants (same arguments; the launcher picks, gpuconv/cuda/signal.py choose_kernel):
 //   1. correlate2d_tiled<T, BOUNDARY>: 32x8 threads, each 4 outputs down a
 //      column -> a 32x32 output tile per block; the (32+kh-1) x (32+kw-1) input
 //      tile with its halo and the whole filter in shared memory.  A warp reads
 //      32 consecutive shared words (conflict-free); every filter tap is a
-//      broadcast.  Used when tile + filter fit in 48 KB (float32: kh, kw <= ~60).
+//      broadcast.  Any filter whose tile + filter fit in 48 KB (float32: kh, kw
+//      <= ~60).  Hot loop (sm_90 SASS, float32): 159 instructions per 64 FMAs,
+//      ~2.5 per tap per output.
 //   2. correlate2d_direct<T, BOUNDARY>: one output per thread, reads through
 //      L1/L2; for filters too large for shared memory (e.g. correlating two
 //      images), where the op is compute bound and staging buys little.
+//   3. correlate2d_regblock<T, BOUNDARY, K>: square K x K filters, K = 3, 5, 7 for
+//      4-byte T (3, 5 for 8-byte).  Register blocking: each thread owns 4 rows x
+//      V = 16/sizeof(T) adjacent outputs (a 32 x 128 float32 tile per block); the
+//      K*K taps sit in registers; each staged input row is read once per thread
+//      as ceil((V+K-1)/V) LDS.128 (a warp reads 512 contiguous bytes: conflict-free)
+//      and feeds every output row it touches; outputs leave as one 16-byte store
+//      per row where rows are 16-byte aligned (ON % V == 0), else scalar stores.
+// All: the boundary is resolved by row and column maps computed once per block
+// (one 32-bit % per staged row and column instead of two per staged element);
+// tiles whose columns lie inside the image stage as a plain copy.
 //
-// Napkin math (4096^2 float32 image, 5x5 filter): bytes = 2*64 MB = 134 MB ->
-//   45 us at 3 TB/s; FLOPs = 2*25*16.8M = 0.84 GFLOP -> 13 us at 67 TFLOP/s:
-//   bandwidth bound.  The tile re-reads a (36*36)/(32*32) = 1.27x halo overhead,
-//   served from L2.  Per output: 25 shared loads of input + 25 broadcasts.
+// Napkin math, float32 4096^2 image ('same'), per output, H100/H200 (132 SMs):
+//   bytes: 4 read + 4 written = 8 B (the staged halo, (32+K-1) x pitch / (32 x 128)
+//     = 1.10x (3x3) to 1.26x (7x7) of the reads, hits L2: neighbouring tiles read
+//     it).  134 MB per call -> 45 us at the H100's measured 3.0 TB/s, 28 us at the
+//     H200's 4.8 TB/s (datasheet): 360 / 600 G outputs/s.
+//   issue: 132 SMs x 4 schedulers x ~1.7 GHz x 32 lanes = 28.7 T thread-instr/s,
+//     so bandwidth leaves 80 (H100) / 48 (H200) instructions per output at 100%
+//     issue.  FMA pipe alone: K*K per output -> 7x7 (49) is at the H200's edge.
+//   regblock, sm_90 SASS (static counts along the inside-the-image path, per
+//     thread per image = 16 outputs): staging 149-188 instructions, taps + FMA
+//     block 161 / 424 / 818 (144 / 400 / 784 FFMA), stores <= 98 ->
+//     ~25 / ~43 / ~71 instructions per output for 3x3 / 5x5 / 7x7
+//     (tiled kernel before: ~2.5 per tap + ~12 (fill) to ~38 (wrap/symm, two
+//     % per element) for staging -> ~35 / ~75 / ~135 for 3x3 / 5x5 / 7x7 with
+//     'fill', ~25 more with 'wrap' / 'symm').
+//   Expected (estimates, no GPU run yet): 3x3 and 5x5 bandwidth-bound on both
+//     (H200 5x5: 43 of 48 instructions, ~90% issue); 7x7 issue-bound on the H200
+//     at ~48/71 = ~68% of 4.8 TB/s (~3.2 TB/s, about the H100's copy rate),
+//     bandwidth-bound on the H100.  Occupancy: 64 registers (4-byte T) and
+//     17-22 KB shared per 256-thread block -> 4 blocks = 32 warps per SM; each
+//     thread issues all its ~19 staging loads before its first shared store.
 // T: float, double, cfloat, cdouble, int, long long (integers wrap like NumPy).
 //
 // Batches (convolve2d on (..., H, W) inputs): B images in one launch.  Image b
 // reads a + offs[b] and k + offs[B + b] (element offsets the launcher computes
 // from NumPy's broadcasting, so a shared kernel or image is never copied) and
-// writes out + b*OM*ON.  The tiled kernel walks images along grid y (stride
+// writes out + b*OM*ON.  The tiled kernels walk images along grid y (stride
 // gridDim.y, at most 65535); the direct one flattens (b, i, j) into its
 // grid-stride loop.  One launch for the batch instead of B: at 256^2 and 5x5 a
 // single image is ~3 us of work, the same order as a launch.
