@@ -6,9 +6,10 @@
 // picks the tile by a cost model, the planes per block and the filter-size specialisation):
 //   1. conv2d_depthwise<T, ACT, TP=16, TQ=32, QPT=8, KS, DG>: a 16x32 output tile per plane,
 //      8 consecutive outputs per thread along a row, 4 planes per block (blockDim (4, 16, 4)):
-//      the large maps (112x112 .. 28x28).
+//      maps that 16x32 tiles fit better than 8x8 ones (MobileNetV2: 28x28, 56->28 stride 2).
 //   2. conv2d_depthwise<T, ACT, TP=8, TQ=8, QPT=8, KS, DG>: an 8x8 tile per plane, one row of
-//      8 outputs per thread, 32 planes per block (blockDim (1, 8, 32)): the 14x14 and 7x7 maps.
+//      8 outputs per thread, 32 planes per block (blockDim (1, 8, 32)): maps that are multiples of 8 and the small
+//      late-network maps (MobileNetV2: 112, 56, 14, 7 and their stride-2 layers).
 //   KS = 3 or 5: R = S = KS, the taps in registers (one broadcast load each), a register
 //   window of QPT+KS-1 (stride 1) or 2*QPT+KS-2 (stride 2) inputs per filter row.  KS = 0:
 //   any R, S, stride, dilation; taps in shared memory.
@@ -18,8 +19,8 @@
 //   over the m planes (n, c*m + j) of dy, with the flipped taps, as a stride-1 correlation
 //   of dy zero-upsampled by the stride (the zeros are written while staging, never read
 //   from memory): padding (R-1)*dh - ph, dilation dh.  For stride 2 three quarters of the
-//   FMAs multiply zeros -- 9 FMAs per output against ~100 instruction slots a memory-bound
-//   output has to spare, so the uniform inner loop costs no bandwidth.
+//   FMAs multiply zeros -- 9 FMAs of the ~55 instructions an output may spend at copy
+//   bandwidth (napkin math below); the uniform inner loop keeps the stride-1 window path.
 //   T in {__half (float accumulate), float, double}; bias + activation fused (epilogue.cuh).
 //
 // Index math: the block index decodes without divisions (blockIdx.x = plane block, .y = tile
