@@ -671,7 +671,8 @@ class Record:
         if rc is None:
             entry["status"] = "deadline"
         elif rc != 0:
-            entry["tail"] = text[-3000:]
+            # the worker records a failing check and goes on: an exit code means it broke
+            entry.update(status="error", error=f"smoke worker exit code {rc}", tail=text[-3000:])
 
     def tests_stage(self, entry, deadline):
         files = [str(ROOT / "tests" / f) for f in TEST_ORDER if (ROOT / "tests" / f).exists()]
@@ -702,6 +703,10 @@ class Record:
             entry["collection_errors"] = int(errs.group(1)) if errs else 0
         if rc is None:
             entry["status"] = "deadline"
+        elif rc not in (0, 1, 5):
+            # pytest: 0 all passed, 1 some failed, 5 none selected; 2-4 interrupted, internal
+            # or usage error
+            entry.update(status="error", error=f"pytest exit code {rc}")
 
     def sanitizer_stage(self, entry, deadline):
         names = list(targets())
@@ -784,7 +789,7 @@ class Record:
         if rc is None:
             entry["status"] = "deadline"
         elif rc != 0:
-            entry["tail"] = text[-3000:]
+            entry.update(status="error", error=f"bench worker exit code {rc}", tail=text[-3000:])
 
     def write_stage(self):
         """bench.png and summary.md from what exists."""
