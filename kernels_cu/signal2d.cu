@@ -39,7 +39,9 @@
 //   regblock, sm_90 SASS (static counts along the inside-the-image path, per
 //     thread per image = 16 outputs): staging 149-188 instructions, taps + FMA
 //     block 161 / 424 / 818 (144 / 400 / 784 FFMA), stores <= 98 ->
-//     ~25 / ~43 / ~71 instructions per output for 3x3 / 5x5 / 7x7
+//     ~25 / ~43 / ~71 instructions per output for 3x3 / 5x5 / 7x7 (`gpuconv kernels
+//     --sass`: image loop 151-562 / 173-849 / 225-1295 with 'fill', the longest
+//     path an edge tile's mapped staging plus scalar stores, i.e. <= 35 / 53 / 81)
 //     (tiled kernel before: ~2.5 per tap + ~12 (fill) to ~38 (wrap/symm, two
 //     % per element) for staging -> ~35 / ~75 / ~135 for 3x3 / 5x5 / 7x7 with
 //     'fill', ~25 more with 'wrap' / 'symm').
@@ -259,8 +261,12 @@ correlate2d_regblock(const T* __restrict__ a, const T* __restrict__ k, const T* 
     const int tilesJ = (ON + TILE_W - 1) / TILE_W;
     const int i0 = (int)(blockIdx.x / tilesJ) * TILE_H, j0 = (int)(blockIdx.x % tilesJ) * TILE_W;
     const int tid = threadIdx.y * RB_TX + threadIdx.x;
-    // all P columns are staged (the last window's vectors read up to P - 1)
-    stage_maps<BOUNDARY>(s_row, s_col, TH, P, i0 + o0, j0 + o1, M, N, tid, RB_TX * RB_TY);
+    // all P columns are staged (the last window's vectors read up to P - 1); one map
+    // entry per thread (no loop: the image loop is then the kernel's only loop, and
+    // `gpuconv kernels --sass` reports it as the hot loop, per image and thread)
+    static_assert(TH + P <= RB_TX * RB_TY, "row and column maps: one entry per thread");
+    if (tid < TH) s_row[tid] = ext_map<BOUNDARY>(i0 + o0 + tid, M);
+    else if (tid < TH + P) s_col[tid - TH] = ext_map<BOUNDARY>(j0 + o1 + tid - TH, N);
     const T fill = *fillp;
     const int y0 = threadIdx.y * RB_ROWS, x0 = threadIdx.x * V, j = j0 + x0;
     // 16-byte stores when every output row starts 16-byte aligned (then j, a multiple
