@@ -308,6 +308,7 @@ def run(op: str, spec: ConvSpec, a, b, *, path: Path, bias=None, activation=None
     dispatcher's config, and a kernel without a TF32 form computes as "highest"
     (never less accurate than asked)."""
     check_op(op)
+    check_device_dtype(path, spec)
     spec = canonical(spec)
     check_result_size(path, spec.operand_shapes(op)[2], spec.dtype, _RESULT_NAMES[op])
     if path.is_device and is_bfloat16(spec.dtype) and not _device_takes_bfloat16(op, spec, path,
@@ -371,6 +372,15 @@ def canonical(spec: ConvSpec) -> ConvSpec:
     return replace(spec, stride=tuple(stride), dilation=tuple(dilation)) if changed else spec
 
 
+def check_device_dtype(path: Path, spec: ConvSpec) -> None:
+    """Integer convolutions run on the CPU path only (torch, too, computes them on the
+    CPU only): a TypeError naming the dtype before any kernel is chosen."""
+    if path.is_device and spec.dtype.kind in "iub":
+        raise TypeError(f"integer dtype {spec.dtype} is computed on the CPU path only (NumPy arrays, "
+                        f"wrapping like torch's CPU kernels); the GPU path takes float16, bfloat16, "
+                        f"float32, float64 and complex arrays")
+
+
 def check_result_size(path: Path, shape, dtype, what: str) -> None:
     """MemoryError naming the result before anything is allocated, when it alone would
     exceed the memory the path can ever have (gpuconv._memory)."""
@@ -419,6 +429,9 @@ def separable(dspec: ConvSpec, x, dw, pw, *, path: Path, bias=None, activation=N
               algorithm: str = "auto", padding_mode: str = "zeros"):
     """Depthwise step `dspec` (groups = C), then the 1x1 weight pw, bias, activation."""
     k = int(pw.shape[0])
+    check_device_dtype(path, dspec)
+    dspec = canonical(dspec)
+    check_result_size(path, (dspec.n, k) + dspec.out_size, dspec.dtype, _RESULT_NAMES["fprop"])
     if path.is_device and is_bfloat16(dspec.dtype):         # two widened steps (run)
         mid = run("fprop", dspec, x, dw, path=path, padding_mode=padding_mode)   # rounded, as on the CPU
         return run("fprop", pointwise_spec(dspec, k), mid, pw, path=path, bias=bias,

@@ -62,7 +62,7 @@ def separable_forward(nd: int, fname: str, input, depthwise_weight, pointwise_we
             f"depthwise_weight of size {_fmt_shape(dw.shape)}, got pointwise_weight of size "
             f"{_fmt_shape(pw.shape)}")
     dspec, batched = make_spec(x.shape, dw.shape, None, stride, padding, dilation, c, dtype, nd,
-                               fname)
+                               fname, weight_name="depthwise_weight")
     check_padding_mode_limits(dspec, padding_mode)
     mid_shape = dspec.output_shape if batched else dspec.output_shape[1:]
     make_spec(mid_shape, pw.shape, None if b is None else b.shape, 1, 0, 1, 1, dtype, nd, fname)

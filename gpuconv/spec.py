@@ -334,15 +334,15 @@ def _check_group_divides(groups: int, weight_shape) -> None:
 
 
 def make_spec(input_shape, weight_shape, bias_shape, stride, padding, dilation, groups,
-              dtype, nd: int, fname: str = "conv2d", allow_empty_spatial: bool = False
+              dtype, nd: int, fname: str = "conv2d", weight_name: str = "weight"
               ) -> tuple[ConvSpec, bool]:
     """Validate shapes and arguments like torch's F.conv{nd}d; return (spec, batched).
 
     `padding` is an int, a tuple, 'valid', 'same' or 'full', or already-resolved
     ((lo, hi), ...) pairs.  An unbatched input (C, *spatial) is described as N=1
     and reported through `batched`.  torch refuses an input with a zero-size
-    spatial dim (unless batch or channels are zero); internal callers whose
-    forward form crops the input to nothing pass allow_empty_spatial=True.
+    spatial dim (unless batch or channels are zero).  `weight_name` is the
+    weight's argument name in the caller's messages (separable: depthwise_weight).
     """
     input_shape = tuple(int(s) for s in input_shape)
     weight_shape = tuple(int(s) for s in weight_shape)
@@ -373,8 +373,8 @@ def make_spec(input_shape, weight_shape, bias_shape, stride, padding, dilation, 
             f"Given weight of size {_fmt_shape(weight_shape)}, expected bias to be 1-dimensional "
             f"with {k} elements, but got bias of size {_fmt_shape(bias_shape)} instead")
     if any(s == 0 for s in kernel):
-        raise ValueError(f"weight has a zero-size kernel: {_fmt_shape(weight_shape)}")
-    if not allow_empty_spatial and n > 0 and c > 0 and any(s == 0 for s in input_shape[2:]):
+        raise ValueError(f"{weight_name} has a zero-size kernel: {_fmt_shape(weight_shape)}")
+    if n > 0 and c > 0 and any(s == 0 for s in input_shape[2:]):
         shown = input_shape if batched else input_shape[1:]
         raise ValueError(f"Only zero batch or zero channel inputs are supported, but got input "
                          f"shape: {_fmt_shape(shown)}")

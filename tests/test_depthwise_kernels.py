@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 
 from gpuconv.cuda import transpose as ctr, wgrad as cwg
 from gpuconv.cuda.families import conv2d_depthwise as DW, conv2d_depthwise_wgrad as DWW
 from gpuconv.spec import make_spec
 
 from kernel_helpers import TOL, assert_close, to_host
+
+torch = pytest.importorskip("torch", reason="torch (the [torch] extra) is the oracle of these tests")
+F = torch.nn.functional
 
 pytestmark = pytest.mark.sim
 sim = pytest.importorskip("gpuconv.sim")

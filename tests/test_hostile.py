@@ -484,12 +484,8 @@ def test_hostile_convolutions_simulator(call):
 
 
 def _known_on_device(fn, args, kwargs) -> str | None:
-    """Known defects of the GPU path only (hostile_findings.md), skipped by the simulator tests."""
-    if fn not in _SIGNAL_FNS and any(isinstance(a, np.ndarray) and a.dtype.kind in "iu" for a in args):
-        return "10 integer convolution on the GPU path: the dispatcher's AssertionError"
-    if fn in SEP.values() and any(isinstance(kwargs.get(k), int) and not isinstance(kwargs.get(k), bool)
-                                  and kwargs.get(k) >= 2**31 for k in ("stride", "padding")):
-        return "11 separable on the GPU path: huge stride names 'sw', huge padding NumPy's ValueError"
+    """Known differences of the GPU path only, skipped by the simulator tests (each has a
+    test of its own below)."""
     if fn not in _SIGNAL_FNS and any(isinstance(a, np.ndarray) and a.dtype.kind in "fc" and a.ndim >= 3
                                      and not np.isfinite(a).all() for a in args[1:]):
         return "14 non-finite weight: the GPU kernels skip padded taps, torch multiplies them (0 * NaN)"
@@ -500,10 +496,6 @@ _SIGNAL_FNS = {gpuconv.convolve2d, gpuconv.correlate2d}
 
 
 @pytest.mark.sim
-@pytest.mark.xfail(strict=True, reason="hostile_findings.md 10: an integer conv2d on the GPU path (CuPy arrays, or "
-                   "use_backend(SimBackend())) fails inside the dispatcher with \"AssertionError: dispatcher picked "
-                   "'direct', which refuses the spec: dtype int64\"; should compute (as the CPU path does) or "
-                   "raise a TypeError naming the dtype before dispatch")
 @pytest.mark.parametrize("op", ["conv2d", "conv_transpose2d"])
 def test_integer_convolution_on_the_device_path(op):
     from gpuconv.sim import SimBackend
@@ -793,10 +785,6 @@ def test_separable_error_names_depthwise_weight():
 
 
 @pytest.mark.sim
-@pytest.mark.xfail(strict=True, reason="hostile_findings.md 11: separable_conv*d on the GPU path: padding=10**12 "
-                   "raises NumPy's 'array is too big' ValueError (the CPU path: a MemoryError naming the output), "
-                   "stride=10**12 'sw=... exceeds the kernels' 32-bit parameter range' (the CPU path returns the "
-                   "1-output result)")
 @pytest.mark.parametrize("kw", [dict(padding=10**12), dict(stride=10**12)])
 def test_separable_huge_geometry_on_the_device_path(kw):
     from gpuconv.sim import SimBackend
@@ -814,8 +802,6 @@ def test_separable_huge_geometry_on_the_device_path(kw):
             np.testing.assert_allclose(gpuconv.separable_conv2d(x, w, w, **kw), want, rtol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason="hostile_findings.md 13: separable_conv1d with a zero-size depthwise kernel "
-                   "says 'weight has a zero-size kernel', naming an internal argument; should say depthwise_weight")
 def test_separable_zero_kernel_names_depthwise_weight():
     x = np.ones((1, 1, 3), np.float32)
     with pytest.raises(ValueError, match="depthwise_weight"):
@@ -823,7 +809,7 @@ def test_separable_zero_kernel_names_depthwise_weight():
 
 
 @pytest.mark.sim
-@pytest.mark.xfail(strict=True, reason="hostile_findings.md 14: conv1d with a NaN weight and padding=1 on the GPU path "
+@pytest.mark.xfail(strict=True, reason="conv1d with a NaN weight and padding=1 on the GPU path "
                    "gives 0 at the outputs whose window is all padding ([0, nan, nan, nan, 0]); torch (and gpuconv's CPU "
                    "path) give NaN there (0 * NaN): the kernels skip padded taps")
 def test_nan_weight_with_padding_on_the_device_path():
