@@ -85,6 +85,9 @@ def test_regblock_kernel(backend, dtype, boundary):
         # 8-byte 7x7 has no register-blocked instantiation (its taps would spill)
         want = "correlate2d_tiled" if K == 7 and np.dtype(dtype).itemsize == 8 else "correlate2d_regblock"
         _check(backend, rng, dtype, (K, K), ishape, out_shape, origin, boundary, want)
+    # a filter per image: image b reads k + offs[B + b]
+    _check(backend, rng, dtype, (3, 3, 3), (3, 17, 20), (3, 19, 22), (-1, -1), boundary,
+           "correlate2d_regblock")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.complex64, np.complex128, np.int64])
