@@ -53,9 +53,11 @@
 //     thread issues all its ~19 staging loads before its first shared store.
 //   Against cupyx.scipy.signal.convolve2d (one thread per output; the design's field
 //     figure is 3-5% of FP32 peak, taken here as 4% = 2.7 TFLOP/s): 3x3 / 5x5 / 7x7
-//     take ~110 / ~310 / ~610 us there against ~30 / ~30-45 / ~45 us here on an
-//     H100: ~4x / ~7-10x / ~14x (estimates; the >= 10x target is in doubt at 3x3,
-//     where both kernels approach the same memory traffic).
+//     take ~110 / ~310 / ~610 us there against ~45 us here for each on an H100
+//     (bandwidth) and ~28 / ~28 / ~41 us on an H200: ~2.4x / ~7x / ~14x (H100),
+//     ~4x / ~11x / ~15x (H200), estimates; the >= 10x target is out of reach at
+//     3x3 if cupyx really reaches 4% of peak there (it would then be near 40% of
+//     the bandwidth itself).
 // T: float, double, cfloat, cdouble, int, long long (integers wrap like NumPy).
 //
 // Batches (convolve2d on (..., H, W) inputs): B images in one launch.  Image b
