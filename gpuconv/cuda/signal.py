@@ -15,10 +15,10 @@ and the output is (*batch, OM, ON), all images in one launch; a broadcast
 operand is read in place, never copied per image.
 
 Kernel choice (kernels_cu/signal2d.cu): square 3x3, 5x5 and 7x7 filters of
-float32/int32 (3x3 and 5x5 of float64/int64) go to the register-blocked kernel (taps in registers,
-4 rows x one 16-byte vector of outputs per thread); other filters to the
-shared-memory tiled kernel when the 32x32 output tile's input halo plus the
-filter fit in 48 KB; larger ones to the direct kernel.
+float32/int32 (3x3 and 5x5 of float64/int64) go to the register-blocked kernel
+(taps in registers, 4 rows x one 16-byte vector of outputs per thread); other
+filters to the shared-memory tiled kernel when the 32x32 output tile's input
+halo plus the filter fit in 48 KB; larger ones to the direct kernel.
 """
 from __future__ import annotations
 
