@@ -12,8 +12,8 @@
 //      tile with its halo and the whole filter in shared memory.  A warp reads
 //      32 consecutive shared words (conflict-free); every filter tap is a
 //      broadcast.  Any filter whose tile + filter fit in 48 KB (float32: kh, kw
-//      <= ~60).  Hot loop (sm_90 SASS, float32): 159 instructions per 64 FMAs,
-//      ~2.5 per tap per output.
+//      <= ~60).  Hot loop (sm_90 SASS, float32): 195 instructions per 64 FMAs,
+//      ~3 per tap per output.
 //   2. correlate2d_direct<T, BOUNDARY>: one output per thread, reads through
 //      L1/L2; for filters too large for shared memory (e.g. correlating two
 //      images), where the op is compute bound and staging buys little.
@@ -25,7 +25,8 @@
 //      and feeds every output row it touches; outputs leave as one 16-byte store
 //      per row where rows are 16-byte aligned (ON % V == 0), else scalar stores.
 // All: the boundary is resolved by row and column maps computed once per block
-// (one 32-bit % per staged row and column instead of two per staged element);
+// (one 32-bit % per staged row and column instead of one to four divisions per
+// staged element);
 // tiles whose columns lie inside the image stage as a plain copy.
 //
 // Napkin math, float32 4096^2 image ('same'), per output, H100/H200 (132 SMs):
@@ -42,14 +43,16 @@
 //     ~25 / ~43 / ~71 instructions per output for 3x3 / 5x5 / 7x7 (`gpuconv kernels
 //     --sass`: image loop 151-562 / 173-849 / 225-1295 with 'fill', the longest
 //     path an edge tile's mapped staging plus scalar stores, i.e. <= 35 / 53 / 81)
-//     (tiled kernel before: ~2.5 per tap + ~12 (fill) to ~38 (wrap/symm, two
-//     % per element) for staging -> ~35 / ~75 / ~135 for 3x3 / 5x5 / 7x7 with
-//     'fill', ~25 more with 'wrap' / 'symm').
+//     (the tiled kernel before the row/column maps: 2.5 ('fill') / 3.1 per tap and
+//     39 / 70 / 76 per staged element ('fill' one division, 'wrap' three, 'symm'
+//     four), 1.13-1.41 staged elements per output -> ~66 / ~111 / ~177 per output
+//     for 3x3 / 5x5 / 7x7 with 'fill', ~108 / ~167 / ~249 with 'wrap'.  Its staging
+//     now: 3.6 per element inside the image, 11.5 at the edges.)
 //   Expected (estimates, no GPU run yet): 3x3 and 5x5 bandwidth-bound on both
 //     (H200 5x5: 43 of 48 instructions, ~90% issue); 7x7 issue-bound on the H200
 //     at ~48/71 = ~68% of 4.8 TB/s (~3.2 TB/s, about the H100's copy rate),
 //     bandwidth-bound on the H100.  Occupancy: 64 registers (4-byte T) and
-//     17-22 KB shared per 256-thread block -> 4 blocks = 32 warps per SM; each
+//     18-21 KB shared per 256-thread block -> 4 blocks = 32 warps per SM; each
 //     thread issues all its ~19 staging loads before its first shared store.
 //   Against cupyx.scipy.signal.convolve2d (one thread per output; the design's field
 //     figure is 3-5% of FP32 peak, taken here as 4% = 2.7 TFLOP/s): 3x3 / 5x5 / 7x7
