@@ -57,7 +57,7 @@
 // Napkin math (estimates; no GPU has run this kernel). MobileNetV2 block 3 depthwise:
 //   N=32, C=K=144, 56x56, 3x3 s1 p1.  fp32 bytes = 4 * (14.45M in + 14.45M out) = 115.6 MB:
 //   24 us at the H200's 4.8 TB/s (datasheet HBM), 38.5 us at the 3.0 TB/s device copy
-//   measured on an H100 SXM (design.md).  FLOPs 0.26 GFLOP: memory bound by 10x.  Instruction budget at 4.8 TB/s:
+//   measured on an H100 SXM (a published figure).  FLOPs 0.26 GFLOP: memory bound by 10x.  Instruction budget at 4.8 TB/s:
 //   8 B per fp32 output -> 6.0e11 outputs/s; 132 SMs x 4 schedulers x 1.98 GHz = 1.05e12
 //   warp-instr/s = 3.3e13 thread-instr/s -> 56 thread-instructions per output before issue,
 //   not DRAM, is the bound (fp16: 4 B per output, 28 instructions).  The old kernel's
