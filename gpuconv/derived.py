@@ -22,8 +22,10 @@ def crop_unread(x, spec: ConvSpec):
 
     A negative high padding (a transposed convolution's output_padding, a derived
     problem) means the last -hi input positions are never read: cutting them off
-    changes no output and leaves padding >= 0, which every kernel assumes."""
-    if all(hi >= 0 for _, hi in spec.pad):
+    changes no output and leaves padding >= 0, which every kernel assumes.  A spec with
+    a non-zero padding mode keeps its input whole (its padding reads the far edge;
+    the public layer allows it no negative padding)."""
+    if spec.padding_mode != "zeros" or all(hi >= 0 for _, hi in spec.pad):
         return x, spec
     sizes = tuple(i + min(hi, 0) for i, (_, hi) in zip(spec.in_size, spec.pad))
     x = x[(slice(None), slice(None)) + tuple(slice(0, s) for s in sizes)]

@@ -162,18 +162,24 @@ def _finish_cpu(out, spec: ConvSpec, bias, activation):
     return activations.apply(out, activation).astype(spec.dtype, copy=False)
 
 
-def apply_padding_mode(xp, x, spec: ConvSpec, padding_mode: str):
-    """nn.Conv{n}d's non-zero padding modes: the input padded explicitly (as F.pad
-    does; the public layer checked F.pad's limits), then no implicit padding."""
-    if padding_mode == "zeros" or not any(lo or hi for lo, hi in spec.pad):
-        return x, spec
+def with_padding_mode(spec: ConvSpec, padding_mode: str) -> ConvSpec:
+    """spec with nn.Conv{n}d's padding mode (checked against PADDING_MODES); "zeros"
+    where the spec has no padding to fill."""
     if padding_mode not in PADDING_MODES:
         raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
-    np_mode = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}[padding_mode]
+    if padding_mode == "zeros" or not any(lo or hi for lo, hi in spec.pad):
+        padding_mode = "zeros"
+    return spec if spec.padding_mode == padding_mode else replace(spec, padding_mode=padding_mode)
+
+
+def materialize_padding(xp, x, spec: ConvSpec):
+    """(x padded by spec.padding_mode, the spec of a valid convolution of it).  The
+    copy every path avoids; kept for a path that does not yet resolve the mode."""
+    if spec.padding_mode == "zeros":
+        return x, spec
+    np_mode = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}[spec.padding_mode]
     x = xp.pad(x, ((0, 0), (0, 0)) + tuple(spec.pad), mode=np_mode)
-    return x, ConvSpec(n=spec.n, c=spec.c, k=spec.k, in_size=tuple(x.shape[2:]), kernel=spec.kernel,
-                       stride=spec.stride, pad=((0, 0),) * spec.nd, dilation=spec.dilation,
-                       groups=spec.groups, dtype=spec.dtype)
+    return x, replace(spec, in_size=tuple(x.shape[2:]), pad=((0, 0),) * spec.nd, padding_mode="zeros")
 
 
 OP_ALGORITHMS = ("auto", "fft")        # conv_transpose*, conv*_input, conv*_weight
@@ -227,6 +233,7 @@ def _finish_device_fft(path, out, spec, bias, activation):
 
 def _fprop_cpu(path, spec, x, w, bias=None, activation=None, algorithm="auto", **_):
     from . import cpu
+    x, spec = materialize_padding(np, x, spec)
     out = _fft("fprop", path, spec, x, w) if use_fft("fprop", spec, path, algorithm) else \
         cpu.conv(x, w, None, spec)
     return _finish_cpu(out, spec, bias, activation)
@@ -235,8 +242,15 @@ def _fprop_cpu(path, spec, x, w, bias=None, activation=None, algorithm="auto", *
 def _fprop_device(path, spec, x, w, bias=None, activation=None, algorithm="auto",
                   precision="highest", **_):
     if use_fft("fprop", spec, path, algorithm):
+        x, spec = materialize_padding(path.xp, x, spec)
         return _finish_device_fft(path, _fft("fprop", path, spec, x, w), spec, bias, activation)
     from .cuda import conv as cuda_conv
+    if spec.padding_mode != "zeros":
+        from .cuda.backend import device_facts
+        from .cuda.dispatch import supported_variants
+        if not any(ok for ok, _ in supported_variants(spec, device_facts(path.backend),
+                                                      precision).values()):
+            x, spec = materialize_padding(path.xp, x, spec)
     return cuda_conv.forward(x, w, bias, spec, activation=activation, algorithm=algorithm,
                              backend=path.backend, precision=precision)
 
@@ -318,8 +332,11 @@ def run(op: str, spec: ConvSpec, a, b, *, path: Path, bias=None, activation=None
                                      deterministic=deterministic)
     shape = spec.operand_shapes(op)[2]
     if op == "fprop":
-        a, spec = apply_padding_mode(path.xp, a, spec, padding_mode)
+        spec = with_padding_mode(spec, padding_mode)
         a, spec = crop_unread(a, spec)
+    elif padding_mode != "zeros":
+        raise ValueError(f"padding_mode={padding_mode!r} applies to the forward convolution only "
+                         f"(op={op!r})")
     if math.prod(shape) == 0 or _no_reduction(op, spec):
         return _empty_result(path, op, spec, shape, bias, activation)
     return _RUN[(op, path.name)](path, spec, a, b, bias=bias, activation=activation,

@@ -129,8 +129,12 @@ def output_length(size: int, kernel: int, stride: int = 1, pad_lo: int = 0, pad_
 class ConvSpec:
     """A forward convolution, channels-first: input (N, C, *in_size), weight (K, C/groups, *kernel).
 
-    `pad` is the zero padding the kernel applies, (lo, hi) per spatial dim.
-    Non-zero padding modes are applied to the input before a spec is made.
+    `pad` is the padding, (lo, hi) per spatial dim; `padding_mode` says what the
+    padded positions hold (nn.Conv{n}d's modes): "zeros", or the input reflected
+    (without repeating the edge), replicated (the edge repeated) or circular (the
+    input repeated, any number of periods).  Every path resolves the mode while it
+    reads the input (an index map, never a padded copy of the whole input).  The
+    mode belongs to the forward problem: derived problems (gradients) are zeros.
     """
 
     n: int
@@ -143,6 +147,7 @@ class ConvSpec:
     dilation: tuple[int, ...]
     groups: int
     dtype: np.dtype
+    padding_mode: str = "zeros"
 
     @property
     def nd(self) -> int:
@@ -239,12 +244,18 @@ class ConvSpec:
         return ConvSpec(n=self.n, c=self.c, k=self.k, in_size=(1,) * e + self.in_size,
                         kernel=(1,) * e + self.kernel, stride=(1,) * e + self.stride,
                         pad=((0, 0),) * e + self.pad, dilation=(1,) * e + self.dilation,
-                        groups=self.groups, dtype=self.dtype)
+                        groups=self.groups, dtype=self.dtype, padding_mode=self.padding_mode)
+
+    @property
+    def padding_mode_code(self) -> int:
+        """The kernels' code of padding_mode: its index in PADDING_MODES (0 zeros,
+        1 reflect, 2 replicate, 3 circular; common.cuh pad_index)."""
+        return PADDING_MODES.index(self.padding_mode)
 
     def key(self) -> tuple:
         """Hashable identity, for caches (the dispatcher's autotune cache)."""
         return (self.n, self.c, self.k, self.in_size, self.kernel, self.stride, self.pad,
-                self.dilation, self.groups, self.dtype.str)
+                self.dilation, self.groups, self.dtype.str, self.padding_mode)
 
 
 def check_padding_mode_limits(spec: "ConvSpec", padding_mode: str) -> None:

@@ -13,19 +13,40 @@
 //   every conv kernel's signature (after its pointers, before its own extras), so a
 //   kernel cannot take ph where pw is passed.  1-D and 2-D problems arrive as 3-D
 //   with unit leading dims (D = KD = OD = 1, sd = dd = 1, pd = 0); 2-D kernels
-//   ignore the depth terms.  The values come from one function,
+//   ignore the depth terms.  pmode is the padding mode (PAD_* below, pad_index);
+//   a kernel that does not resolve it is refused for non-zero modes by the
+//   dispatcher (Variant.padding_modes).  The values come from one function,
 //   gpuconv/cuda/launch.py geometry_args, whose field order a test compares with
 //   this list.  Input D x H x W, kernel KD x R x S, output OD x P x Q; stride,
-//   low-side zero padding and dilation per dim; K output channels; groups.
+//   low-side padding and dilation per dim; K output channels; groups.
 #pragma once
 #include <cuda_fp16.h>
 
 #define CONV_GEOMETRY_PARAMS                                                      \
     int N, int C, int D, int H, int W, int K, int KD, int R, int S, int OD, int P, \
     int Q, int sd, int sh, int sw, int pd, int ph, int pw, int dd, int dh, int dw, \
-    int groups
+    int groups, int pmode
 #define CONV_GEOMETRY_ARGS \
-    N, C, D, H, W, K, KD, R, S, OD, P, Q, sd, sh, sw, pd, ph, pw, dd, dh, dw, groups
+    N, C, D, H, W, K, KD, R, S, OD, P, Q, sd, sh, sw, pd, ph, pw, dd, dh, dw, groups, pmode
+
+// The padding modes (pmode, ConvSpec.padding_mode_code): what a padded position holds.
+#define PAD_ZEROS 0
+#define PAD_REFLECT 1      // x[-i] = x[i], x[n-1+i] = x[n-1-i]: the edge not repeated (torch's
+                           // limit: padding < n, so one reflection reaches every position)
+#define PAD_REPLICATE 2    // the edge element repeated
+#define PAD_CIRCULAR 3     // x[i] = x[i mod n], any number of periods
+
+// The input index a padded position i (any int, 0 <= i < n inside) reads in mode
+// `pmode`: i itself for zeros (the caller's bounds test then reads 0 outside) and for
+// every inside position, so a zeros-mode load is unchanged and an inside load pays one
+// unsigned compare; outside, the reflected / clamped / wrapped index in [0, n).
+__device__ __forceinline__ int pad_index(int i, int n, int pmode) {
+    if (pmode == PAD_ZEROS || (unsigned)i < (unsigned)n) return i;
+    if (pmode == PAD_REFLECT) return i < 0 ? -i : 2 * (n - 1) - i;
+    if (pmode == PAD_REPLICATE) return i < 0 ? 0 : n - 1;
+    int r = i % n;                                  // circular: C's % keeps the sign of i
+    return r < 0 ? r + n : r;
+}
 
 typedef long long i64;
 

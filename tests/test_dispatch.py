@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from gpuconv.cuda.facts import DeviceFacts
 from gpuconv.cuda.families import conv2d_direct, conv2d_tiled_smem, im2col
 from gpuconv.cuda.families.conv2d_tiled_smem import TILES
 from gpuconv.cuda.launch import SMEM_LIMIT
-from gpuconv.spec import make_spec
+from gpuconv.spec import PADDING_MODES, make_spec
 
 
 def spec2d(x, w, stride=1, padding=0, dilation=1, groups=1, dtype=np.float32):
@@ -70,8 +71,11 @@ def test_geometry_order_matches_the_cuda_parameter_list():
                    np.float32, 2)[0]
     g = dict(zip(launch.GEOMETRY_FIELDS, (int(a) for a in launch.geometry_args(sp))))
     assert g == dict(N=2, C=9, D=1, H=40, W=31, K=6, KD=1, R=4, S=5, OD=1, P=sp.out_size[0],
-                     Q=sp.out_size[1], sd=1, sh=2, sw=3, pd=0, ph=1, pw=3, dd=1, dh=3, dw=2, groups=3)
+                     Q=sp.out_size[1], sd=1, sh=2, sw=3, pd=0, ph=1, pw=3, dd=1, dh=3, dw=2, groups=3,
+                     pmode=0)
     assert all(type(a) is np.int32 for a in launch.geometry_args(sp))
+    for code, mode in enumerate(PADDING_MODES):
+        assert launch.geometry(replace(sp, padding_mode=mode)).pmode == code
     s1 = make_spec((1, 2, 17), (4, 2, 3), None, 2, 1, 2, 1, np.float32, 1)[0]
     g1 = launch.geometry(s1)
     assert (g1.D, g1.H, g1.W, g1.KD, g1.R, g1.S, g1.sh, g1.sw, g1.ph, g1.pw, g1.dh, g1.dw) == \

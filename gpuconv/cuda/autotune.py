@@ -106,10 +106,11 @@ def candidates(spec: ConvSpec, facts: DeviceFacts | None = None, precision: str 
 
 def key(spec: ConvSpec, precision: str) -> str:
     """The cache key of a problem: its shape, dtype and float32 precision (the device is
-    the file)."""
+    the file), then its padding mode where not zeros."""
+    mode = [spec.padding_mode] if spec.padding_mode != "zeros" else []
     return json.dumps([spec.n, spec.c, spec.k, list(spec.in_size), list(spec.kernel), list(spec.stride),
                        [list(p) for p in spec.pad], list(spec.dilation), spec.groups, str(spec.dtype),
-                       precision], separators=(",", ":"))
+                       precision] + mode, separators=(",", ":"))
 
 
 def device_file(device: str, root: Path | None = None) -> Path:
@@ -357,10 +358,11 @@ def disagreements(path: str | Path, facts: DeviceFacts | None = None) -> list[di
     out = []
     for k, e in _read(Path(path)).items():
         try:
-            n, c, kk, ins, ker, st, pad, dil, g, dt, prec = json.loads(k)
+            n, c, kk, ins, ker, st, pad, dil, g, dt, prec, *mode = json.loads(k)
             dtype = bfloat16_dtype() if dt == "bfloat16" else np.dtype(dt)
             spec = ConvSpec(n=n, c=c, k=kk, in_size=tuple(ins), kernel=tuple(ker), stride=tuple(st),
-                            pad=tuple(tuple(p) for p in pad), dilation=tuple(dil), groups=g, dtype=dtype)
+                            pad=tuple(tuple(p) for p in pad), dilation=tuple(dil), groups=g, dtype=dtype,
+                            padding_mode=mode[0] if mode else "zeros")
             pick = choose(spec, facts, prec)[0]
         except (ValueError, TypeError, KeyError) as exc:
             out.append({"key": k, "case": e.get("case"), "error": f"{type(exc).__name__}: {exc}"})

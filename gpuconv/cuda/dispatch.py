@@ -202,13 +202,16 @@ def choose(spec: ConvSpec, facts: DeviceFacts | None = None,
 def supported_variants(spec: ConvSpec, facts: DeviceFacts | None = None,
                        precision: str = "highest") -> dict[str, tuple[bool, str]]:
     """name -> (ok, reason) for every registered variant: its supports() (with the float32
-    precision where the answer depends on it), and CAPTURE_UNSAFE variants refused while
+    precision where the answer depends on it), variants without Variant.padding_modes
+    refused for a non-zero padding mode, and CAPTURE_UNSAFE variants refused while
     facts.capturing."""
     facts = facts or DeviceFacts()
     ok = {}
     for n in variants.conv_variant_names():
         v = variants.get(n)
         ok[n] = v.supports(spec, precision=precision) if n == "implicit_gemm" else v.supports(spec)
+        if spec.padding_mode != "zeros" and not v.padding_modes and ok[n][0]:
+            ok[n] = (False, f"padding_mode {spec.padding_mode!r} (this kernel pads with zeros only)")
         if facts.capturing and n in CAPTURE_UNSAFE and ok[n][0]:
             ok[n] = (False, CAPTURE_UNSAFE[n])
     return ok

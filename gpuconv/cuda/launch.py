@@ -1,7 +1,7 @@
 """What every kernel family's launcher shares: the calling convention of a conv
 variant, the one geometry, typed scalars, launch limits, argument checks.
 
-    geometry(spec) -> Geometry           the 22 sizes of CONV_GEOMETRY_PARAMS, by name
+    geometry(spec) -> Geometry           the 23 values of CONV_GEOMETRY_PARAMS, by name
     geometry_args(spec) -> tuple         the same as int32 kernel arguments, in order
     blocks(total, threads)               grid size of a grid-stride kernel
     bias_args(b, w)                      (pointer, has_bias) for the fused epilogue
@@ -9,13 +9,13 @@ variant, the one geometry, typed scalars, launch limits, argument checks.
 
 The geometry reaches every conv kernel from one place.  kernels_cu/common.cuh declares
 the parameter list once (CONV_GEOMETRY_PARAMS: N, C, D, H, W, K, KD, R, S, OD, P, Q,
-sd, sh, sw, pd, ph, pw, dd, dh, dw, groups) and every conv kernel's signature uses it;
+sd, sh, sw, pd, ph, pw, dd, dh, dw, groups, pmode) and every conv kernel's signature uses it;
 `geometry_args` is the only code that produces those values, from spec.view3d() (1-D
 and 2-D problems as 3-D with unit leading dims), in GEOMETRY_FIELDS order, which a test
 compares with the macro's text.  No launcher orders a geometry by hand.  Scalars, not
 one struct passed by value: CuPy copies a NumPy scalar argument into CScalar's inline
 buffer of 64 bytes (cupy/_core/_scalar.pxd: clongdouble _data[2], and _scalar.pyx
-asserts itemsize < its size), short of the geometry's 22 x 4 = 88 bytes.
+asserts itemsize < its size), short of the geometry's 23 x 4 = 92 bytes.
 
 Scalars go to the kernels as explicitly typed NumPy scalars (I32 for int, I64 for long
 long): CuPy passes a NumPy scalar with its exact C type, and a Python int would arrive
@@ -53,6 +53,9 @@ class Variant:
         workspace_bytes(spec, config) -> int        device bytes beyond the output
         launch(backend, x, w, b, y, spec, act, config) -> None
 
+    padding_modes: whether the kernels resolve spec.padding_mode while loading (pmode,
+    common.cuh pad_index); the dispatcher refuses the others for non-zero modes.
+
     x (N, C, *in), w (K, C/groups, *kernel), b (K,) or None: C-contiguous arrays of
     backend.xp; y: C-contiguous output of spec.output_shape, written in full; act: an
     activation code (gpuconv.activations.ACTIVATION_CODES)."""
@@ -65,6 +68,7 @@ class Variant:
     default_config: Callable
     workspace_bytes: Callable[[ConvSpec, dict], int]
     launch: Callable
+    padding_modes: bool = False
 
 
 class Geometry(NamedTuple):
@@ -92,6 +96,7 @@ class Geometry(NamedTuple):
     dh: int
     dw: int
     groups: int
+    pmode: int          # ConvSpec.padding_mode_code (common.cuh PAD_*)
 
 
 GEOMETRY_FIELDS = Geometry._fields
@@ -104,7 +109,7 @@ def geometry(spec: ConvSpec) -> Geometry:
     (sd, sh, sw), (dd, dh, dw) = v.stride, v.dilation
     pd, ph, pw = (lo for lo, _ in v.pad)
     return Geometry(v.n, v.c, D, H, W, v.k, KD, R, S, OD, P, Q, sd, sh, sw, pd, ph, pw, dd, dh, dw,
-                    v.groups)
+                    v.groups, v.padding_mode_code)
 
 
 def geometry_args(spec: ConvSpec) -> tuple:
