@@ -39,7 +39,7 @@ import numpy as np
 
 from . import _memory, activations
 from ._array import Converted, common_kind, device_scope
-from .derived import crop_unread, dgrad_as_fprop, wgrad_as_fprop
+from .derived import crop_unread, dgrad_as_fprop, dgrad_by_phases, wgrad_as_fprop
 from .spec import PADDING_MODES, ConvSpec, check_op, is_bfloat16
 
 
@@ -182,14 +182,20 @@ def materialize_padding(xp, x, spec: ConvSpec):
     return x, replace(spec, in_size=tuple(x.shape[2:]), pad=((0, 0),) * spec.nd, padding_mode="zeros")
 
 
-OP_ALGORITHMS = ("auto", "fft")        # conv_transpose*, conv*_input, conv*_weight
+OP_ALGORITHMS = ("auto", "fft", "implicit_gemm")     # conv_transpose*, conv*_input, conv*_weight
 
 
-def check_op_algorithm(algorithm) -> str:
+def check_op_algorithm(algorithm, path: Path | None = None) -> str:
     """`algorithm` of a transposed convolution or a gradient: 'auto' (the engine's
-    kernels, FFT where gpuconv.fft's cost model prices it lower) or 'fft'."""
+    kernels, FFT where gpuconv.fft's cost model prices it lower), 'fft', or
+    'implicit_gemm' (the GPU path's tensor-core route, gpuconv.derived's forward
+    problems on the implicit-GEMM kernel, whatever their size; a GPU kernel, so
+    refused for NumPy arrays)."""
     if not isinstance(algorithm, str) or algorithm not in OP_ALGORITHMS:
         raise ValueError(f"algorithm must be one of {OP_ALGORITHMS}, got {algorithm!r}")
+    if algorithm == "implicit_gemm" and path is not None and not path.is_device:
+        raise ValueError("algorithm='implicit_gemm' names a GPU kernel, but the arrays are NumPy "
+                         "arrays (CPU path); use algorithm='auto' or 'fft', or pass CuPy arrays")
     return algorithm
 
 
@@ -266,6 +272,14 @@ def _dgrad_device(path, spec, dy, w, bias=None, activation=None, algorithm="auto
                   precision="highest", **_):
     if use_fft("dgrad", spec, path, algorithm):
         return _finish_device_fft(path, _fft("dgrad", path, spec, dy, w), spec, bias, activation)
+    forced = _forced_implicit_gemm("dgrad", spec, path, algorithm, precision)
+    if forced or _grad_on_tensor_cores("dgrad", spec, path, precision):
+        def fprop(fspec, a, b):               # on the variant the rule saw choose() pick
+            return run("fprop", fspec, a, b, path=path, bias=bias, activation=activation,
+                       algorithm=algorithm if forced else _chosen(fspec, path, precision),
+                       precision=precision)
+        return dgrad_by_phases(path.xp, dy, w, spec, fprop,
+                               lambda zeros: _finish_device_fft(path, zeros, spec, bias, activation))
     from .cuda import transpose as cuda_transpose
     ok, _why = cuda_transpose.transpose_supports(spec)
     if ok:
@@ -291,13 +305,19 @@ def _wgrad_device(path, spec, x, dy, deterministic=True, algorithm="auto", preci
     x, spec = crop_unread(x, spec)
     if use_fft("wgrad", spec, path, algorithm):
         return _fft("wgrad", path, spec, x, dy).astype(spec.dtype, copy=False)
-    if cuda_wgrad.wgrad_supports(spec)[0]:
+    forced = _forced_implicit_gemm("wgrad", spec, path, algorithm, precision)
+    tensor_cores = forced or _grad_on_tensor_cores("wgrad", spec, path, precision)
+    if not tensor_cores and cuda_wgrad.wgrad_supports(spec)[0]:
         return cuda_wgrad.forward(x, dy, spec, deterministic=deterministic, backend=path.backend)
-    # refused (3-D): one forward convolution with batch and channel roles swapped
-    # (gpuconv.derived; a fixed-order sum, deterministic either way)
+    # tensor cores, or refused (3-D): one forward convolution with batch and channel
+    # roles swapped (gpuconv.derived); its split-K sums in a fixed order, so it is
+    # deterministic either way (deterministic=False allows, but does not need, atomics:
+    # the partials of a weight gradient are small, split x K x C/g x R x S floats)
     xp = path.xp
     fspec, x2, w2, crop = wgrad_as_fprop(xp, x, dy, spec)
-    res = run("fprop", fspec, x2, w2, path=path, precision=precision)   # (C/g, K, >= kernel)
+    res = run("fprop", fspec, x2, w2, path=path, precision=precision,   # (C/g, K, >= kernel)
+              algorithm=algorithm if forced else
+              _chosen(fspec, path, precision) if tensor_cores else "auto")
     return xp.ascontiguousarray(res[crop].swapaxes(0, 1))
 
 
@@ -326,7 +346,7 @@ def run(op: str, spec: ConvSpec, a, b, *, path: Path, bias=None, activation=None
     spec = canonical(spec)
     check_result_size(path, spec.operand_shapes(op)[2], spec.dtype, _RESULT_NAMES[op])
     if path.is_device and is_bfloat16(spec.dtype) and not _device_takes_bfloat16(op, spec, path,
-                                                                                precision):
+                                                                                precision, algorithm):
         return _run_bfloat16_widened(op, spec, a, b, path=path, bias=bias, activation=activation,
                                      algorithm=algorithm, padding_mode=padding_mode,
                                      deterministic=deterministic)
@@ -344,14 +364,47 @@ def run(op: str, spec: ConvSpec, a, b, *, path: Path, bias=None, activation=None
                                  precision=precision)
 
 
-def _device_takes_bfloat16(op: str, spec: ConvSpec, path: Path, precision: str) -> bool:
-    """Whether a device kernel computes `op` of a bfloat16 spec itself: the forward
-    problem where the dispatcher has a bf16 variant (the tensor-core implicit GEMM:
-    2-D, compute capability 8.0+, gpuconv.cuda.dispatch.supports_dtype).  The
-    gradients have no bf16 kernel yet."""
-    if op != "fprop":
+def _grad_on_tensor_cores(op: str, spec: ConvSpec, path: Path, precision: str) -> bool:
+    """gpuconv.cuda.dispatch.grad_on_tensor_cores on this device (the derived forms)."""
+    from .cuda.backend import device_facts
+    from .cuda.dispatch import grad_on_tensor_cores
+    return grad_on_tensor_cores(op, spec, device_facts(path.backend), precision)[0]
+
+
+def _forced_implicit_gemm(op: str, spec: ConvSpec, path: Path, algorithm: str, precision: str) -> bool:
+    """algorithm='implicit_gemm' asked for a gradient: True, or ValueError saying why the
+    kernel refuses one of its forward problems (before any kernel runs)."""
+    if algorithm != "implicit_gemm":
         return False
     from .cuda.backend import device_facts
+    from .cuda.dispatch import grad_supported_by_implicit_gemm
+    ok, why = grad_supported_by_implicit_gemm(op, spec, device_facts(path.backend), precision)
+    if not ok:
+        raise ValueError(f"algorithm='implicit_gemm': {why}")
+    return True
+
+
+def _chosen(spec: ConvSpec, path: Path, precision: str) -> str:
+    """The dispatcher's variant for a derived problem (no FFT, no autotune: the
+    gradient's route was decided on these choices)."""
+    from .cuda.backend import device_facts
+    from .cuda.dispatch import choose
+    return choose(spec, device_facts(path.backend), precision)[0]
+
+
+def _device_takes_bfloat16(op: str, spec: ConvSpec, path: Path, precision: str,
+                           algorithm: str = "auto") -> bool:
+    """Whether a device kernel computes `op` of a bfloat16 spec itself: the forward
+    problem where the dispatcher has a bf16 variant (the tensor-core implicit GEMM:
+    2-D, compute capability 8.0+, gpuconv.cuda.dispatch.supports_dtype), a gradient
+    where it runs on that kernel (grad_on_tensor_cores, or algorithm='implicit_gemm'
+    where the kernel takes every derived problem)."""
+    from .cuda.backend import device_facts
+    if op != "fprop":
+        if algorithm == "implicit_gemm":
+            from .cuda.dispatch import grad_supported_by_implicit_gemm
+            return grad_supported_by_implicit_gemm(op, spec, device_facts(path.backend), precision)[0]
+        return _grad_on_tensor_cores(op, spec, path, precision)
     from .cuda.dispatch import supports_dtype
     return supports_dtype(spec, precision, device_facts(path.backend))
 

@@ -77,7 +77,7 @@ def input_grad(nd: int, fname: str, input_size, weight, grad_output, stride=1, p
     gi = convert("grad_output", grad_output)
     path = engine.resolve({"grad_output": gi, "weight": wi})
     precision = _precision.resolve(precision)
-    engine.check_op_algorithm(algorithm)
+    engine.check_op_algorithm(algorithm, path)
     w, go = wi.array, gi.array
     _check_real(go.dtype, fname, "grad_output")
     _check_real(w.dtype, fname, "weight")
@@ -124,7 +124,7 @@ def weight_grad(nd: int, fname: str, input, weight_size, grad_output, stride=1, 
     gi = convert("grad_output", grad_output)
     path = engine.resolve({"input": xi, "grad_output": gi})
     precision = _precision.resolve(precision)
-    engine.check_op_algorithm(algorithm)
+    engine.check_op_algorithm(algorithm, path)
     x, go = xi.array, gi.array
     _check_real(x.dtype, fname, "input")
     _check_real(go.dtype, fname, "grad_output")

@@ -33,7 +33,7 @@ def parse_transpose(nd: int, fname: str, input, weight, bias, stride, padding, o
     path = engine.resolve({"input": xi, "weight": wi, "bias": bi})
     activation = activations.check_activation(activation)
     _precision.resolve(precision)
-    engine.check_op_algorithm(algorithm)
+    engine.check_op_algorithm(algorithm, path)
     x, w = xi.array, wi.array
     b = None if bi is None else bi.array
     dtype = check_dtypes(x.dtype, w.dtype, None if b is None else b.dtype)

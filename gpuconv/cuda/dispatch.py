@@ -217,6 +217,78 @@ def supported_variants(spec: ConvSpec, facts: DeviceFacts | None = None,
     return ok
 
 
+def grad_forward_problems(op: str, spec: ConvSpec) -> list[ConvSpec]:
+    """The forward problems gpuconv.derived solves gradient `op` of `spec` as, on the
+    tensor-core route: dgrad's stride phases (those some tap reaches), wgrad's one."""
+    from ..derived import dgrad_phases, wgrad_fprop_spec
+    if op == "dgrad":
+        return [f for _, f, _, _ in dgrad_phases(spec) if f is not None]
+    if op == "wgrad":
+        return [wgrad_fprop_spec(spec)]
+    raise ValueError(f"op must be 'dgrad' or 'wgrad', got {op!r}")
+
+
+def grad_supported_by_implicit_gemm(op: str, spec: ConvSpec, facts: DeviceFacts | None = None,
+                                    precision: str = "highest") -> tuple[bool, str]:
+    """(ok, why): the implicit GEMM takes every forward problem of gradient `op`
+    (grad_forward_problems) on this device and at this float32 precision."""
+    facts = facts or DeviceFacts()
+    subs = grad_forward_problems(op, spec)
+    if not subs:
+        return False, "no kernel tap reaches the input (the gradient is 0 + bias)"
+    if tuple(facts.cc) < IGEMM_MIN_CC:
+        return False, f"compute capability {facts.cc[0]}.{facts.cc[1]} < {IGEMM_MIN_CC[0]}.{IGEMM_MIN_CC[1]}"
+    for f in subs:
+        ok, why = supported_variants(f, facts, precision)["implicit_gemm"]
+        if not ok:
+            return False, f"implicit_gemm refuses the derived forward problem: {why}"
+    return True, "implicit_gemm takes every derived forward problem"
+
+
+def grad_on_tensor_cores(op: str, spec: ConvSpec, facts: DeviceFacts | None = None,
+                         precision: str = "highest") -> tuple[bool, str]:
+    """(whether, why): gradient `op` ("dgrad" or "wgrad") of the forward problem `spec`
+    runs as forward problems on the tensor-core implicit GEMM (gpuconv.derived), as
+    cuDNN and CUTLASS run their gradients:
+
+        dgrad  dgrad_phases: one stride-1 implicit GEMM per stride phase (dy with the
+               taps reaching that phase, channel roles swapped), no inserted zeros
+        wgrad  wgrad_fprop_spec: one implicit GEMM whose reduction runs over N*P*Q,
+               split-K in a fixed order (bit-identical run to run)
+
+    Rule: yes when choose() sends every derived problem to a GEMM kernel and at least
+    one to implicit_gemm -- the same tensor-core rule as a forward layer (dtype
+    float16/bfloat16, or float32 at precision 'high'/'medium'; 2-D; Kg >= IGEMM_MIN_KG
+    of the derived problem, i.e. C/g for dgrad and K/g for wgrad; a large enough GEMM);
+    a stride phase that is a small 1x1 problem may go to im2col (cuBLAS, no lowering:
+    for 3x3 stride 2 padding 1 the phases have 1x1, 1x2, 2x1 and 2x2 taps).  The
+    engine runs each derived problem on choose()'s variant.  Otherwise the dedicated
+    FMA kernels (conv_transpose.cu, conv_wgrad.cu, the depthwise gradients), which
+    also keep exact FP32 at precision 'highest'.  MEASURE: the derived forms pay a
+    copy that a native gradient kernel would not (dgrad: each phase's dx written once
+    more, strided; wgrad: x and dy transposed once, 2 x (|x| + |dy|) bytes, ~13 us
+    for ResNet-50's 32x64x56x56 fp16 layer at 4.8 TB/s against ~12 us of its 7.4
+    GFLOP at ~600 TFLOP/s -- an estimate; the FMA kernels run the same layer at an
+    estimated 10-25% of the FP32 peak, ~150-370 us).  Pure."""
+    facts = facts or DeviceFacts()
+    ok, why = grad_supported_by_implicit_gemm(op, spec, facts, precision)
+    if not ok:
+        return False, why
+    names = []
+    for f in grad_forward_problems(op, spec):
+        try:
+            name, _, reasons = choose(f, facts, precision)
+        except ValueError as exc:
+            return False, str(exc)
+        if name not in ("implicit_gemm", "im2col"):
+            return False, f"the derived forward problem goes to {name}: {reasons[0] if reasons else ''}"
+        names.append(name)
+    if "implicit_gemm" not in names:
+        return False, "every derived forward problem goes to im2col (cuBLAS), none to the implicit GEMM"
+    what = f"{len(names)} stride phase(s)" if op == "dgrad" else "a reduction over N*P*Q, fixed-order split-K"
+    return True, f"{op} on tensor cores as implicit GEMM forward problems: {what}"
+
+
 def capture_safe(name: str) -> bool:
     """Whether variant `name` may run while the stream is captured into a CUDA graph."""
     return name not in CAPTURE_UNSAFE
