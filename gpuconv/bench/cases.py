@@ -124,6 +124,17 @@ def explain(spec: ConvSpec, facts=None, precision: str = "highest") -> dict:
     return {"pick": name, "config": dict(config), "why": list(reasons), "precision": precision}
 
 
+def explain_grad(op: str, spec: ConvSpec, facts=None, precision: str = "highest") -> dict:
+    """The dispatcher's route for gradient `op` (dgrad, wgrad) of the forward spec: pick
+    'implicit_gemm' (tensor cores, gpuconv.derived) or 'fma' (the dedicated kernels), why,
+    and whether algorithm='implicit_gemm' can be forced."""
+    from ..cuda import dispatch
+    ok, why = dispatch.grad_on_tensor_cores(op, spec, facts, precision)
+    sup, swhy = dispatch.grad_supported_by_implicit_gemm(op, spec, facts, precision)
+    return {"pick": "implicit_gemm" if ok else "fma", "why": [why], "precision": precision,
+            "implicit_gemm_ok": sup, "implicit_gemm_why": swhy}
+
+
 def device_facts():
     """The current GPU's facts, as the dispatcher sees them."""
     from ..cuda import backend
@@ -367,6 +378,17 @@ def add_device_impls(prep: Prepared, host: dict, *, anchors: bool = True, varian
     if case.op == "conv2d_weight":
         # the atomic split-K kernel against the default fixed-order reduction
         add("gpuconv:atomic", deterministic=False)
+    if case.op in ("conv2d_input", "conv2d_weight"):
+        # the tensor-core route (gpuconv.derived on the implicit GEMM) forced, against the
+        # pick: the measurement dispatch.grad_on_tensor_cores' rule waits for
+        prep.dispatch = explain_grad("dgrad" if case.op == "conv2d_input" else "wgrad", spec,
+                                     device_facts() if backend is None else None,
+                                     PRECISION.get(prep.dtype, "highest"))
+        if wanted("implicit_gemm"):
+            if prep.dispatch["implicit_gemm_ok"]:
+                add("gpuconv:implicit_gemm", forced=True, algorithm="implicit_gemm")
+            else:
+                prep.skipped["gpuconv:implicit_gemm"] = prep.dispatch["implicit_gemm_why"]
     if case.op == "separable_conv2d":
         # fused (mid tile kept on chip) against two passes: the measurement the
         # fused kernel's threshold waits for
