@@ -22,6 +22,8 @@
 //   FMAs multiply zeros -- 9 FMAs of the ~55 instructions an output may spend at copy
 //   bandwidth (napkin math below); the uniform inner loop keeps the stride-1 window path.
 //   T in {__half (float accumulate), float, double}; bias + activation fused (epilogue.cuh).
+//   The forward resolves the padding modes while staging (pmode: reflect, replicate,
+//   circular; common.cuh pad_index).
 //
 // Index math: the block index decodes without divisions (blockIdx.x = plane block, .y = tile
 // row, .z = tile column); one 32-bit division per thread splits the plane into (n, k) and one
@@ -159,6 +161,17 @@ conv2d_depthwise(const T* __restrict__ x, const T* __restrict__ w, const T* __re
     const int ih0 = DG ? p0 + ph - (R - 1) * dh : p0 * sh - ph;
     const int iw0 = DG ? q0 + pw - (S - 1) * dw : q0 * sw - pw;
     const int srow = tid / SC, scol = tid & (SC - 1);
+    // Padding modes (forward only: the data gradient's derived problem pads with zeros, and
+    // pm = 0 is a compile-time constant there, so its staging compiles as before).  A staged
+    // row's index is mapped once per row (pad_index: one uniform compare in zeros mode); a
+    // column's only in tiles that reach past the left or right edge (remap_cols, uniform per
+    // block), in a loop of their own: the zeros-mode and interior-tile loops are the loops
+    // without a map, and keep the 16-byte path (an edge tile in a mode stages scalar, ~4 more
+    // instructions per element for the map; estimate from the source).  The bounds tests
+    // stay after the map: rows / columns past the last output may map outside the image in
+    // reflect mode, and stage zeros that no output reads.
+    const int pm = DG ? PAD_ZEROS : pmode;
+    const bool remap_cols = pm != PAD_ZEROS && (iw0 < 0 || iw0 + IW > Wi);
     // upsampling phase of the first staged row/column: u = f*uh + r, 0 <= r < uh (floor)
     int fr0 = 0, rr0 = 0, fc0 = 0, rc0 = 0, srq = SR, srr = 0, scq = SC, scr = 0;
     {
@@ -181,7 +194,8 @@ conv2d_depthwise(const T* __restrict__ x, const T* __restrict__ w, const T* __re
         if (active) {
             const T* __restrict__ xc = x + ((i64)n * (DG ? K : C) + ci) * ((i64)Hi * Wi);
             constexpr int VEC = 16 / (int)sizeof(T);
-            if (!DG && sizeof(T) <= 4 && Wi % VEC == 0 && (reinterpret_cast<unsigned long long>(xc) & 15) == 0) {
+            if (!DG && !remap_cols && sizeof(T) <= 4 && Wi % VEC == 0 &&
+                (reinterpret_cast<unsigned long long>(xc) & 15) == 0) {
                 // 16-byte loads (fp32, fp16; for fp64's 2-element vectors the unpacking costs
                 // more than the loads save): from the VEC-aligned column a0 <= iw0; 0 and W are
                 // multiples of VEC, so a vector lies wholly inside the row or in the padding
@@ -191,7 +205,7 @@ conv2d_depthwise(const T* __restrict__ x, const T* __restrict__ w, const T* __re
                 while ((1 << lg) < NV && (1 << lg) < NTP) ++lg;       // lanes per row: 2^lg
                 const int vl = tid & ((1 << lg) - 1);
                 for (int yy = tid >> lg; yy < IH; yy += NTP >> lg) {
-                    const int ih = ih0 + yy;
+                    const int ih = pad_index(ih0 + yy, Hi, pm);
                     const bool rok = (unsigned)ih < (unsigned)Hi;
                     const T* __restrict__ src = xc + (rok ? (i64)ih * Wi : 0);
                     T* dst = s_in + yy * IWP;
@@ -215,16 +229,26 @@ conv2d_depthwise(const T* __restrict__ x, const T* __restrict__ w, const T* __re
             } else {
                 int fr = fr0, rr = rr0;
                 for (int yy = srow; yy < IH; yy += SR) {
-                    const bool rok = rr == 0 && fr >= 0 && fr < Hi;
-                    const T* __restrict__ src = xc + (rok ? (i64)fr * Wi : 0);
+                    const int frm = pad_index(fr, Hi, pm);            // DG: fr itself
+                    const bool rok = rr == 0 && frm >= 0 && frm < Hi;
+                    const T* __restrict__ src = xc + (rok ? (i64)frm * Wi : 0);
                     T* dst = s_in + yy * IWP;
-                    int fc = fc0, rc = rc0;
-                    for (int xx = scol; xx < IW; xx += SC) {
-                        T v = num<T>::zero();
-                        if (rok && rc == 0 && fc >= 0 && fc < Wi) v = src[fc];
-                        dst[xx] = v;
-                        fc += scq; rc += scr;
-                        if (rc >= uw) { rc -= uw; ++fc; }
+                    if (remap_cols) {                                 // forward: uw = 1, fc = iw0 + xx
+                        for (int xx = scol; xx < IW; xx += SC) {
+                            const int col = pad_index(iw0 + xx, Wi, pm);
+                            T v = num<T>::zero();
+                            if (rok && (unsigned)col < (unsigned)Wi) v = src[col];
+                            dst[xx] = v;
+                        }
+                    } else {
+                        int fc = fc0, rc = rc0;
+                        for (int xx = scol; xx < IW; xx += SC) {
+                            T v = num<T>::zero();
+                            if (rok && rc == 0 && fc >= 0 && fc < Wi) v = src[fc];
+                            dst[xx] = v;
+                            fc += scq; rc += scr;
+                            if (rc >= uw) { rc -= uw; ++fc; }
+                        }
                     }
                     fr += srq; rr += srr;
                     if (rr >= uh) { rr -= uh; ++fr; }

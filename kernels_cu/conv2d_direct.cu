@@ -4,8 +4,9 @@
 //   1. conv_direct<T, ACT>: one thread per output element, grid-stride loop
 //      over the flat output index (32-bit below 2^31 outputs, else 64-bit).  Handles every geometry the spec
 //      allows -- 1-D, 2-D and 3-D (a 2-D spec is D=1, KD=1; 1-D also H=1, R=1),
-//      stride, zero padding (the low side; the high side only shapes the output),
-//      dilation, groups -- and T in {__half, float, double}.
+//      stride, padding (the low side; the high side only shapes the output) in every
+//      mode (zeros, reflect, replicate, circular: pmode, common.cuh pad_index), dilation,
+//      groups -- and T in {__half, float, double}.
 //
 // Napkin math (ResNet-50 conv 3x3, N=32 C=K=256 H=W=14, float32):
 //   FLOPs = 2*N*K*P*Q*C*R*S = 29.6 GFLOP; minimum bytes = 4*(1.6M+0.6M+1.6M) = 15 MB.
@@ -22,7 +23,14 @@
 // fewer than 2^31 elements (every realistic layer): 64-bit division is a
 // ~70-instruction call, and a depthwise 3x3 output costs only 9 FMAs, so the
 // index math would dominate.  Element offsets into x and w stay 64-bit.
-template <typename T, int ACT, typename I>
+// PM: a non-zero padding mode.  PM = false is the zeros body unchanged (padded taps skipped
+// by the bounds tests); PM = true maps every tap index through pad_index, once per depth
+// tap, once per row tap and once per element along the row (every tap is then valid, the
+// bounds tests stay as a guard).  Cost of the mode, inside the image: a pmode compare and an
+// unsigned compare per element (~3 instructions against the ~8 of a tap's load + FMA +
+// bounds test; estimate from the source, the SASS is not inspected); the zeros body pays
+// nothing (the choice is one uniform branch per thread, outside every loop).
+template <typename T, int ACT, typename I, bool PM>
 __device__ __forceinline__ void
 conv_direct_body(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
                  T* __restrict__ y, CONV_GEOMETRY_PARAMS, int has_bias) {
@@ -47,15 +55,15 @@ conv_direct_body(const T* __restrict__ x, const T* __restrict__ w, const T* __re
             const T* __restrict__ xc = xg + (i64)c * in_plane;
             const T* __restrict__ wc = wk + (i64)c * w_filter;
             for (int a = 0; a < KD; ++a) {
-                const int id = id0 + a * dd;
+                const int id = PM ? pad_index(id0 + a * dd, D, pmode) : id0 + a * dd;
                 if (id < 0 || id >= D) continue;
                 for (int r = 0; r < R; ++r) {
-                    const int ih = ih0 + r * dh;
+                    const int ih = PM ? pad_index(ih0 + r * dh, H, pmode) : ih0 + r * dh;
                     if (ih < 0 || ih >= H) continue;
                     const T* __restrict__ xrow = xc + ((i64)id * H + ih) * W;
                     const T* __restrict__ wrow = wc + (a * R + r) * S;
                     for (int s = 0; s < S; ++s) {
-                        const int iw = iw0 + s * dw;
+                        const int iw = PM ? pad_index(iw0 + s * dw, W, pmode) : iw0 + s * dw;
                         if (iw < 0 || iw >= W) continue;
                         acc = acc + num<T>::load(xrow[iw]) * num<T>::load(wrow[s]);
                     }
@@ -71,8 +79,12 @@ __global__ void __launch_bounds__(256)
 conv_direct(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
             T* __restrict__ y, CONV_GEOMETRY_PARAMS, int has_bias) {
     // the grid-stride step must not overflow I either: blocks * 256 <= 2^28 (launcher cap)
-    if ((i64)N * K * OD * P * Q + (i64)gridDim.x * blockDim.x <= 0x7fffffffLL)
-        conv_direct_body<T, ACT, int>(x, w, bias, y, CONV_GEOMETRY_ARGS, has_bias);
-    else
-        conv_direct_body<T, ACT, i64>(x, w, bias, y, CONV_GEOMETRY_ARGS, has_bias);
+    const bool small = (i64)N * K * OD * P * Q + (i64)gridDim.x * blockDim.x <= 0x7fffffffLL;
+    if (pmode == PAD_ZEROS) {
+        if (small) conv_direct_body<T, ACT, int, false>(x, w, bias, y, CONV_GEOMETRY_ARGS, has_bias);
+        else conv_direct_body<T, ACT, i64, false>(x, w, bias, y, CONV_GEOMETRY_ARGS, has_bias);
+    } else {
+        if (small) conv_direct_body<T, ACT, int, true>(x, w, bias, y, CONV_GEOMETRY_ARGS, has_bias);
+        else conv_direct_body<T, ACT, i64, true>(x, w, bias, y, CONV_GEOMETRY_ARGS, has_bias);
+    }
 }

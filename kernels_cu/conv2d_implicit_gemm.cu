@@ -23,6 +23,9 @@
 //                             channels (32x32 shared-memory transpose).  Skipped when x is
 //                             already dense NHWC (channels_last) and Cg fills whole chunks:
 //                             the GEMM then reads x in place (Cgp = Cg, pixel stride C).
+//                             A padding mode (reflect / replicate / circular) is resolved
+//                             here: xs holds the mode-extended image and the GEMM pads
+//                             with zeros (never read in place then).
 //      igemm_stage_weight<T>: w [K][Cg][R][S] -> ws [K][R][S][Cgp], zero pad channels.
 //   Output: y NCHW, or NHWC (y_nhwc, the layout of a channels_last input) -- same kernel,
 //   the element offset of (m, k) is m*K + k instead of (n*K + k)*PQ + pq.
@@ -160,25 +163,47 @@ __device__ __forceinline__ T igemm_epilogue(float v, const T* __restrict__ bias,
     }
 }
 
-// x [N][C][H*W] -> xs [N][H*W][G*Cgp]; block (32, 8): 32 pixels x 32 staged channels.
+// x [N][C][H][W] -> xs [N][Hs][Ws][G*Cgp]; block (32, 8): 32 staged pixels x 32 staged
+// channels.  Zeros mode (pmode 0): Hs = H, Ws = W, ph = pw = 0, staged pixel = input pixel.
+// A padding mode (reflect / replicate / circular) is resolved here, in the copy the GEMM
+// needs anyway: xs is the mode-extended image, staged pixel (yy, xx) = input pixel
+// (pad_index(yy - ph), pad_index(xx - pw)), Hs x Ws = the rows and columns the outputs read
+// ((P-1)*sh + (R-1)*dh + 1, likewise for W), and the GEMM kernel then runs with zero padding
+// over it.  Cost: a thread decodes its one pixel once (a 32-bit division and two pad_index,
+// ~30 instructions for 4 staged elements) and the copy grows by the padded border
+// (56x56 pad 1: 58*58/56^2 = +7% bytes).  Remapping in the GEMM's copy loop instead would put
+// two pad_index (~8 instructions) on every A chunk of every k-tile, in the main loop: f16
+// 128x128 has 2 A chunks per thread per k-tile, ~16 instructions on a 90-229 instruction
+// k-tile (+7-18%, estimate), paid R*S*Cgp/32 times per pixel instead of once here.  Zeros
+// mode takes a uniform branch around the decode.
 template <typename T>
 __global__ void __launch_bounds__(256)
-igemm_stage_input(const T* __restrict__ x, T* __restrict__ xs, int N, int C, int HW, int G, int Cgp) {
+igemm_stage_input(const T* __restrict__ x, T* __restrict__ xs, int N, int C, int H, int W, int Hs, int Ws,
+                  int ph, int pw, int pmode, int G, int Cgp) {
     __shared__ T tile[32][33];
     const int Cg = C / G, Ctot = G * Cgp;
-    const int tiles = (HW + 31) / 32;
+    const int HW = H * W, HWs = Hs * Ws;
+    const int tiles = (HWs + 31) / 32;
     const int n = blockIdx.x / tiles, hw0 = (blockIdx.x % tiles) * 32, cc0 = blockIdx.y * 32;
     const int tx = threadIdx.x, ty = threadIdx.y;
+    int src = hw0 + tx;                              // this thread's input pixel (read phase)
+    bool pok = src < HWs;
+    if (pmode != PAD_ZEROS && pok) {
+        const int yy = src / Ws, xx = src - yy * Ws;
+        const int ih = pad_index(yy - ph, H, pmode), iw = pad_index(xx - pw, W, pmode);
+        pok = (unsigned)ih < (unsigned)H && (unsigned)iw < (unsigned)W;
+        src = ih * W + iw;
+    }
     for (int j = ty; j < 32; j += 8) {               // coalesced read along the pixels
-        const int cc = cc0 + j, grp = cc / Cgp, cp = cc - grp * Cgp, hw = hw0 + tx;
+        const int cc = cc0 + j, grp = cc / Cgp, cp = cc - grp * Cgp;
         T v = num<T>::zero();
-        if (cc < Ctot && cp < Cg && hw < HW) v = x[((i64)n * C + grp * Cg + cp) * HW + hw];
+        if (cc < Ctot && cp < Cg && pok) v = x[((i64)n * C + grp * Cg + cp) * HW + src];
         tile[j][tx] = v;
     }
     __syncthreads();
     for (int j = ty; j < 32; j += 8) {               // coalesced write along the channels
         const int hw = hw0 + j, cc = cc0 + tx;
-        if (hw < HW && cc < Ctot) xs[((i64)n * HW + hw) * Ctot + cc] = tile[tx][j];
+        if (hw < HWs && cc < Ctot) xs[((i64)n * HWs + hw) * Ctot + cc] = tile[tx][j];
     }
 }
 

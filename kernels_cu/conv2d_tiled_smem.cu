@@ -11,8 +11,8 @@
 //
 // Schedule of one block (image n, group g, channels k0..k0+TK-1, tile p0, q0):
 //   for each stage of CT input channels:
-//     stage CT x IH x IW inputs (IH = (TP-1)*sh + (R-1)*dh + 1, the halo included, zero
-//     outside the image) as CT*IH rows of 16-lane column runs: consecutive threads read
+//     stage CT x IH x IW inputs (IH = (TP-1)*sh + (R-1)*dh + 1, the halo included; outside
+//     the image zero, or the reflected / replicated / wrapped input of pmode) as CT*IH rows of 16-lane column runs: consecutive threads read
 //     consecutive columns (coalesced for stride 1); the (channel, row) pair and each
 //     column's (phase, index) advance by carries -- no division per staged element;
 //     a row's columns are stored de-interleaved by phase mod sw and the row pitch makes
@@ -100,6 +100,16 @@ conv2d_tiled_smem(const T* __restrict__ x, const T* __restrict__ w, const T* __r
     const int f0 = scol % sw, u0 = scol / sw;
     const int dwq = dw / sw, dwr = dw - dwq * sw;     // a tap step in (column, phase)
     const int stage_rows = CT * IH;
+    // Padding modes (pmode != 0, common.cuh pad_index): resolved while staging, so the hot
+    // c, r, s loop is the same for every mode.  A staged row's index is mapped once per row
+    // (zeros: one uniform compare, returns ih); a column's only in blocks whose tile reaches
+    // past the left or right edge (remap_cols, uniform per block): the zeros-mode and
+    // interior-tile loop is the loop without a map, an edge tile in a mode pays ~4
+    // instructions per staged element (two compares and the reflect / clamp / wrap select;
+    // estimate from the source).  After the map the bounds tests stay: a tile's rows and
+    // columns past the last output (never read by an output) may map outside the image in
+    // reflect mode, and read as zeros.
+    const bool remap_cols = pmode != PAD_ZEROS && (iw0 < 0 || iw0 + IW > W);
 
     A acc[KPT][QPT];
 #pragma unroll
@@ -113,18 +123,29 @@ conv2d_tiled_smem(const T* __restrict__ x, const T* __restrict__ w, const T* __r
         {
             int c = srow0 / IH, yy = srow0 - c * IH;
             for (int row = srow0; row < stage_rows; row += SROW) {
-                const int ih = ih0 + yy;
+                const int ih = pad_index(ih0 + yy, H, pmode);    // once per staged row
                 const bool rok = c < cn && (unsigned)ih < (unsigned)H;
                 const T* __restrict__ src = xg + (rok ? ((i64)(c0 + c) * H + ih) * W : 0);
                 T* dst = s_in + row * IWP;
                 int f = f0, u = u0;
-                for (int xx = scol; xx < IW; xx += SCOL) {
-                    const int iw = iw0 + xx;
-                    T v = num<T>::zero();
-                    if (rok && (unsigned)iw < (unsigned)W) v = src[iw];
-                    dst[f * IWc + u] = v;
-                    f += sc_r; u += sc_q;
-                    if (f >= sw) { f -= sw; ++u; }
+                if (!remap_cols) {
+                    for (int xx = scol; xx < IW; xx += SCOL) {
+                        const int iw = iw0 + xx;
+                        T v = num<T>::zero();
+                        if (rok && (unsigned)iw < (unsigned)W) v = src[iw];
+                        dst[f * IWc + u] = v;
+                        f += sc_r; u += sc_q;
+                        if (f >= sw) { f -= sw; ++u; }
+                    }
+                } else {
+                    for (int xx = scol; xx < IW; xx += SCOL) {
+                        const int iw = pad_index(iw0 + xx, W, pmode);
+                        T v = num<T>::zero();
+                        if (rok && (unsigned)iw < (unsigned)W) v = src[iw];
+                        dst[f * IWc + u] = v;
+                        f += sc_r; u += sc_q;
+                        if (f >= sw) { f -= sw; ++u; }
+                    }
                 }
                 yy += SROW;
                 while (yy >= IH) { yy -= IH; ++c; }

@@ -9,7 +9,7 @@
 //      (3 32-bit divisions), decodes its first row once (3 more), then walks
 //      rows_per_split rows carrying (s, r, kd, c) digit by digit: no division and no
 //      64-bit multiply per element.  Consecutive threads write consecutive columns
-//      (coalesced) and read inputs sw apart.  1-D/2-D/3-D, all T.
+//      (coalesced) and read inputs sw apart.  1-D/2-D/3-D, all T, every padding mode.
 //   2. col2out<T, ACT>: GEMM result [K][nb][L] -> y[n0+b][K][L] with bias +
 //      activation fused: the transposition and the epilogue in one pass, both
 //      sides coalesced along L; grid (L blocks, K, images), no division.
@@ -45,7 +45,14 @@
 // I: the type of an offset inside one image's channel (D*H*W elements): im2col<T> takes int,
 // im2col_i64<T> long long, which the launcher picks only when that passes 2^31
 // (im2col.py index_type).  Image and channel bases are 64-bit pointers, advanced by additions.
-template <typename T, typename I>
+// PM: a non-zero padding mode (pmode, common.cuh pad_index), resolved in the lowering: the
+// depth and row indices are mapped when their carry changes them (once per S or R*S rows),
+// the column index once per element; every tap is then inside the image and the bounds test
+// stays as a guard.  Cost per element in a mode: the column's pad_index, ~3 instructions
+// inside the image (a pmode compare, an unsigned compare, a select) against the ~17-36 of
+// the zeros loop (estimate from the source); PM = false is the zeros loop unchanged (the
+// kernel picks the body by one uniform branch, outside the loop).
+template <typename T, typename I, bool PM>
 __device__ __forceinline__ void
 im2col_body(const T* __restrict__ x, T* __restrict__ cols, CONV_GEOMETRY_PARAMS, int n0, int nb,
             int rows_per_split) {
@@ -69,12 +76,14 @@ im2col_body(const T* __restrict__ x, T* __restrict__ cols, CONV_GEOMETRY_PARAMS,
         int a = tap / (R * S); tap -= a * (R * S);
         int r = tap / S, s = tap - r * S;
         int id = id0 + a * dd, ih = ih0 + r * dh, iw = iw0 + s * dw;
+        int mid = PM ? pad_index(id, D, pmode) : id, mih = PM ? pad_index(ih, H, pmode) : ih;
         const T* __restrict__ xc = x + (((i64)n0 + b) * C + c) * (i64)plane;
         T* __restrict__ out = cols + (i64)row0 * ncol + col;
         for (int row = row0; row < row1; ++row) {
+            const int miw = PM ? pad_index(iw, W, pmode) : iw;
             T v = num<T>::zero();
-            if ((unsigned)id < (unsigned)D && (unsigned)ih < (unsigned)H && (unsigned)iw < (unsigned)W)
-                v = xc[((I)id * H + ih) * W + iw];
+            if ((unsigned)mid < (unsigned)D && (unsigned)mih < (unsigned)H && (unsigned)miw < (unsigned)W)
+                v = xc[((I)mid * H + mih) * W + miw];
             *out = v;
             out += ncol;
             iw += dw;
@@ -83,7 +92,9 @@ im2col_body(const T* __restrict__ x, T* __restrict__ cols, CONV_GEOMETRY_PARAMS,
                 if (++r == R) {
                     r = 0; ih = ih0; id += dd;
                     if (++a == KD) { a = 0; id = id0; xc += plane; }
+                    mid = PM ? pad_index(id, D, pmode) : id;
                 }
+                mih = PM ? pad_index(ih, H, pmode) : ih;
             }
         }
     }
@@ -93,14 +104,16 @@ template <typename T>
 __global__ void __launch_bounds__(256)
 im2col(const T* __restrict__ x, T* __restrict__ cols, CONV_GEOMETRY_PARAMS, int n0, int nb,
        int rows_per_split) {
-    im2col_body<T, int>(x, cols, CONV_GEOMETRY_ARGS, n0, nb, rows_per_split);
+    if (pmode == PAD_ZEROS) im2col_body<T, int, false>(x, cols, CONV_GEOMETRY_ARGS, n0, nb, rows_per_split);
+    else im2col_body<T, int, true>(x, cols, CONV_GEOMETRY_ARGS, n0, nb, rows_per_split);
 }
 
 template <typename T>
 __global__ void __launch_bounds__(256)
 im2col_i64(const T* __restrict__ x, T* __restrict__ cols, CONV_GEOMETRY_PARAMS, int n0, int nb,
            int rows_per_split) {
-    im2col_body<T, i64>(x, cols, CONV_GEOMETRY_ARGS, n0, nb, rows_per_split);
+    if (pmode == PAD_ZEROS) im2col_body<T, i64, false>(x, cols, CONV_GEOMETRY_ARGS, n0, nb, rows_per_split);
+    else im2col_body<T, i64, true>(x, cols, CONV_GEOMETRY_ARGS, n0, nb, rows_per_split);
 }
 
 // grid (column blocks over L, K, images), each looping when the grid is capped: no division.

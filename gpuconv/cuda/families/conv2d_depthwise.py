@@ -179,4 +179,5 @@ VARIANTS = (Variant(
     supports=supports,
     default_config=lambda spec, facts: config(spec),
     workspace_bytes=lambda spec, config_: 0,
-    launch=launch),)
+    launch=launch,
+    padding_modes=True),)

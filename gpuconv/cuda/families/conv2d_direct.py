@@ -34,8 +34,9 @@ def launch(backend, x, w, b, y, spec, act, config):
 
 VARIANTS = (Variant(
     name="direct", module=MODULE, instantiations=INSTANTIATIONS,
-    summary="one thread per output; every geometry; the readable baseline",
+    summary="one thread per output; every geometry and padding mode; the readable baseline",
     supports=supports,
     default_config=lambda spec, facts: {},
     workspace_bytes=lambda spec, config: 0,
-    launch=launch),)
+    launch=launch,
+    padding_modes=True),)

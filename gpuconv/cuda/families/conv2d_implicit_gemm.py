@@ -9,7 +9,8 @@
 
 Up to four launches on the backend's stream: x NCHW -> xs NHWC with channels padded per
 group to a 16-byte chunk (8 16-bit or 4 float channels; skipped when x is already
-channels-last and Cg fills whole chunks: then x is read in place), w -> ws [K][R][S][Cgp],
+channels-last and Cg fills whole chunks: then x is read in place; a padding mode other than
+zeros is resolved by this copy, which writes the mode-extended image), w -> ws [K][R][S][Cgp],
 the GEMM kernel over a grid of (M tiles, N tiles, groups x splits), and with split-K
 igemm_splitk_reduce (fixed-order sum of the splits + bias + activation).  The staging
 buffers and the split-K partials are the workspace.
@@ -26,6 +27,7 @@ SM count, no measurement of these kernels yet) and says so in its 'label'.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import NamedTuple
 
 import numpy as np
@@ -177,13 +179,35 @@ def ctas_per_sm(tile: Tile, facts: DeviceFacts, regs: int | None = None, prec: i
     return max(0, min(by_regs, by_smem, 2048 // tile.threads, 32))
 
 
+def staged_extent(spec: ConvSpec) -> tuple[int, int]:
+    """(Hs, Ws): the image igemm_stage_input writes.  Zeros mode: the input's H, W (the GEMM
+    pads with zeros itself).  A padding mode: the mode-extended image, exactly the rows and
+    columns the outputs read ((P-1)*sh + (R-1)*dh + 1 from row -ph on; no more than
+    H + padding), which the GEMM then convolves without padding."""
+    g = geometry(spec)
+    if spec.padding_mode == "zeros":
+        return g.H, g.W
+    return (max(0, (g.P - 1) * g.sh + (g.R - 1) * g.dh + 1),
+            max(0, (g.Q - 1) * g.sw + (g.S - 1) * g.dw + 1))
+
+
+def gemm_spec(spec: ConvSpec) -> ConvSpec:
+    """The problem the GEMM kernel solves: spec itself in zeros mode; for a padding mode the
+    valid convolution of the staged, mode-extended image (same output size)."""
+    if spec.padding_mode == "zeros":
+        return spec
+    return replace(spec, in_size=staged_extent(spec), pad=((0, 0), (0, 0)), padding_mode="zeros")
+
+
 def workspace_for(spec: ConvSpec, split_k: int, staged: bool = True) -> int:
-    """Bytes of the NHWC input copy (unless read in place), the staged weights, and the
-    float32 split-K partials (split_k x the output's elements)."""
+    """Bytes of the NHWC input copy (unless read in place; for a padding mode the
+    mode-extended image, staged_extent), the staged weights, and the float32 split-K
+    partials (split_k x the output's elements)."""
     g = geometry(spec)
     cgp = padded_channels(spec)
     item = spec.dtype.itemsize
-    xs = item * spec.n * g.H * g.W * spec.groups * cgp if staged else 0
+    hs, ws_ = staged_extent(spec)
+    xs = item * spec.n * hs * ws_ * spec.groups * cgp if staged else 0
     ws = item * spec.k * g.R * g.S * cgp
     part = 4 * split_k * spec.n * spec.k * g.P * g.Q if split_k > 1 else 0
     return xs + ws + part
@@ -307,9 +331,10 @@ def supports(spec: ConvSpec, precision: str = "highest"):
         return False, f"{spec.nd}-D convolution (the implicit-GEMM kernel is 2-D)"
     g = geometry(spec)
     cgp = padded_channels(spec)
-    if g.R * g.S * cgp > INT32_MAX or g.P * g.Q > INT32_MAX or g.H * g.W > INT32_MAX:
+    hw = math.prod(staged_extent(spec))            # H*W, or the mode-extended image's
+    if g.R * g.S * cgp > INT32_MAX or g.P * g.Q > INT32_MAX or max(g.H * g.W, hw) > INT32_MAX:
         return False, "GEMM K (R*S*Cg) or a plane exceeds 2^31 elements"
-    if spec.n * -(-g.H * g.W // 32) > INT32_MAX or -(-spec.groups * cgp // 32) > GRID_YZ_MAX:
+    if spec.n * -(-hw // 32) > INT32_MAX or -(-spec.groups * cgp // 32) > GRID_YZ_MAX:
         return False, "the NHWC staging grid exceeds the launch limits"
     (gx, gy, gz), _ = grid(spec, TILES["64x64"])
     if gx > INT32_MAX or gy > GRID_YZ_MAX or gz > GRID_YZ_MAX:
@@ -337,7 +362,10 @@ def is_channels_last(x, spec: ConvSpec) -> bool:
 
 
 def reads_in_place(x, spec: ConvSpec) -> bool:
-    return is_channels_last(x, spec) and spec.c_per_group % chunk_elems(spec.dtype) == 0
+    """Channels-last x with whole chunks per group, in zeros mode (a padding mode is resolved
+    by the staging copy, which is then needed)."""
+    return (spec.padding_mode == "zeros" and is_channels_last(x, spec)
+            and spec.c_per_group % chunk_elems(spec.dtype) == 0)
 
 
 def launch(backend, x, w, b, y, spec, act, config):
@@ -355,7 +383,7 @@ def launch(backend, x, w, b, y, spec, act, config):
         config = {**default_config(spec, None, precision), **config}
     tile = TILES[config["tile"]]
     split = int(config["split_k"])
-    geo = geometry_args(spec)
+    geo = geometry_args(gemm_spec(spec))          # a padding mode: zeros over the extended image
     # the cached compute capability, not device_facts(): that reads free memory per call
     cc_of = getattr(backend, "compute_capability", None)
     if callable(cc_of):
@@ -375,10 +403,11 @@ def launch(backend, x, w, b, y, spec, act, config):
     else:
         cgp = padded_channels(spec)
         x = xp.ascontiguousarray(x)
-        xs = xp.empty(spec.n * g.H * g.W * G * cgp, dtype=spec.dtype)
-        HW = g.H * g.W
-        get(expr("igemm_stage_input", ct))((-(-HW // 32) * spec.n, -(-(G * cgp) // 32), 1), (32, 8, 1),
-                                           (x, xs, I32(spec.n), I32(spec.c), I32(HW), I32(G), I32(cgp)))
+        hs, ws_ = staged_extent(spec)
+        xs = xp.empty(spec.n * hs * ws_ * G * cgp, dtype=spec.dtype)
+        get(expr("igemm_stage_input", ct))((-(-(hs * ws_) // 32) * spec.n, -(-(G * cgp) // 32), 1), (32, 8, 1),
+                                           (x, xs, I32(spec.n), I32(spec.c), I32(g.H), I32(g.W), I32(hs),
+                                            I32(ws_), I32(g.ph), I32(g.pw), I32(g.pmode), I32(G), I32(cgp)))
     ws = xp.empty(spec.k * g.R * g.S * cgp, dtype=spec.dtype)
     get(expr("igemm_stage_weight", ct))((blocks(ws.size, STAGE_THREADS),), (STAGE_THREADS,),
                                         (w, ws, I32(spec.k), I32(spec.c_per_group), I32(g.R * g.S), I32(cgp)))
@@ -409,4 +438,5 @@ VARIANTS = (Variant(
     supports=supports,
     default_config=default_config,
     workspace_bytes=workspace_bytes,
-    launch=launch),)
+    launch=launch,
+    padding_modes=True),)

@@ -97,7 +97,8 @@ def _variant(name: str, tile) -> Variant:
         default_config=lambda spec, facts: {"ct": stage_channels(tile, spec)},
         workspace_bytes=lambda spec, config: 0,
         launch=lambda backend, x, w, b, y, spec, act, config: launch(tile, backend, x, w, b, y, spec,
-                                                                    act, config))
+                                                                    act, config),
+        padding_modes=True)
 
 
 VARIANTS = tuple(_variant(name, tile) for name, tile in TILES.items())

@@ -162,4 +162,5 @@ VARIANTS = (Variant(
     supports=supports,
     default_config=lambda spec, facts: {"chunk": chunk(spec, facts.free_bytes)},
     workspace_bytes=workspace_bytes,
-    launch=launch),)
+    launch=launch,
+    padding_modes=True),)
