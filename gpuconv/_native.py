@@ -50,9 +50,9 @@ ENV_SWITCH = "GPUCONV_CPU_NATIVE"
 
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 # kernel -> (pointer arguments, idx arguments), as declared in depthwise.c
-_SIGNATURES = {"depthwise": (4, 25), "depthwise_lanes": (4, 25), "depthwise_wgrad": (3, 26),
-               "depthwise_wgrad_lanes": (3, 26), "depthwise_dgrad": (3, 25),
-               "depthwise_dgrad_lanes": (3, 25)}
+_SIGNATURES = {"depthwise": (4, 26), "depthwise_lanes": (4, 26), "depthwise_wgrad": (3, 27),
+               "depthwise_wgrad_lanes": (3, 27), "depthwise_dgrad": (3, 26),
+               "depthwise_dgrad_lanes": (3, 26)}
 
 _lock = threading.Lock()
 _state: dict = {}                         # "lib": CDLL | None, "status": str

@@ -14,6 +14,12 @@ pixels:
     gpuconv._native runs slabs of planes on the thread pool; without it, a
     NumPy multiply-add per kernel tap over slabs of channels.
 
+Every form resolves spec.padding_mode (reflect, replicate, circular) in the
+copy it makes anyway (the phase images, the depthwise slabs and planes,
+Winograd's tile phases): the border is gathered through the mode's index map
+(reference.fill_extended, depthwise.c pad_index), never a padded copy of the
+whole input.
+
 `accumulate` as in reference.compute_dtype (float16 computes in float32,
 integers in int64, "float64" for reference use).
 """
@@ -26,7 +32,7 @@ import numpy as np
 
 from . import _native
 from ._cpu import n_threads, run_jobs, scratch, shares
-from .reference import compute_dtype, pad_input
+from .reference import compute_dtype, fill_extended
 from .spec import ConvSpec
 from .winograd import conv_winograd, usable as winograd_usable
 
@@ -123,17 +129,12 @@ class _PhaseGeometry:
             self.taps.append((self.phases.index(a), off))
 
     def fill_phase(self, dst, x, a, spec: ConvSpec):
-        """dst (C', b, *grid), zeroed: phase `a` of the padded x (b, C', *in)."""
-        dsl, ssl = [], []
-        for ai, s, (lo, _), n_in, rows in zip(a, spec.stride, spec.pad, spec.in_size, self.grid):
-            origin = ai - lo
-            first = max(0, -(origin // s))                       # ceil(-origin / s)
-            stop = min(rows, (n_in - 1 - origin) // s + 1) if n_in > origin else 0
-            if stop <= first:
-                return
-            dsl.append(slice(first, stop))
-            ssl.append(slice(origin + s * first, origin + s * (stop - 1) + 1, s))
-        dst[(slice(None), slice(None)) + tuple(dsl)] = x[(slice(None), slice(None)) + tuple(ssl)].swapaxes(0, 1)
+        """dst (C', b, *grid): phase `a` of x (b, C', *in) padded in spec.padding_mode;
+        zeros mode writes the interior only (dst's border is zeroed once per call),
+        the other modes the border too, gathered by the mode's index map
+        (reference.fill_extended): no padded copy of the input either way."""
+        fill_extended(dst, x.swapaxes(0, 1), tuple(ai - lo for ai, (lo, _) in zip(a, spec.pad)),
+                      spec.stride, spec.padding_mode, border_zeroed=True)
 
     def output_view(self, res, spec: ConvSpec):
         """(K, b, *out) view of the GEMM result res (K, b, length)."""
@@ -171,7 +172,8 @@ def _conv_im2col(x: np.ndarray, w: np.ndarray, spec: ConvSpec, dt) -> np.ndarray
     out = np.empty((n, k, npos), dtype=dt)
     wmat = w.reshape(g, kg, cg * ntap)
     ph = scratch("im2col_phases", nph * c * nb * geo.size, dt).reshape(nph, c, nb, geo.size)
-    ph.fill(0)
+    if spec.padding_mode == "zeros":
+        ph.fill(0)                       # the other modes write every position per chunk
     cols_buf = scratch("im2col_cols", c * ntap * nb * length, dt)
     res_buf = scratch("im2col_res", k * nb * length, dt)
     for n0 in range(0, n, nb):
@@ -211,14 +213,16 @@ def native_depthwise_ok(spec: ConvSpec, dt, kernel: str = "depthwise") -> bool:
 
 
 def _native_geometry(spec: ConvSpec) -> tuple[int, ...]:
-    """depthwise.c's 21 geometry arguments, padded to 3-D; the padded buffer's
-    high padding is clamped at 0 (the output size stays the spec's)."""
+    """depthwise.c's 22 geometry arguments, padded to 3-D, and the padding mode's
+    code (spec.padding_mode_code); the padded buffer's high padding is clamped at
+    0 (the output size stays the spec's)."""
     def three(vals, fill):
         return (fill,) * (3 - spec.nd) + tuple(int(v) for v in vals)
 
     return (three(spec.in_size, 1) + three(spec.kernel, 1) + three(spec.out_size, 1)
             + three(spec.stride, 1) + three((lo for lo, _ in spec.pad), 0)
-            + three((max(hi, 0) for _, hi in spec.pad), 0) + three(spec.dilation, 1))
+            + three((max(hi, 0) for _, hi in spec.pad), 0) + three(spec.dilation, 1)
+            + (spec.padding_mode_code,))
 
 
 def _run_native(kernel: str, spec: ConvSpec, dt, inputs, out, out_shape, head, count: int):
@@ -308,7 +312,11 @@ def depthwise_dgrad_native(grad_output, w, spec: ConvSpec, dt, out=None, kernel=
     weight, through the compiled kernel: the adjoint of depthwise_native, so also
     the transposed convolution.  `kernel`: 'depthwise_dgrad' or
     'depthwise_dgrad_lanes' (default: as depthwise_kernel(spec) chooses).
-    Needs native_depthwise_ok(spec, dt, 'depthwise_dgrad')."""
+    Needs native_depthwise_ok(spec, dt, 'depthwise_dgrad') and zero padding (the
+    kernel is the adjoint of zero padding only)."""
+    if spec.padding_mode != "zeros":
+        raise ValueError(f"depthwise_dgrad_native: the input gradient is the adjoint of zero "
+                         f"padding; got padding_mode={spec.padding_mode!r}")
     kernel, count = _form(spec, kernel, "depthwise_dgrad", per_image=True)
     return _run_native(kernel, spec, dt, (grad_output, w), out, spec.input_shape,
                        lambda lo, hi: (lo, hi, spec.groups, spec.k_per_group), count)
@@ -325,8 +333,9 @@ def _depthwise_flat(x, w, spec: ConvSpec, dt) -> np.ndarray:
     """Stride-1 depthwise as 1-D passes over a slab of channels.
 
     A job owns a slab of channels for a block of images.  Per image it copies
-    the slab into a zero-bordered padded buffer (the padding, fused and
-    threaded), whose channels lie end to end: output (p, q) of channel c sits
+    the slab into a padded buffer (the padding, fused and threaded: a zeros
+    border written once per job, another mode's border gathered per image by
+    its index map), whose channels lie end to end: output (p, q) of channel c sits
     at c*Hp*Wp + p*Wp + q and tap (r, s) reads the run shifted by r*dh*Wp + s*dw,
     so every tap is ONE contiguous multiply and ONE add over the whole slab
     (channel boundaries, the Wp - Q columns and the Hp - P rows are junk,
@@ -346,7 +355,7 @@ def _depthwise_flat(x, w, spec: ConvSpec, dt) -> np.ndarray:
     offsets = [sum(t * d * ps for t, d, ps in zip(tap, spec.dilation, pstride))
                for tap in np.ndindex(*spec.kernel)]
     tail = max(offsets)
-    interior = tuple(slice(lo, lo + i) for i, (lo, _) in zip(spec.in_size, spec.pad))
+    starts = tuple(-lo for lo, _ in spec.pad)
     crop = tuple(slice(0, o) for o in spec.out_size)
     wk = w.reshape(g, kg, len(offsets))
     out = np.empty((n, g, kg) + spec.out_size, dtype=dt)
@@ -379,7 +388,8 @@ def _depthwise_flat(x, w, spec: ConvSpec, dt) -> np.ndarray:
         tmp_g = tmp.reshape((g1 - g0,) + padded)[(slice(None),) + crop]
         last = len(offsets) - 1
         for ni in range(n0, n1):
-            xgrid[(slice(None),) + interior] = x[ni, g0:g1]
+            fill_extended(xgrid, x[ni, g0:g1], starts, (1,) * nd, spec.padding_mode,
+                          border_zeroed=True)
             for k in range(kg):
                 dst = out[ni, g0:g1, k]
                 for t, off in enumerate(offsets):
@@ -402,18 +412,22 @@ def _depthwise_flat(x, w, spec: ConvSpec, dt) -> np.ndarray:
 
 def _depthwise_strided(x, w, spec: ConvSpec, dt) -> np.ndarray:
     """Strided depthwise: one multiply-add per kernel tap over (channels, *out)
-    slabs of one image, the taps read through strided views of the padded input."""
+    slabs of one image, the taps read through strided views of the slab's padded
+    copy (filled in spec.padding_mode; never a padded copy of the whole input)."""
     n, g, kg, nd = spec.n, spec.groups, spec.k_per_group, spec.nd
-    xp = pad_input(x, spec.pad)                               # (N, G, *padded)
+    padded = tuple(i + lo + hi for i, (lo, hi) in zip(spec.in_size, spec.pad))
+    starts = tuple(-lo for lo, _ in spec.pad)
     wk = w.reshape((g, kg) + spec.kernel)
     taps = [(tap, _tap_slices(tap, spec)) for tap in np.ndindex(*spec.kernel)]
     work = np.empty((n, g, kg) + spec.out_size, dtype=dt)
-    per_group = kg * work[0, 0, 0].size
+    per_group = max(kg * work[0, 0, 0].size, math.prod(padded))
     gb = max(1, min(g, _DEPTHWISE_SLAB_ELEMS // max(per_group, 1)))
 
     def slab(ni, g0, g1):
         o = work[ni, g0:g1]                                   # (gb, kg, *out)
-        src = xp[ni, g0:g1, None]                             # (gb, 1, *padded)
+        buf = np.empty((g1 - g0,) + padded, dtype=dt)
+        fill_extended(buf, x[ni, g0:g1], starts, (1,) * nd, spec.padding_mode)
+        src = buf[:, None]                                    # (gb, 1, *padded)
         wshape = (g1 - g0, kg) + (1,) * nd
         tmp = np.empty_like(o)
         for i, (tap, sl) in enumerate(taps):

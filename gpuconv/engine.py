@@ -239,7 +239,6 @@ def _finish_device_fft(path, out, spec, bias, activation):
 
 def _fprop_cpu(path, spec, x, w, bias=None, activation=None, algorithm="auto", **_):
     from . import cpu
-    x, spec = materialize_padding(np, x, spec)
     out = _fft("fprop", path, spec, x, w) if use_fft("fprop", spec, path, algorithm) else \
         cpu.conv(x, w, None, spec)
     return _finish_cpu(out, spec, bias, activation)
@@ -248,7 +247,6 @@ def _fprop_cpu(path, spec, x, w, bias=None, activation=None, algorithm="auto", *
 def _fprop_device(path, spec, x, w, bias=None, activation=None, algorithm="auto",
                   precision="highest", **_):
     if use_fft("fprop", spec, path, algorithm):
-        x, spec = materialize_padding(path.xp, x, spec)
         return _finish_device_fft(path, _fft("fprop", path, spec, x, w), spec, bias, activation)
     from .cuda import conv as cuda_conv
     if spec.padding_mode != "zeros":

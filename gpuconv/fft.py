@@ -47,7 +47,11 @@ one inverse FFT per output plane, crop.  Stride s by one of two forms:
     s^nd times smaller per plane, s^nd times fewer output samples, the same
     forward work and contraction FLOPs; phases of a dilated kernel that hold no
     tap (ph not = r*d mod s) are dropped.
-conv_cost_model prices both and picks.  dgrad always uses the polyphase form
+conv_cost_model prices both and picks.  A padding mode other than zeros
+(spec.padding_mode) is resolved where the input is copied anyway: in the
+spatial-first copy of each block of images for the transform (subsample), in
+the phase split (polyphase), the border gathered through the mode's index map
+(reference.fill_extended); the input is never padded as a whole.  dgrad always uses the polyphase form
 (the zero-upsampled dy of the other form has s^nd more forward work and the
 same rest) and wgrad too (the phases of x against dy, summed over the batch).
 
@@ -76,6 +80,7 @@ from itertools import product
 
 import numpy as np
 
+from .reference import fill_extended
 from .spec import ConvSpec
 
 __all__ = ["correlate_core_fft", "choose_method", "signal_costs", "fprop", "dgrad", "wgrad",
@@ -584,6 +589,20 @@ def _split_phases(xp, xpad, spec: ConvSpec, mlen):
     return st.reshape((st.shape[0], st.shape[1] * st.shape[2]) + tuple(mlen))
 
 
+def _input_phases(xp, x, spec: ConvSpec, mlen):
+    """(N, C * nph, *mlen): phase j of the input padded in spec.padding_mode,
+    x_ph[m] = xpad[m*s + ph] (channel c*nph + j, as _split_phases), gathered straight
+    from x per phase (reference.fill_extended): the phase split is the only copy,
+    with no padded copy of x before it."""
+    phs = list(product(*_phases(spec)))
+    pl = tuple(lo for lo, _ in spec.pad)
+    out = xp.empty(x.shape[:2] + (len(phs),) + tuple(mlen), dtype=x.dtype)
+    for j, combo in enumerate(phs):
+        fill_extended(out[:, :, j], x, tuple(ph - p for ph, p in zip(combo, pl)), spec.stride,
+                      spec.padding_mode, xp)
+    return out.reshape((x.shape[0], x.shape[1] * len(phs)) + tuple(mlen))
+
+
 def _kernel_phases(xp, wd, spec: ConvSpec):
     """(K, Cg * nph, *Lph): phase j of the dilated kernel, w_ph[v] = wd[v*s + ph],
     zero-padded to Lph = ceil(kd / s)."""
@@ -635,14 +654,24 @@ def _check_conv(spec: ConvSpec, who: str):
     return dt
 
 
-def _fprop_unit(xp, x, wd, groups, origins, qs, dt):
-    """y[n, g*Kg + k, p] = sum_{c,t} xz[n, g*Cg + c, p + origin + t] * wd[g*Kg + k, c, t],
-    p < qs, xz = x zero outside: the stride-1 engine of every form."""
+def _fprop_unit(xp, x, wd, groups, origins, qs, dt, mode="zeros"):
+    """y[n, g*Kg + k, p] = sum_{c,t} xe[n, g*Cg + c, p + origin + t] * wd[g*Kg + k, c, t],
+    p < qs, xe = x extended by padding mode `mode` (zeros: 0 outside): the stride-1
+    engine of every form.  A non-zero mode builds each block's spatial-first copy
+    (made for the transform anyway) at the extent the outputs read, the border
+    gathered by the mode's index map (reference.fill_extended): no padded copy
+    of the whole input."""
     nd = len(qs)
     n, c = x.shape[:2]
     kout, cg = wd.shape[:2]
     kg = kout // groups
-    plans = [zero_plan(la, lb, o, q) for la, lb, o, q in zip(x.shape[2:], wd.shape[2:], origins, qs)]
+    extent = None
+    if mode != "zeros":
+        extent = tuple(q + lb - 1 for q, lb in zip(qs, wd.shape[2:]))
+        plans = [zero_plan(e, lb, 0, q) for e, lb, q in zip(extent, wd.shape[2:], qs)]
+    else:
+        plans = [zero_plan(la, lb, o, q)
+                 for la, lb, o, q in zip(x.shape[2:], wd.shape[2:], origins, qs)]
     tr = _Transforms(xp, dt.kind == "f", [L for L, _ in plans], [w for _, w in plans], qs)
     cdt = np.result_type(dt, np.complex64)
     out = xp.empty((n, kout) + tuple(qs), dtype=dt)
@@ -651,7 +680,12 @@ def _fprop_unit(xp, x, wd, groups, origins, qs, dt):
     ws = wd.reshape((groups, kg, cg) + wd.shape[2:])
 
     def get_a(m0, m1):          # input spectra (*bins, g, mb, Cg)
-        return tr.forward(_spatial_first(xp, xs[m0:m1], nd, (1, 0, 2)))
+        if extent is None:
+            return tr.forward(_spatial_first(xp, xs[m0:m1], nd, (1, 0, 2)))
+        buf = xp.empty(extent + (groups, m1 - m0, cg), dtype=x.dtype)
+        view = buf.transpose((nd + 1, nd, nd + 2) + tuple(range(nd)))   # (mb, g, Cg, *extent)
+        fill_extended(view, xs[m0:m1], origins, (1,) * nd, mode, xp)
+        return tr.forward(buf)
 
     def get_b(n0, n1):          # kernel spectra (*bins, g, Cg, kb)
         return tr.forward(_spatial_first(xp, ws[:, n0:n1], nd, (0, 2, 1)), flip=True)
@@ -669,8 +703,10 @@ def _fprop_unit(xp, x, wd, groups, origins, qs, dt):
 def fprop(x, w, spec: ConvSpec, xp=None, form=None):
     """Forward convolution of `spec` by FFT (gpuconv.reference.conv without bias).
 
-    x (N, C, *in), w (K, C/groups, *kernel); stride, per-side zero padding,
-    dilation and groups as the spec says; 1-D, 2-D or 3-D.  `form` picks the
+    x (N, C, *in), w (K, C/groups, *kernel); stride, per-side padding in
+    spec.padding_mode (zeros, reflect, replicate, circular: the extension built in
+    the copy each form makes anyway), dilation and groups as the spec says; 1-D,
+    2-D or 3-D.  `form` picks the
     stride form ('subsample' or 'polyphase'; default: conv_cost_model's).
     Returns (N, K, *out) in reference.compute_dtype(spec.dtype) (float16 computes
     in float32).  TypeError for integer dtypes.
@@ -684,14 +720,13 @@ def fprop(x, w, spec: ConvSpec, xp=None, form=None):
     pl = tuple(lo for lo, _ in spec.pad)
     if form == "subsample":
         qs = tuple((p - 1) * s + 1 for p, s in zip(spec.out_size, spec.stride))
-        y = _fprop_unit(xp, x, wd, spec.groups, tuple(-p for p in pl), qs, dt)
+        y = _fprop_unit(xp, x, wd, spec.groups, tuple(-p for p in pl), qs, dt, spec.padding_mode)
         if any(s > 1 for s in spec.stride):
             y = xp.ascontiguousarray(y[(slice(None),) * 2 + tuple(slice(None, None, s) for s in spec.stride)])
         return y
     lph = _phase_len(spec)
     mlen = tuple(p + l - 1 for p, l in zip(spec.out_size, lph))
-    xpad = _zero_window(xp, x, tuple(-p for p in pl), tuple(m * s for m, s in zip(mlen, spec.stride)))
-    return _fprop_unit(xp, _split_phases(xp, xpad, spec, mlen), _kernel_phases(xp, wd, spec),
+    return _fprop_unit(xp, _input_phases(xp, x, spec, mlen), _kernel_phases(xp, wd, spec),
                        spec.groups, (0,) * spec.nd, spec.out_size, dt)
 
 
@@ -744,11 +779,9 @@ def wgrad(x, dy, spec: ConvSpec, xp=None):
     dy = dy.astype(dt, copy=False)
     g, kg, cg, nd, n = spec.groups, spec.k_per_group, spec.c_per_group, spec.nd, spec.n
     lph = _phase_len(spec)
-    pl = tuple(lo for lo, _ in spec.pad)
     P = spec.out_size
     mlen = tuple(p + l - 1 for p, l in zip(P, lph))
-    xpad = _zero_window(xp, x, tuple(-p for p in pl), tuple(m * s for m, s in zip(mlen, spec.stride)))
-    xph = _split_phases(xp, xpad, spec, mlen)                         # (N, C*nph, *mlen)
+    xph = _input_phases(xp, x, spec, mlen)                            # (N, C*nph, *mlen)
     nph = xph.shape[1] // spec.c
     cph = cg * nph
     # dwd_ph[v] = sum_o x_ph[o + v] dy[o]: x_ph correlated with dy (dy the filter)

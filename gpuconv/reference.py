@@ -1,7 +1,8 @@
 """The reference convolution: the definition every other implementation is tested against.
 
 Three functions, one per operator of a ConvSpec (1, 2 or 3 spatial dims, stride,
-per-side zero padding, dilation, groups):
+per-side padding, dilation, groups; conv and wgrad read the input extended by
+spec.padding_mode, dgrad is the adjoint of zero padding):
 
     conv(x, w, bias, spec)   fprop: the forward convolution (a cross-correlation)
     dgrad(dy, w, spec)       its data gradient dL/dx (= the transposed convolution)
@@ -45,11 +46,110 @@ def compute_dtype(dtype, accumulate=None) -> np.dtype:
     return np.result_type(dt, np.float32)
 
 
-def pad_input(x: np.ndarray, pad) -> np.ndarray:
-    """Zero-pad the spatial dims (all but the first two) by ((lo, hi), ...)."""
+# np.pad's name of each non-zero padding mode (spec.PADDING_MODES).
+NP_PAD_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+def pad_input(x: np.ndarray, pad, padding_mode: str = "zeros") -> np.ndarray:
+    """Pad the spatial dims (all but the first two) by ((lo, hi), ...) in
+    `padding_mode` (np.pad: zeros, reflect, edge, wrap)."""
     if not any(lo or hi for lo, hi in pad):
         return x
-    return np.pad(x, ((0, 0), (0, 0)) + tuple(pad))
+    if padding_mode == "zeros":
+        return np.pad(x, ((0, 0), (0, 0)) + tuple(pad))
+    return np.pad(x, ((0, 0), (0, 0)) + tuple(pad), mode=NP_PAD_MODES[padding_mode])
+
+
+def source_index(t, n: int, mode: str, xp=np):
+    """The index into an axis of length n that extended position t (an integer
+    array, any values: -1 is the first position left of the input) reads in
+    padding mode `mode`: reflect (the edge not repeated, period 2n - 2),
+    replicate (the edge repeated), circular (period n).  Every period is
+    resolved, so positions any distance outside map inside, as np.pad's
+    reflect/edge/wrap do.  Also the CUDA kernels' pad_index (kernels_cu/common.cuh)
+    for the positions that function resolves."""
+    if n <= 0:
+        raise ValueError(f"padding_mode={mode!r} cannot extend an axis of length {n}")
+    if mode == "circular":
+        return t % n
+    if mode == "replicate":
+        return xp.clip(t, 0, n - 1)
+    if mode == "reflect":
+        if n == 1:
+            return t * 0
+        u = t % (2 * n - 2)
+        return xp.where(u < n, u, 2 * n - 2 - u)
+    raise ValueError(f"source_index: padding mode must be 'reflect', 'replicate' or "
+                     f"'circular', got {mode!r}")
+
+
+def pad_indices(n: int, lo: int, hi: int, mode: str) -> np.ndarray:
+    """Source index of every position of an axis of length n padded by (lo, hi) in
+    `mode`: np.pad(x, (lo, hi), mode) == x[pad_indices(n, lo, hi, mode)] for
+    reflect/replicate/circular (any lo, hi >= 0; circular and replicate any
+    number of periods)."""
+    return source_index(np.arange(-lo, n + hi), n, mode)
+
+
+def _inside_range(start: int, step: int, count: int, n: int) -> tuple[int, int]:
+    """(first, stop): the i in [0, count) with 0 <= start + step*i < n (step >= 1)."""
+    first = max(0, -(start // step))                      # ceil(-start / step)
+    stop = min(count, (n - 1 - start) // step + 1) if n > start else 0
+    first = min(first, count)
+    return first, max(first, stop)
+
+
+def fill_extended(dst, src, starts, steps, mode: str, xp=np, border_zeroed: bool = False):
+    """dst[..., i_1, .., i_nd] = ext(src)[..., starts_d + steps_d * i_d] over the last nd
+    axes (nd = len(starts), steps >= 1), ext(src) the input extended by padding mode
+    `mode` (zeros: 0 outside src; else source_index).  The leading axes of dst and
+    src must match (views: a transposed or sliced dst fills in place).
+
+    The positions inside src are one strided copy; the border (positions outside
+    src along some axis) is gathered per axis d over the positions inside along the
+    axes before d and all positions along the axes after it, so each border element
+    is written once and nothing but the border is gathered: a padded buffer costs
+    the copy of its interior plus its border, whatever the mode.  border_zeroed:
+    dst's border already holds zeros (zeros mode then writes the interior only).
+    Works for NumPy and CuPy arrays (xp: the namespace)."""
+    nd = len(starts)
+    counts = tuple(dst.shape[dst.ndim - nd:])
+    sizes = tuple(src.shape[src.ndim - nd:])
+    if any(c == 0 for c in counts):
+        return dst
+    lead = (slice(None),) * (dst.ndim - nd)
+    slead = (slice(None),) * (src.ndim - nd)
+    inner = [_inside_range(st, sp, q, n) for st, sp, q, n in zip(starts, steps, counts, sizes)]
+    if all(f < s for f, s in inner):
+        dst[lead + tuple(slice(f, s) for f, s in inner)] = src[slead + tuple(
+            slice(st + sp * f, st + sp * (s - 1) + 1, sp)
+            for (f, s), st, sp in zip(inner, starts, steps))]
+    if mode == "zeros" and border_zeroed:
+        return dst
+    for d in range(nd):
+        f, s = inner[d]
+        border = np.concatenate([np.arange(0, f), np.arange(s, counts[d])])
+        if border.size == 0:
+            continue
+        if any(fe >= se for fe, se in inner[:d]):
+            break                  # every position is outside along an earlier axis: done there
+        dsl = tuple(slice(fe, se) for fe, se in inner[:d])
+        if mode == "zeros":
+            dst[lead + dsl + (xp.asarray(border),)] = 0
+            continue
+        # positions: inside along axes < d (as slices), border along d, all along axes > d
+        idx = []
+        for e in range(d, nd):
+            pos = border if e == d else np.arange(counts[e])
+            src_i = source_index(starts[e] + steps[e] * pos, sizes[e], mode)
+            idx.append(xp.asarray(src_i.reshape((-1,) + (1,) * (nd - 1 - e))))
+        ssl = tuple(slice(starts[e] + steps[e] * fe, starts[e] + steps[e] * (se - 1) + 1, steps[e])
+                    for e, (fe, se) in enumerate(inner[:d]))
+        dst_idx = [xp.asarray(border.reshape((-1,) + (1,) * (nd - 1 - d)))]
+        dst_idx += [xp.asarray(np.arange(counts[e]).reshape((-1,) + (1,) * (nd - 1 - e)))
+                    for e in range(d + 1, nd)]
+        dst[lead + dsl + tuple(dst_idx)] = src[slead + ssl][(Ellipsis,) + tuple(idx)]
+    return dst
 
 
 def windows(xp: np.ndarray, spec: ConvSpec) -> np.ndarray:
@@ -72,7 +172,7 @@ def conv(x: np.ndarray, w: np.ndarray, bias, spec: ConvSpec, accumulate=None) ->
     w = np.asarray(w, dtype=dt)
     n, g, nd = spec.n, spec.groups, spec.nd
     cg, kg = spec.c_per_group, spec.k_per_group
-    win = windows(pad_input(x, spec.pad), spec)                  # (N, C, *out, *kernel)
+    win = windows(pad_input(x, spec.pad, spec.padding_mode), spec)   # (N, C, *out, *kernel)
     win = win.reshape((n, g, cg) + spec.out_size + spec.kernel)  # C split into (groups, Cg)
     wg = w.reshape((g, kg, cg) + spec.kernel)
     o_axes = list(range(4, 4 + nd))
@@ -126,7 +226,7 @@ def wgrad(x: np.ndarray, dy: np.ndarray, spec: ConvSpec, accumulate=None) -> np.
     dt = compute_dtype(spec.dtype, accumulate)
     n, g, nd = spec.n, spec.groups, spec.nd
     cg, kg = spec.c_per_group, spec.k_per_group
-    win = windows(pad_input(np.asarray(x, dtype=dt), spec.pad), spec)
+    win = windows(pad_input(np.asarray(x, dtype=dt), spec.pad, spec.padding_mode), spec)
     win = win.reshape((n, g, cg) + spec.out_size + spec.kernel)
     dyg = np.asarray(dy, dtype=dt).reshape((n, g, kg) + spec.out_size)
     o_axes = list(range(4, 4 + nd))

@@ -34,6 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._cpu import run_jobs, scratch
+from .reference import fill_extended
 from .spec import ConvSpec
 
 # G, the weight transform (B^T is written out as the adds below).
@@ -58,13 +59,6 @@ def transform_weight(w: np.ndarray, g: int, dt) -> np.ndarray:
     k, cg = w.shape[:2]
     u = np.einsum("ar,kcrs,bs->abkc", _G.astype(dt), w, _G.astype(dt), optimize=True)
     return np.ascontiguousarray(u.reshape(16, g, k // g, cg), dtype=dt)
-
-
-def _valid_range(origin: int, step: int, count: int, size: int):
-    """Grid indices t in [0, count) with 0 <= origin + step*t < size, as (first, stop)."""
-    first = max(0, -(origin // step))                 # ceil(-origin / step)
-    stop = min(count, (size - 1 - origin) // step + 1) if size > origin else 0
-    return first, max(first, stop)
 
 
 def conv_winograd(x: np.ndarray, w: np.ndarray, spec: ConvSpec, dt) -> np.ndarray:
@@ -109,27 +103,23 @@ def _input_transform(x, spec: ConvSpec, geo: _Geometry, v, c0, c1, dt):
     """Gather channels [c0, c1) of x into the four tile phases, then B^T d B into v
     (16, C*B*T).  B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]]: rows, then columns."""
     n = x.shape[0]
-    (h, wd) = spec.in_size
     (pt, _), (pl, _) = spec.pad
     rows, cols, dh, dw = geo.rows, geo.cols, geo.dh, geo.dw
     bt = n * dh * dw * rows * cols
     m = (c1 - c0) * bt
     # X[pq][c, (n, a, b), th, tw] = xpad[n, c, a + dh*(2 th + p), b + dw*(2 tw + q)],
-    # zero where the tile leaves the input; `cols + 1` of tail for the shifted runs.
+    # xpad the input padded in spec.padding_mode (zeros: only the interior is
+    # copied; other modes gather the border by their index map, no padded copy of
+    # x); `cols + 1` of tail for the shifted runs.
     xs = np.zeros((4, m + cols + 1), dtype=dt)
+    src = x[:, c0:c1].swapaxes(0, 1)
     for p in range(2):
         for q in range(2):
             dst = xs[2 * p + q, :m].reshape(c1 - c0, n, dh, dw, rows, cols)
             for a in range(dh):
-                r0 = a + dh * p - pt
-                t0, t1 = _valid_range(r0, 2 * dh, rows, h)
                 for b in range(dw):
-                    s0 = b + dw * q - pl
-                    u0, u1 = _valid_range(s0, 2 * dw, cols, wd)
-                    if t0 < t1 and u0 < u1:
-                        src = x[:, c0:c1, r0 + 2 * dh * t0:r0 + 2 * dh * (t1 - 1) + 1:2 * dh,
-                                s0 + 2 * dw * u0:s0 + 2 * dw * (u1 - 1) + 1:2 * dw]
-                        dst[:, :, a, b, t0:t1, u0:u1] = src.swapaxes(0, 1)
+                    fill_extended(dst[:, :, a, b], src, (a + dh * p - pt, b + dw * q - pl),
+                                  (2 * dh, 2 * dw), spec.padding_mode, border_zeroed=True)
     lo, hi = c0 * bt, c1 * bt
     u = np.empty((4, 2, m + 1), dtype=dt)          # tile rows transformed, per column phase
     for jp in (0, 1):

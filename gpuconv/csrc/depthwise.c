@@ -24,6 +24,14 @@
  * buffer, zeroes it per plane).  The lanes forms keep 8 groups' planes
  * interleaved position by position instead, with no column phases.
  *
+ * Padding modes (pmode, ConvSpec.padding_mode_code: 0 zeros, 1 reflect,
+ * 2 replicate, 3 circular): the forward and the weight gradient read the input
+ * extended by the mode, so a non-zero mode fills the border rows and columns
+ * of the buffer per plane from the plane itself through pad_index (the
+ * border's elements, one row of the plane per border row: no padded copy of
+ * the input).  The input gradient is the adjoint of zero padding only; its
+ * caller refuses other modes.
+ *
  * forward: every output row is accumulated in place (it stays in L1) over the
  *   taps; width-3 kernel rows are unrolled (one load and store of the output
  *   row per kernel row instead of per tap), and a 2-D 3x3 kernel computes each
@@ -53,18 +61,35 @@
 typedef ptrdiff_t idx;
 
 typedef struct {
-    idx D, H, W, KD, KH, KW, OD, OH, OW, sd, sh, sw, pd, ph, pw, dd, dh, dw;
+    idx D, H, W, KD, KH, KW, OD, OH, OW, sd, sh, sw, pd, ph, pw, dd, dh, dw, pmode;
     idx Dp, Hp, Wp, Wq, Wr, buf_len, plane_in, plane_out, taps;
 } geom;
 
 #define GEOM_PARAMS idx D, idx H, idx W, idx KD, idx KH, idx KW, idx OD, idx OH, idx OW,       \
                     idx sd, idx sh, idx sw, idx pd, idx ph, idx pw,                           \
-                    idx pd_hi, idx ph_hi, idx pw_hi, idx dd, idx dh, idx dw
-#define GEOM_ARGS D, H, W, KD, KH, KW, OD, OH, OW, sd, sh, sw, pd, ph, pw, pd_hi, ph_hi, pw_hi, dd, dh, dw
+                    idx pd_hi, idx ph_hi, idx pw_hi, idx dd, idx dh, idx dw, idx pmode
+#define GEOM_ARGS D, H, W, KD, KH, KW, OD, OH, OW, sd, sh, sw, pd, ph, pw, pd_hi, ph_hi, pw_hi, \
+                  dd, dh, dw, pmode
+
+/* The input index that padded position i (0 <= i < n inside) reads in mode
+ * pmode != 0, every period resolved (reflect: period 2n - 2, the edge not
+ * repeated; replicate: the edge; circular: period n), as np.pad's reflect, edge
+ * and wrap: positions past the padded extent (junk columns of the phases) map
+ * inside too. */
+static inline idx pad_index(idx i, idx n, idx pmode)
+{
+    if (i >= 0 && i < n) return i;
+    if (pmode == 2) return i < 0 ? 0 : n - 1;
+    const idx p = pmode == 1 ? 2 * n - 2 : n;
+    if (p == 0) return 0;                               /* reflect of one element */
+    idx u = i % p;
+    if (u < 0) u += p;
+    return u < n ? u : p - u;
+}
 
 static geom make_geom(GEOM_PARAMS)
 {
-    geom g = {D, H, W, KD, KH, KW, OD, OH, OW, sd, sh, sw, pd, ph, pw, dd, dh, dw,
+    geom g = {D, H, W, KD, KH, KW, OD, OH, OW, sd, sh, sw, pd, ph, pw, dd, dh, dw, pmode,
               0, 0, 0, 0, 0, 0, 0, 0, 0};
     g.Dp = D + pd + pd_hi;
     g.Hp = H + ph + ph_hi;
@@ -103,15 +128,28 @@ static inline void phase_range(const geom *g, idx f, idx *lo, idx *hi)
 }
 
 #define DEFINE_HELPERS(SUF, T)                                                         \
-/* Copy plane src (D, H, W) into the interior of buf, split into column phases. */    \
+/* Copy plane src (D, H, W) into buf, split into column phases: the interior    \
+   (zeros mode; the border stays as zeroed), or every row and column, the border \
+   read through pad_index (other modes). */                                         \
 static void to_phases_##SUF(T *restrict buf, const T *restrict src, const geom *g)    \
 {                                                                                      \
-    for (idx d = 0; d < g->D; ++d)                                                     \
-        for (idx h = 0; h < g->H; ++h) {                                               \
-            T *row = buf + ((d + g->pd) * g->Hp + h + g->ph) * g->Wr;                  \
+    const int all = g->pmode != 0;                                                     \
+    const idx d0 = all ? 0 : g->pd, d1 = all ? g->Dp : g->pd + g->D;                   \
+    const idx h0 = all ? 0 : g->ph, h1 = all ? g->Hp : g->ph + g->H;                   \
+    for (idx dp = d0; dp < d1; ++dp)                                                   \
+        for (idx hp = h0; hp < h1; ++hp) {                                             \
+            T *row = buf + (dp * g->Hp + hp) * g->Wr;                                  \
+            const idx d = pad_index(dp - g->pd, g->D, g->pmode);                       \
+            const idx h = pad_index(hp - g->ph, g->H, g->pmode);                       \
             const T *in = src + (d * g->H + h) * g->W;                                 \
             if (g->sw == 1) {                                                          \
                 memcpy(row + g->pw, in, (size_t)g->W * sizeof(T));                     \
+                if (all) {                                                             \
+                    for (idx c = 0; c < g->pw; ++c)                                    \
+                        row[c] = in[pad_index(c - g->pw, g->W, g->pmode)];             \
+                    for (idx c = g->pw + g->W; c < g->Wr; ++c)                         \
+                        row[c] = in[pad_index(c - g->pw, g->W, g->pmode)];             \
+                }                                                                      \
                 continue;                                                              \
             }                                                                          \
             for (idx f = 0; f < g->sw; ++f) {                                          \
@@ -119,25 +157,33 @@ static void to_phases_##SUF(T *restrict buf, const T *restrict src, const geom *
                 const idx off = f - g->pw;                                             \
                 idx lo, hi;                                                            \
                 phase_range(g, f, &lo, &hi);                                           \
-                for (idx k = 0; k < lo; ++k) ph[k] = (T)0;                             \
+                for (idx k = 0; k < lo; ++k)                                           \
+                    ph[k] = all ? in[pad_index(k * g->sw + off, g->W, g->pmode)] : (T)0; \
                 if (g->sw == 2)                    /* a constant stride vectorises */  \
                     for (idx k = lo; k < hi; ++k) ph[k] = in[2 * k + off];             \
                 else                                                                   \
                     for (idx k = lo; k < hi; ++k) ph[k] = in[k * g->sw + off];         \
-                for (idx k = hi; k < g->Wq; ++k) ph[k] = (T)0;                         \
+                for (idx k = hi; k < g->Wq; ++k)                                       \
+                    ph[k] = all ? in[pad_index(k * g->sw + off, g->W, g->pmode)] : (T)0; \
             }                                                                          \
         }                                                                              \
 }                                                                                      \
                                                                                        \
-/* Planes first .. first + lanes - 1 of x (each D, H, W) into the interior of  \
-   the interleaved buffer in (Dp, Hp, Wp, 8); lanes past `lanes` hold zeros. */     \
+/* Planes first .. first + lanes - 1 of x (each D, H, W) into the interleaved  \
+   buffer in (Dp, Hp, Wp, 8): the interior (zeros mode), or every position, the  \
+   border read through pad_index (other modes); lanes past `lanes` hold zeros. */   \
 static void to_lanes_##SUF(T *restrict in, const T *restrict x, idx first, idx lanes, \
                            const geom *g)                                              \
 {                                                                                      \
     enum { V = 8 };                                                                    \
-    for (idx d = 0; d < g->D; ++d)                                                     \
-        for (idx h = 0; h < g->H; ++h) {                                               \
-            T *dst = in + (((d + g->pd) * g->Hp + h + g->ph) * g->Wp + g->pw) * V;     \
+    const int all = g->pmode != 0;                                                     \
+    const idx d0 = all ? 0 : g->pd, d1 = all ? g->Dp : g->pd + g->D;                   \
+    const idx h0 = all ? 0 : g->ph, h1 = all ? g->Hp : g->ph + g->H;                   \
+    for (idx dp = d0; dp < d1; ++dp)                                                   \
+        for (idx hp = h0; hp < h1; ++hp) {                                             \
+            T *dst = in + ((dp * g->Hp + hp) * g->Wp + g->pw) * V;                     \
+            const idx d = pad_index(dp - g->pd, g->D, g->pmode);                       \
+            const idx h = pad_index(hp - g->ph, g->H, g->pmode);                       \
             const T *src = x + first * g->plane_in + (d * g->H + h) * g->W;            \
             if (lanes == V) {                                                          \
                 for (idx c = 0; c < g->W; ++c)                                         \
@@ -146,6 +192,15 @@ static void to_lanes_##SUF(T *restrict in, const T *restrict x, idx first, idx l
                 for (idx c = 0; c < g->W * V; ++c) dst[c] = (T)0;                      \
                 for (idx j = 0; j < lanes; ++j)                                        \
                     for (idx c = 0; c < g->W; ++c) dst[c * V + j] = src[j * g->plane_in + c]; \
+            }                                                                          \
+            if (!all) continue;                                                        \
+            for (int side = 0; side < 2; ++side) {     /* the border columns */        \
+                const idx c0 = side ? g->W : -g->pw, c1 = side ? g->Wp - g->pw : 0;    \
+                for (idx c = c0; c < c1; ++c) {                                        \
+                    const idx sc = pad_index(c, g->W, g->pmode);                       \
+                    for (idx j = 0; j < V; ++j)                                        \
+                        dst[c * V + j] = j < lanes ? src[j * g->plane_in + sc] : (T)0; \
+                }                                                                      \
             }                                                                          \
         }                                                                              \
 }                                                                                      \
