@@ -148,7 +148,7 @@ def random_case(rng, nd, mode, kind):
     return (n, c) + ins, (k, c // groups) + ks, stride, padding, dil, groups
 
 
-def _run_public(x, w, b, case, mode, dtype, algorithm="auto"):
+def _run_public(x, w, b, case, mode, algorithm="auto"):
     _, _, stride, padding, dil, groups = case
     nd = x.ndim - 2
     return CONV[nd](x, w, b, stride, padding, dil, groups, padding_mode=mode, algorithm=algorithm)
@@ -166,7 +166,7 @@ def test_cpu_path_matches_torch(rng, mode, nd, kind):
         case = random_case(rng, nd, mode, kind)
         spec = replace(_spec(*case), padding_mode=mode)
         x, w, b = randn(rng, case[0]), randn(rng, case[1]), randn(rng, (case[1][0],))
-        got = _run_public(x, w, b, case, mode, np.float64)
+        got = _run_public(x, w, b, case, mode)
         assert_close(got, expected(x, w, b, spec, mode), np.float64,
                      what=f"{mode} {kind} {case}")
 
@@ -178,7 +178,7 @@ def test_cpu_path_other_dtypes(rng, mode, dtype):
         case = random_case(rng, nd, mode, kind)
         spec = replace(_spec(*case, dtype=dtype), padding_mode=mode)
         x, w = randn(rng, case[0], dtype), randn(rng, case[1], dtype)
-        got = _run_public(x, w, None, case, mode, dtype)
+        got = _run_public(x, w, None, case, mode)
         assert_close(got, expected(x, w, None, spec, mode), dtype, what=f"{mode} {kind} {case}")
 
 
@@ -257,7 +257,7 @@ def test_winograd(rng, mode):
     spec = replace(_spec(*case), padding_mode=mode)
     assert cpu.use_winograd(spec, np.float64)
     x, w = randn(rng, case[0]), randn(rng, case[1])
-    assert_close(_run_public(x, w, None, case, mode, np.float64), expected(x, w, None, spec, mode),
+    assert_close(_run_public(x, w, None, case, mode), expected(x, w, None, spec, mode),
                  np.float64, what=f"winograd {mode}")
     for pad in (((1, 1), (1, 1)), ((2, 0), (0, 2)), ((0, 3), (4, 1))):
         for dil in ((1, 1), (2, 1), (1, 3)):
@@ -283,9 +283,9 @@ def test_circular_wraps_many_times(rng, mode):
             xpad = np.pad(x, pads, mode=NP_MODE[mode])
             want = reference.conv(xpad, w, None, _spec(xpad.shape, w.shape, 2, 0, 2, groups),
                                   accumulate="float64")
-            assert_close(_run_public(x, w, None, case, mode, np.float64), want, np.float64,
+            assert_close(_run_public(x, w, None, case, mode), want, np.float64,
                          what=f"{mode} wraps {case}")
-            assert_close(_run_public(x, w, None, case, mode, np.float64, "fft"), want,
+            assert_close(_run_public(x, w, None, case, mode, "fft"), want,
                          tol=1e-11, what=f"fft {mode} wraps {case}")
 
 
@@ -321,12 +321,25 @@ def test_fft_path_matches_torch(rng, mode, dtype):
         x, w, b = randn(rng, case[0], dtype), randn(rng, case[1], dtype), randn(rng, (case[1][0],), dtype)
         want = expected(x, w, b, spec, mode)
         bound = _fft_bound(x, w, spec)
-        got = _run_public(x, w, b, case, mode, dtype, "fft")
+        got = _run_public(x, w, b, case, mode, "fft")
         assert got.dtype == np.dtype(dtype)
         assert_close(got, want, tol=bound / np.abs(want).max(), what=f"fft {mode} {case}")
         for form in gfft.STRIDE_FORMS:
             got = gfft.fprop(x, w, spec, np, form=form) + b.reshape((1, -1) + (1,) * spec.nd)
             assert_close(got, want, tol=bound / np.abs(want).max(), what=f"fft {form} {mode} {case}")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_fft_on_every_path(path, rng, mode):
+    """algorithm='fft' through the engine's CPU and device branches (the device
+    FFT branch resolves the mode in gpuconv.fft as the CPU one does)."""
+    case = ((2, 3, 19, 16), (4, 3, 9, 7), 2, ((4, 7), (3, 5)), 1, 1)
+    spec = replace(_spec(*case), padding_mode=mode)
+    x, w, b = randn(rng, case[0]), randn(rng, case[1]), randn(rng, (4,))
+    got = path.get(_run_public(path.asarray(x), path.asarray(w), path.asarray(b), case, mode,
+                               "fft"))
+    want = expected(x, w, b, spec, mode)
+    assert_close(got, want, tol=_fft_bound(x, w, spec) / np.abs(want).max(), what=f"{path} {mode}")
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -391,7 +404,7 @@ def test_no_whole_input_padding(rng, mode, numpy_depthwise, monkeypatch):
     monkeypatch.setattr(reference, "pad_input", _no_pad)
     monkeypatch.setattr(engine, "materialize_padding", _no_pad)
     for case, x, w, want in cases:
-        got = _run_public(x, w, None, case[:6], mode, np.float64, case[6])
+        got = _run_public(x, w, None, case[:6], mode, case[6])
         tol = 1e-12 if case[6] == "auto" else 1e-11
         assert_close(got, want, tol=tol, what=f"{mode} {case}")
     for form in gfft.STRIDE_FORMS:
@@ -428,7 +441,7 @@ def test_peak_memory_as_zeros_mode(rng, algorithm, case):
     border = (padded - math.prod(case[0][2:])) * case[0][0] * case[0][1] * x.itemsize
 
     def run(mode):
-        return _run_public(x, w, None, case, mode, np.float32, algorithm)
+        return _run_public(x, w, None, case, mode, algorithm)
 
     run("zeros")                                      # scratch buffers, plans, caches
     zeros = _peak(lambda: run("zeros"))
