@@ -39,7 +39,7 @@ import numpy as np
 
 from . import _memory, activations
 from ._array import Converted, common_kind, device_scope
-from .derived import crop_unread, dgrad_as_fprop, dgrad_by_phases, wgrad_as_fprop
+from .derived import crop_unread, dgrad_by_phases, wgrad_as_fprop
 from .spec import PADDING_MODES, ConvSpec, check_op, is_bfloat16
 
 
@@ -271,22 +271,22 @@ def _dgrad_device(path, spec, dy, w, bias=None, activation=None, algorithm="auto
     if use_fft("dgrad", spec, path, algorithm):
         return _finish_device_fft(path, _fft("dgrad", path, spec, dy, w), spec, bias, activation)
     forced = _forced_implicit_gemm("dgrad", spec, path, algorithm, precision)
-    if forced or _grad_on_tensor_cores("dgrad", spec, path, precision):
-        def fprop(fspec, a, b):               # on the variant the rule saw choose() pick
-            return run("fprop", fspec, a, b, path=path, bias=bias, activation=activation,
-                       algorithm=algorithm if forced else _chosen(fspec, path, precision),
-                       precision=precision)
-        return dgrad_by_phases(path.xp, dy, w, spec, fprop,
-                               lambda zeros: _finish_device_fft(path, zeros, spec, bias, activation))
-    from .cuda import transpose as cuda_transpose
-    ok, _why = cuda_transpose.transpose_supports(spec)
-    if ok:
-        return cuda_transpose.forward(dy, w, bias, spec, activation=activation, backend=path.backend)
-    # refused (complex dtypes, index space past 2^31): the forward convolution of the
-    # zero-upsampled dy with the flipped, swapped weight (gpuconv.derived)
-    fspec, xu, wf = dgrad_as_fprop(path.xp, dy, w, spec)
-    return run("fprop", fspec, xu, wf, path=path, bias=bias, activation=activation,
-               precision=precision)
+    derived_route = forced or _grad_route("dgrad", spec, path, precision) == "forward"
+    if not derived_route:
+        from .cuda import transpose as cuda_transpose
+        if cuda_transpose.transpose_supports(spec)[0]:
+            return cuda_transpose.forward(dy, w, bias, spec, activation=activation,
+                                          backend=path.backend)
+    # the route, or the gather kernel refused (complex dtypes, index space past 2^31):
+    # one forward problem per stride phase (gpuconv.derived), on the variant the rule
+    # saw choose() pick (the dispatcher's own choice when refused)
+
+    def fprop(fspec, a, b):
+        alg = algorithm if forced else _chosen(fspec, path, precision) if derived_route else "auto"
+        return run("fprop", fspec, a, b, path=path, bias=bias, activation=activation,
+                   algorithm=alg, precision=precision)
+    return dgrad_by_phases(path.xp, dy, w, spec, fprop,
+                           lambda zeros: _finish_device_fft(path, zeros, spec, bias, activation))
 
 
 def _wgrad_cpu(path, spec, x, dy, algorithm="auto", **_):
@@ -304,8 +304,8 @@ def _wgrad_device(path, spec, x, dy, deterministic=True, algorithm="auto", preci
     if use_fft("wgrad", spec, path, algorithm):
         return _fft("wgrad", path, spec, x, dy).astype(spec.dtype, copy=False)
     forced = _forced_implicit_gemm("wgrad", spec, path, algorithm, precision)
-    tensor_cores = forced or _grad_on_tensor_cores("wgrad", spec, path, precision)
-    if not tensor_cores and cuda_wgrad.wgrad_supports(spec)[0]:
+    derived_route = forced or _grad_route("wgrad", spec, path, precision) == "forward"
+    if not derived_route and cuda_wgrad.wgrad_supports(spec)[0]:
         return cuda_wgrad.forward(x, dy, spec, deterministic=deterministic, backend=path.backend)
     # tensor cores, or refused (3-D): one forward convolution with batch and channel
     # roles swapped (gpuconv.derived); its split-K sums in a fixed order, so it is
@@ -315,7 +315,7 @@ def _wgrad_device(path, spec, x, dy, deterministic=True, algorithm="auto", preci
     fspec, x2, w2, crop = wgrad_as_fprop(xp, x, dy, spec)
     res = run("fprop", fspec, x2, w2, path=path, precision=precision,   # (C/g, K, >= kernel)
               algorithm=algorithm if forced else
-              _chosen(fspec, path, precision) if tensor_cores else "auto")
+              _chosen(fspec, path, precision) if derived_route else "auto")
     return xp.ascontiguousarray(res[crop].swapaxes(0, 1))
 
 
@@ -362,6 +362,14 @@ def run(op: str, spec: ConvSpec, a, b, *, path: Path, bias=None, activation=None
                                  precision=precision)
 
 
+def _grad_route(op: str, spec: ConvSpec, path: Path, precision: str) -> str:
+    """gpuconv.cuda.dispatch.grad_route on this device: "forward" (the derived forms) or
+    "dedicated" (the gradient kernels)."""
+    from .cuda.backend import device_facts
+    from .cuda.dispatch import grad_route
+    return grad_route(op, spec, device_facts(path.backend), precision)[0]
+
+
 def _grad_on_tensor_cores(op: str, spec: ConvSpec, path: Path, precision: str) -> bool:
     """gpuconv.cuda.dispatch.grad_on_tensor_cores on this device (the derived forms)."""
     from .cuda.backend import device_facts
@@ -399,9 +407,8 @@ def _device_takes_bfloat16(op: str, spec: ConvSpec, path: Path, precision: str,
     where the kernel takes every derived problem)."""
     from .cuda.backend import device_facts
     if op != "fprop":
-        if algorithm == "implicit_gemm":
-            from .cuda.dispatch import grad_supported_by_implicit_gemm
-            return grad_supported_by_implicit_gemm(op, spec, device_facts(path.backend), precision)[0]
+        if algorithm == "implicit_gemm":              # True, or ValueError naming why not
+            return _forced_implicit_gemm(op, spec, path, algorithm, precision)
         return _grad_on_tensor_cores(op, spec, path, precision)
     from .cuda.dispatch import supports_dtype
     return supports_dtype(spec, precision, device_facts(path.backend))

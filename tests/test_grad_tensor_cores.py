@@ -88,7 +88,7 @@ def test_rule_by_dtype_and_precision(dtype, precision, want):
 def test_rule_strided_depthwise_small_and_old_devices():
     s2 = _spec((32, 64, 56, 56), (128, 64, 3, 3), 2, 1, 1, 1, np.float16)
     ok, why = dispatch.grad_on_tensor_cores("dgrad", s2, FACTS)
-    assert ok and "4 stride phase" in why
+    assert ok and "4 stride-phase" in why
     assert dispatch.grad_on_tensor_cores("wgrad", s2, FACTS)[0]
     dw = _spec((8, 32, 28, 28), (32, 1, 3, 3), 1, 1, 1, 32, np.float16)       # depthwise
     assert not dispatch.grad_on_tensor_cores("dgrad", dw, FACTS)[0]
@@ -100,6 +100,26 @@ def test_rule_strided_depthwise_small_and_old_devices():
     assert not dispatch.grad_on_tensor_cores("dgrad", s2, turing)[0]
     with pytest.raises(ValueError, match="op must be"):
         dispatch.grad_on_tensor_cores("fprop", s2, FACTS)
+
+
+def test_route_of_exact_gradients():
+    """Exact FP32 and float64: dgrad by phases on the tiled / GEMM kernels; wgrad by its
+    forward problem only where that is a GEMM (im2col), else on conv_wgrad.cu."""
+    s56 = _spec((32, 64, 56, 56), (64, 64, 3, 3), 1, 1, 1, 1, np.float32)
+    route, why = dispatch.grad_route("dgrad", s56, FACTS)
+    assert route == "forward" and "tiled_smem" in why and "tensor cores" not in why
+    route, why = dispatch.grad_route("wgrad", s56, FACTS)
+    assert route == "dedicated" and "direct" in why          # a 56x56 kernel: no tile fits
+    s14 = _spec((32, 256, 14, 14), (256, 256, 3, 3), 1, 1, 1, 1, np.float64)
+    assert dispatch.grad_route("wgrad", s14, FACTS) == ("forward", "wgrad as one forward problem "
+                                                             "reducing over N*P*Q on im2col")
+    s2 = _spec((32, 64, 56, 56), (128, 64, 3, 3), 2, 1, 1, 1, np.float32)
+    route, why = dispatch.grad_route("dgrad", s2, FACTS)
+    assert route == "forward" and "4 stride-phase" in why
+    dw = _spec((8, 32, 28, 28), (64, 1, 3, 3), 1, 1, 1, 32, np.float32)       # multiplier 2
+    assert dispatch.grad_route("dgrad", dw, FACTS)[0] == "dedicated"
+    tiny = _spec((2, 32, 9, 11), (32, 32, 3, 3), 2, 1, 1, 1, np.float32)
+    assert dispatch.grad_route("dgrad", tiny, FACTS)[0] == "dedicated"
 
 
 def test_implicit_gemm_algorithm_refused_on_the_cpu(rng):
@@ -163,6 +183,25 @@ def test_tensor_core_gradients_in_the_simulator(dtype, precision, case, rng):
                                          precision=precision, algorithm="implicit_gemm")
         want = reference.dgrad(dy64, w64, spec) + b.astype(np.float64)[None, :, None, None]
         assert_close(y, np.maximum(want, 0), dtype, tol, "conv_transpose2d")
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exact_dgrad_by_phases_in_the_simulator(dtype, rng):
+    """The dgrad route taken by the rule itself (algorithm 'auto'): stride 2, four
+    phases each large enough for the tiled / GEMM kernels; exact arithmetic, so the
+    dtype's own tolerance."""
+    from gpuconv.sim import SimBackend
+    xs, ws = (8, 64, 40, 41), (64, 64, 3, 3)
+    spec = _spec(xs, ws, 2, 1, 1, 1, dtype)
+    be = SimBackend()
+    from gpuconv.cuda.backend import device_facts
+    route, why = dispatch.grad_route("dgrad", spec, device_facts(be))
+    assert route == "forward" and "4 stride-phase" in why, why
+    w, dy = randn(rng, ws, dtype), randn(rng, spec.output_shape, dtype)
+    with gpuconv.use_backend(be):
+        dx = gpuconv.conv2d_input(xs, w, dy, 2, 1)
+    assert_close(dx, reference.dgrad(dy.astype(np.float64), w.astype(np.float64), spec), dtype)
 
 
 @pytest.mark.sim

@@ -245,48 +245,80 @@ def grad_supported_by_implicit_gemm(op: str, spec: ConvSpec, facts: DeviceFacts 
     return True, "implicit_gemm takes every derived forward problem"
 
 
+# MEASURE. Variants whose hot loop reuses operands from shared memory or registers, by
+# the SASS of their innermost loop on sm_90 (`gpuconv kernels --sass`, float32):
+# tiled_smem 1.8 instructions per FMA (57% FMA share, 0.38 LDS and no global load per
+# FMA), against the data-gradient gather conv_transpose.cu at 5.75 per FMA (17% FMA
+# share, 1.25 global loads per FMA): an estimated ~3x in issue-bound time for the same
+# multiply-adds.  im2col and implicit_gemm are GEMMs (cuBLAS, tensor cores).
+REUSE_VARIANTS = ("implicit_gemm", "im2col", "tiled_smem", "tiled_smem_small")
+
+
+def grad_route(op: str, spec: ConvSpec, facts: DeviceFacts | None = None,
+               precision: str = "highest") -> tuple[str, str]:
+    """(route, why) of gradient `op` ("dgrad" or "wgrad") of the forward problem `spec`:
+
+        "forward"    as forward problems (gpuconv.derived) on the variants choose() picks
+                     for them: dgrad as one stride-1 problem per stride phase (no inserted
+                     zeros), wgrad as one problem reducing over N*P*Q
+        "dedicated"  the gradient kernels (conv_transpose.cu, conv_wgrad.cu, the depthwise
+                     gradients)
+
+    Rule: "forward" when choose() sends every derived problem to a kernel with operand
+    reuse, else "dedicated":
+      dgrad  every stride phase to REUSE_VARIANTS (the ~3x estimate above over
+             conv_transpose.cu's gather); exact FP32 and float64 phases run on the tiled
+             FMA kernels or cuBLAS
+      wgrad  its problem to a GEMM (implicit_gemm or im2col): it has a P x Q kernel,
+             which the tiled kernels do not take (their halo is the kernel), and
+             conv_wgrad.cu's hot loop is 4-8% FMAs (SASS, sm_90), so even im2col's
+             lowering of R*S x |x| elements wins (~0.35 ms against ~3.7 ms for ResNet-50's
+             32x64x56x56 layer in float64, estimate)
+    Tensor cores where the dtype has them (float16/bfloat16, float32 at 'high'/'medium';
+    2-D; the forward size rule: Kg >= IGEMM_MIN_KG of the derived problem, i.e. C/g for
+    dgrad and K/g for wgrad), as cuDNN and CUTLASS run their gradients.  A stride phase
+    that is a small 1x1 problem may go to im2col (cuBLAS without lowering; 3x3 stride 2
+    padding 1 has phases of 1x1, 1x2, 2x1 and 2x2 taps).  Small problems (choose():
+    direct) and depthwise gradients (choose(): depthwise, which has dedicated gradient
+    kernels) stay "dedicated".
+    MEASURE: the derived forms pay copies a native gradient kernel would not (dgrad:
+    each phase's dx written once more, strided; wgrad: x and dy transposed once,
+    2 x (|x| + |dy|) bytes, ~13 us for ResNet-50's 32x64x56x56 fp16 layer at 4.8 TB/s
+    against ~12 us of its 7.4 GFLOP at ~600 TFLOP/s -- an estimate).  Pure."""
+    facts = facts or DeviceFacts()
+    subs = grad_forward_problems(op, spec)
+    if not subs:
+        return "dedicated", "no kernel tap reaches the input (the gradient is 0 + bias)"
+    names = []
+    for f in subs:
+        try:
+            name, _, reasons = choose(f, facts, precision)
+        except ValueError as exc:
+            return "dedicated", str(exc)
+        names.append((name, reasons[1] if len(reasons) > 1 else ""))
+    picked = [n for n, _ in names]
+    allowed = REUSE_VARIANTS if op == "dgrad" else ("implicit_gemm", "im2col")
+    if all(n in allowed for n in picked):
+        what = f"{len(subs)} stride-phase forward problem(s)" if op == "dgrad" else \
+            "one forward problem reducing over N*P*Q"
+        on = "tensor cores, " if "implicit_gemm" in picked else ""
+        return "forward", f"{op} as {what} on {on}{', '.join(sorted(set(picked)))}"
+    name, why = next((n, w) for n, w in names if n not in allowed)
+    return "dedicated", f"a derived forward problem goes to {name}: {why}"
+
+
 def grad_on_tensor_cores(op: str, spec: ConvSpec, facts: DeviceFacts | None = None,
                          precision: str = "highest") -> tuple[bool, str]:
-    """(whether, why): gradient `op` ("dgrad" or "wgrad") of the forward problem `spec`
-    runs as forward problems on the tensor-core implicit GEMM (gpuconv.derived), as
-    cuDNN and CUTLASS run their gradients:
-
-        dgrad  dgrad_phases: one stride-1 implicit GEMM per stride phase (dy with the
-               taps reaching that phase, channel roles swapped), no inserted zeros
-        wgrad  wgrad_fprop_spec: one implicit GEMM whose reduction runs over N*P*Q,
-               split-K in a fixed order (bit-identical run to run)
-
-    Rule: yes when choose() sends every derived problem to a GEMM kernel and at least
-    one to implicit_gemm -- the same tensor-core rule as a forward layer (dtype
-    float16/bfloat16, or float32 at precision 'high'/'medium'; 2-D; Kg >= IGEMM_MIN_KG
-    of the derived problem, i.e. C/g for dgrad and K/g for wgrad; a large enough GEMM);
-    a stride phase that is a small 1x1 problem may go to im2col (cuBLAS, no lowering:
-    for 3x3 stride 2 padding 1 the phases have 1x1, 1x2, 2x1 and 2x2 taps).  The
-    engine runs each derived problem on choose()'s variant.  Otherwise the dedicated
-    FMA kernels (conv_transpose.cu, conv_wgrad.cu, the depthwise gradients), which
-    also keep exact FP32 at precision 'highest'.  MEASURE: the derived forms pay a
-    copy that a native gradient kernel would not (dgrad: each phase's dx written once
-    more, strided; wgrad: x and dy transposed once, 2 x (|x| + |dy|) bytes, ~13 us
-    for ResNet-50's 32x64x56x56 fp16 layer at 4.8 TB/s against ~12 us of its 7.4
-    GFLOP at ~600 TFLOP/s -- an estimate; the FMA kernels run the same layer at an
-    estimated 10-25% of the FP32 peak, ~150-370 us).  Pure."""
+    """(whether, why): grad_route's rule 1 -- gradient `op` runs on the tensor-core
+    implicit GEMM (see grad_route)."""
     facts = facts or DeviceFacts()
     ok, why = grad_supported_by_implicit_gemm(op, spec, facts, precision)
     if not ok:
         return False, why
-    names = []
-    for f in grad_forward_problems(op, spec):
-        try:
-            name, _, reasons = choose(f, facts, precision)
-        except ValueError as exc:
-            return False, str(exc)
-        if name not in ("implicit_gemm", "im2col"):
-            return False, f"the derived forward problem goes to {name}: {reasons[0] if reasons else ''}"
-        names.append(name)
-    if "implicit_gemm" not in names:
-        return False, "every derived forward problem goes to im2col (cuBLAS), none to the implicit GEMM"
-    what = f"{len(names)} stride phase(s)" if op == "dgrad" else "a reduction over N*P*Q, fixed-order split-K"
-    return True, f"{op} on tensor cores as implicit GEMM forward problems: {what}"
+    route, why = grad_route(op, spec, facts, precision)
+    if route == "forward" and "tensor cores" not in why:
+        return False, f"no derived problem goes to implicit_gemm ({why})"
+    return route == "forward", why
 
 
 def capture_safe(name: str) -> bool:
