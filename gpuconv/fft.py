@@ -842,8 +842,13 @@ def _form_cost(spec: ConvSpec, op: str, form: str, c: DeviceConstants):
     kd = _dilated_extent(spec)
     if form == "subsample":
         qs = tuple((p - 1) * s + 1 for p, s in zip(spec.out_size, spec.stride))
-        Ls = [zero_plan(i, k, -lo, q)[0] for i, k, (lo, _), q in zip(spec.in_size, kd, spec.pad, qs)]
-        nph, xe, ke, ye = 1, spec.in_size, kd, qs
+        if spec.padding_mode == "zeros" or op != "fprop":
+            Ls = [zero_plan(i, k, -lo, q)[0] for i, k, (lo, _), q in zip(spec.in_size, kd, spec.pad, qs)]
+            xe = spec.in_size
+        else:          # a mode's border is data: the transform spans the extent the outputs read
+            xe = tuple(q + k - 1 for q, k in zip(qs, kd))
+            Ls = [zero_plan(e, k, 0, q)[0] for e, k, q in zip(xe, kd, qs)]
+        nph, ke, ye = 1, kd, qs
     else:
         lph = _phase_len(spec)
         mlen = [p + l - 1 for p, l in zip(spec.out_size, lph)]

@@ -182,6 +182,23 @@ def test_cpu_path_other_dtypes(rng, mode, dtype):
         assert_close(got, expected(x, w, None, spec, mode), dtype, what=f"{mode} {kind} {case}")
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_cpu_path_integers_exact(rng, mode):
+    """Integer inputs (computed in int64, as the zeros mode) give np.pad + the
+    reference's valid convolution exactly."""
+    for nd, kind in [(1, "im2col"), (2, "im2col"), (2, "depthwise"), (3, "same")]:
+        case = random_case(rng, nd, mode, kind)
+        x = rng.integers(-50, 50, case[0]).astype(np.int32)
+        w = rng.integers(-50, 50, case[1]).astype(np.int32)
+        spec = _spec(*case, dtype=np.int32)
+        xpad = np.pad(x, ((0, 0), (0, 0)) + tuple(spec.pad), mode=NP_MODE[mode])
+        valid = _spec(xpad.shape, w.shape, case[2], 0, case[4], case[5], np.int32)
+        want = reference.conv(xpad, w, None, valid).astype(np.int32)
+        got = _run_public(x, w, None, case, mode)
+        assert got.dtype == np.int32
+        np.testing.assert_array_equal(got, want, err_msg=f"{mode} {kind} {case}")
+
+
 def _dw_spec(rng, nd, groups, mult, stride, width, mode, dtype=np.float64):
     """A depthwise spec whose last output dim is about `width` (the compiled
     kernels' rows form above 16-32 outputs, lanes form below with >= 8 groups)."""
