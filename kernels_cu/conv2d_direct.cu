@@ -1,7 +1,7 @@
 // conv2d_direct.cu -- the readable baseline convolution, kept forever.
 //
 // Variants (launcher: gpuconv/cuda/families/conv2d_direct.py, registry name "direct"):
-//   1. conv_direct<T, ACT>: one thread per output element, grid-stride loop
+//   1. conv_direct<T, ACT> (conv_direct_pm<T, ACT>: a non-zero padding mode): one thread per output element, grid-stride loop
 //      over the flat output index (32-bit below 2^31 outputs, else 64-bit).  Handles every geometry the spec
 //      allows -- 1-D, 2-D and 3-D (a 2-D spec is D=1, KD=1; 1-D also H=1, R=1),
 //      stride, padding (the low side; the high side only shapes the output) in every
@@ -29,7 +29,7 @@
 // bounds tests stay as a guard).  Cost of the mode, inside the image: a pmode compare and an
 // unsigned compare per element (~3 instructions against the ~8 of a tap's load + FMA +
 // bounds test; estimate from the source, the SASS is not inspected); the zeros body pays
-// nothing (the choice is one uniform branch per thread, outside every loop).
+// nothing (the launcher picks the kernel: conv_direct or conv_direct_pm below).
 template <typename T, int ACT, typename I, bool PM>
 __device__ __forceinline__ void
 conv_direct_body(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
@@ -74,17 +74,31 @@ conv_direct_body(const T* __restrict__ x, const T* __restrict__ w, const T* __re
     }
 }
 
+// conv_direct (zeros) and conv_direct_pm (a non-zero padding mode): kernels of their own
+// rather than a run-time branch between four inlined bodies: in one kernel ptxas allocated
+// 40 registers and spilled 76-80 B on sm_90 (float, around the 64-bit body's division calls);
+// as two kernels each is 48 registers, spill-free (float, __half; sm_80 and sm_90).
+template <typename T, int ACT, bool PM>
+__device__ __forceinline__ void
+conv_direct_entry(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
+                  T* __restrict__ y, CONV_GEOMETRY_PARAMS, int has_bias) {
+    // the grid-stride step must not overflow I either: blocks * 256 <= 2^28 (launcher cap)
+    if ((i64)N * K * OD * P * Q + (i64)gridDim.x * blockDim.x <= 0x7fffffffLL)
+        conv_direct_body<T, ACT, int, PM>(x, w, bias, y, CONV_GEOMETRY_ARGS, has_bias);
+    else
+        conv_direct_body<T, ACT, i64, PM>(x, w, bias, y, CONV_GEOMETRY_ARGS, has_bias);
+}
+
 template <typename T, int ACT>
 __global__ void __launch_bounds__(256)
 conv_direct(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
             T* __restrict__ y, CONV_GEOMETRY_PARAMS, int has_bias) {
-    // the grid-stride step must not overflow I either: blocks * 256 <= 2^28 (launcher cap)
-    const bool small = (i64)N * K * OD * P * Q + (i64)gridDim.x * blockDim.x <= 0x7fffffffLL;
-    if (pmode == PAD_ZEROS) {
-        if (small) conv_direct_body<T, ACT, int, false>(x, w, bias, y, CONV_GEOMETRY_ARGS, has_bias);
-        else conv_direct_body<T, ACT, i64, false>(x, w, bias, y, CONV_GEOMETRY_ARGS, has_bias);
-    } else {
-        if (small) conv_direct_body<T, ACT, int, true>(x, w, bias, y, CONV_GEOMETRY_ARGS, has_bias);
-        else conv_direct_body<T, ACT, i64, true>(x, w, bias, y, CONV_GEOMETRY_ARGS, has_bias);
-    }
+    conv_direct_entry<T, ACT, false>(x, w, bias, y, CONV_GEOMETRY_ARGS, has_bias);
+}
+
+template <typename T, int ACT>
+__global__ void __launch_bounds__(256)
+conv_direct_pm(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
+               T* __restrict__ y, CONV_GEOMETRY_PARAMS, int has_bias) {
+    conv_direct_entry<T, ACT, true>(x, w, bias, y, CONV_GEOMETRY_ARGS, has_bias);
 }

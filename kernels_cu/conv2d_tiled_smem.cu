@@ -60,10 +60,10 @@ __device__ __forceinline__ int tiled_pitch(int cols, int sh) {
     return cols;
 }
 
-template <typename T, int ACT, int TP, int TQ, int TK, int QPT, int KPT>
-__global__ void __launch_bounds__((TQ / QPT) * TP * (TK / KPT))
-conv2d_tiled_smem(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
-                  T* __restrict__ y, CONV_GEOMETRY_PARAMS, int has_bias, int CT) {
+template <typename T, int ACT, int TP, int TQ, int TK, int QPT, int KPT, bool PM>
+__device__ __forceinline__ void
+conv2d_tiled_smem_body(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
+                       T* __restrict__ y, CONV_GEOMETRY_PARAMS, int has_bias, int CT) {
     typedef typename num<T>::acc A;
     constexpr int TX = TQ / QPT, TZ = TK / KPT, NT = TX * TP * TZ, TKP = TK + 1;
     constexpr int SCOL = 16, SROW = NT / SCOL;       // staging: 16 columns x NT/16 rows per pass
@@ -100,16 +100,16 @@ conv2d_tiled_smem(const T* __restrict__ x, const T* __restrict__ w, const T* __r
     const int f0 = scol % sw, u0 = scol / sw;
     const int dwq = dw / sw, dwr = dw - dwq * sw;     // a tap step in (column, phase)
     const int stage_rows = CT * IH;
-    // Padding modes (pmode != 0, common.cuh pad_index): resolved while staging, so the hot
-    // c, r, s loop is the same for every mode.  A staged row's index is mapped once per row
-    // (zeros: one uniform compare, returns ih); a column's only in blocks whose tile reaches
-    // past the left or right edge (remap_cols, uniform per block): the zeros-mode and
-    // interior-tile loop is the loop without a map, an edge tile in a mode pays ~4
-    // instructions per staged element (two compares and the reflect / clamp / wrap select;
-    // estimate from the source).  After the map the bounds tests stay: a tile's rows and
-    // columns past the last output (never read by an output) may map outside the image in
-    // reflect mode, and read as zeros.
-    const bool remap_cols = pmode != PAD_ZEROS && (iw0 < 0 || iw0 + IW > W);
+    // Padding modes (PM, pmode != 0, common.cuh pad_index): resolved while staging, so the
+    // hot c, r, s loop is the same for every mode.  A staged row's index is mapped once per
+    // row, a column's once per staged element (~3 instructions inside the image: a pmode
+    // compare, an unsigned compare, the select; on the ~18.5 of a staged element, estimate
+    // from the source).  Mapping only the edge tiles' columns in a second copy of the loop
+    // spilled 8-12 B (ptxas -v, float, 8x16 on sm_90 / 4x8 on sm_80); one loop is spill-free.
+    // !PM (zeros) folds every map away at compile time and is its own kernel: compiled into
+    // one kernel the mode's staging cost the zeros path 4-12 B of spills (float 4x8 tile on
+    // sm_80: 64 -> 72 registers + 12 B; 8x16 on sm_90: 80 + 8 B).
+    const int pm = PM ? pmode : PAD_ZEROS;
 
     A acc[KPT][QPT];
 #pragma unroll
@@ -123,29 +123,18 @@ conv2d_tiled_smem(const T* __restrict__ x, const T* __restrict__ w, const T* __r
         {
             int c = srow0 / IH, yy = srow0 - c * IH;
             for (int row = srow0; row < stage_rows; row += SROW) {
-                const int ih = pad_index(ih0 + yy, H, pmode);    // once per staged row
+                const int ih = pad_index(ih0 + yy, H, pm);       // once per staged row
                 const bool rok = c < cn && (unsigned)ih < (unsigned)H;
                 const T* __restrict__ src = xg + (rok ? ((i64)(c0 + c) * H + ih) * W : 0);
                 T* dst = s_in + row * IWP;
                 int f = f0, u = u0;
-                if (!remap_cols) {
-                    for (int xx = scol; xx < IW; xx += SCOL) {
-                        const int iw = iw0 + xx;
-                        T v = num<T>::zero();
-                        if (rok && (unsigned)iw < (unsigned)W) v = src[iw];
-                        dst[f * IWc + u] = v;
-                        f += sc_r; u += sc_q;
-                        if (f >= sw) { f -= sw; ++u; }
-                    }
-                } else {
-                    for (int xx = scol; xx < IW; xx += SCOL) {
-                        const int iw = pad_index(iw0 + xx, W, pmode);
-                        T v = num<T>::zero();
-                        if (rok && (unsigned)iw < (unsigned)W) v = src[iw];
-                        dst[f * IWc + u] = v;
-                        f += sc_r; u += sc_q;
-                        if (f >= sw) { f -= sw; ++u; }
-                    }
+                for (int xx = scol; xx < IW; xx += SCOL) {
+                    const int iw = PM ? pad_index(iw0 + xx, W, pm) : iw0 + xx;
+                    T v = num<T>::zero();
+                    if (rok && (unsigned)iw < (unsigned)W) v = src[iw];
+                    dst[f * IWc + u] = v;
+                    f += sc_r; u += sc_q;
+                    if (f >= sw) { f -= sw; ++u; }
                 }
                 yy += SROW;
                 while (yy >= IH) { yy -= IH; ++c; }
@@ -200,4 +189,20 @@ conv2d_tiled_smem(const T* __restrict__ x, const T* __restrict__ w, const T* __r
             if (q < Q) yrow[q] = epilogue<T, ACT>(acc[i][j], bias, kabs, has_bias);
         }
     }
+}
+
+// conv2d_tiled_smem (zeros) and conv2d_tiled_smem_pm (a non-zero padding mode): one body,
+// two kernels (the staging comment above says why).
+template <typename T, int ACT, int TP, int TQ, int TK, int QPT, int KPT>
+__global__ void __launch_bounds__((TQ / QPT) * TP * (TK / KPT))
+conv2d_tiled_smem(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
+                  T* __restrict__ y, CONV_GEOMETRY_PARAMS, int has_bias, int CT) {
+    conv2d_tiled_smem_body<T, ACT, TP, TQ, TK, QPT, KPT, false>(x, w, bias, y, CONV_GEOMETRY_ARGS, has_bias, CT);
+}
+
+template <typename T, int ACT, int TP, int TQ, int TK, int QPT, int KPT>
+__global__ void __launch_bounds__((TQ / QPT) * TP * (TK / KPT))
+conv2d_tiled_smem_pm(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
+                     T* __restrict__ y, CONV_GEOMETRY_PARAMS, int has_bias, int CT) {
+    conv2d_tiled_smem_body<T, ACT, TP, TQ, TK, QPT, KPT, true>(x, w, bias, y, CONV_GEOMETRY_ARGS, has_bias, CT);
 }

@@ -1,7 +1,8 @@
 // im2col.cu -- lowering to a GEMM, for cuBLAS (the launcher calls xp.matmul).
 //
 // Variants (registry name "im2col"; launcher gpuconv/cuda/families/im2col.py):
-//   1. im2col<T> (im2col_i64<T>: 64-bit in-plane offsets): a chunk of nb images -> column matrix cols[C*taps][nb*L]
+//   1. im2col<T> (im2col_i64<T>: 64-bit in-plane offsets; im2col_pm / im2col_i64_pm: a
+//      non-zero padding mode): a chunk of nb images -> column matrix cols[C*taps][nb*L]
 //      (row = (c, kd, r, s), column = (image, od, p, q); L = OD*P*Q), so that
 //      for group g rows g*Cg*taps .. form the (Cg*taps x nb*L) right operand of
 //      out_g (Kg x nb*L) = W_g (Kg x Cg*taps) @ cols_g: one strided-batched GEMM.
@@ -50,8 +51,7 @@
 // the column index once per element; every tap is then inside the image and the bounds test
 // stays as a guard.  Cost per element in a mode: the column's pad_index, ~3 instructions
 // inside the image (a pmode compare, an unsigned compare, a select) against the ~17-36 of
-// the zeros loop (estimate from the source); PM = false is the zeros loop unchanged (the
-// kernel picks the body by one uniform branch, outside the loop).
+// the zeros loop (estimate from the source); PM = false is the zeros loop unchanged.
 template <typename T, typename I, bool PM>
 __device__ __forceinline__ void
 im2col_body(const T* __restrict__ x, T* __restrict__ cols, CONV_GEOMETRY_PARAMS, int n0, int nb,
@@ -76,14 +76,19 @@ im2col_body(const T* __restrict__ x, T* __restrict__ cols, CONV_GEOMETRY_PARAMS,
         int a = tap / (R * S); tap -= a * (R * S);
         int r = tap / S, s = tap - r * S;
         int id = id0 + a * dd, ih = ih0 + r * dh, iw = iw0 + s * dw;
-        int mid = PM ? pad_index(id, D, pmode) : id, mih = PM ? pad_index(ih, H, pmode) : ih;
+        int mid = 0, mih = 0;                        // PM: id, ih mapped
+        if (PM) { mid = pad_index(id, D, pmode); mih = pad_index(ih, H, pmode); }
         const T* __restrict__ xc = x + (((i64)n0 + b) * C + c) * (i64)plane;
         T* __restrict__ out = cols + (i64)row0 * ncol + col;
         for (int row = row0; row < row1; ++row) {
-            const int miw = PM ? pad_index(iw, W, pmode) : iw;
             T v = num<T>::zero();
-            if ((unsigned)mid < (unsigned)D && (unsigned)mih < (unsigned)H && (unsigned)miw < (unsigned)W)
-                v = xc[((I)mid * H + mih) * W + miw];
+            if (PM) {
+                const int miw = pad_index(iw, W, pmode);
+                if ((unsigned)mid < (unsigned)D && (unsigned)mih < (unsigned)H && (unsigned)miw < (unsigned)W)
+                    v = xc[((I)mid * H + mih) * W + miw];
+            } else if ((unsigned)id < (unsigned)D && (unsigned)ih < (unsigned)H && (unsigned)iw < (unsigned)W) {
+                v = xc[((I)id * H + ih) * W + iw];
+            }
             *out = v;
             out += ncol;
             iw += dw;
@@ -92,28 +97,44 @@ im2col_body(const T* __restrict__ x, T* __restrict__ cols, CONV_GEOMETRY_PARAMS,
                 if (++r == R) {
                     r = 0; ih = ih0; id += dd;
                     if (++a == KD) { a = 0; id = id0; xc += plane; }
-                    mid = PM ? pad_index(id, D, pmode) : id;
+                    if (PM) mid = pad_index(id, D, pmode);
                 }
-                mih = PM ? pad_index(ih, H, pmode) : ih;
+                if (PM) mih = pad_index(ih, H, pmode);
             }
         }
     }
 }
 
+// im2col / im2col_i64 (zeros) and im2col_pm / im2col_i64_pm (a non-zero padding mode):
+// kernels of their own, because compiled into the zeros kernel the mode's lowering raised it
+// from 32 to 40 registers on sm_90 (ptxas -v): 8 -> 6 resident blocks of 256, a quarter of
+// the threads a memory-bound loop hides latency with.
 template <typename T>
 __global__ void __launch_bounds__(256)
 im2col(const T* __restrict__ x, T* __restrict__ cols, CONV_GEOMETRY_PARAMS, int n0, int nb,
        int rows_per_split) {
-    if (pmode == PAD_ZEROS) im2col_body<T, int, false>(x, cols, CONV_GEOMETRY_ARGS, n0, nb, rows_per_split);
-    else im2col_body<T, int, true>(x, cols, CONV_GEOMETRY_ARGS, n0, nb, rows_per_split);
+    im2col_body<T, int, false>(x, cols, CONV_GEOMETRY_ARGS, n0, nb, rows_per_split);
 }
 
 template <typename T>
 __global__ void __launch_bounds__(256)
 im2col_i64(const T* __restrict__ x, T* __restrict__ cols, CONV_GEOMETRY_PARAMS, int n0, int nb,
            int rows_per_split) {
-    if (pmode == PAD_ZEROS) im2col_body<T, i64, false>(x, cols, CONV_GEOMETRY_ARGS, n0, nb, rows_per_split);
-    else im2col_body<T, i64, true>(x, cols, CONV_GEOMETRY_ARGS, n0, nb, rows_per_split);
+    im2col_body<T, i64, false>(x, cols, CONV_GEOMETRY_ARGS, n0, nb, rows_per_split);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(256)
+im2col_pm(const T* __restrict__ x, T* __restrict__ cols, CONV_GEOMETRY_PARAMS, int n0, int nb,
+          int rows_per_split) {
+    im2col_body<T, int, true>(x, cols, CONV_GEOMETRY_ARGS, n0, nb, rows_per_split);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(256)
+im2col_i64_pm(const T* __restrict__ x, T* __restrict__ cols, CONV_GEOMETRY_PARAMS, int n0, int nb,
+              int rows_per_split) {
+    im2col_body<T, i64, true>(x, cols, CONV_GEOMETRY_ARGS, n0, nb, rows_per_split);
 }
 
 // grid (column blocks over L, K, images), each looping when the grid is capped: no division.

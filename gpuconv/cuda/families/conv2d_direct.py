@@ -11,11 +11,13 @@ MODULE = "conv2d_direct.cu"
 THREADS = 256   # 8 warps: enough for latency hiding at ~40 registers per thread, any arch
 
 
-def kernel_name(dtype, act: int) -> str:
-    return expr("conv_direct", ctype(dtype), act)
+def kernel_name(dtype, act: int, pm: int = 0) -> str:
+    """conv_direct<T, ACT>, or conv_direct_pm<T, ACT> (pm = 1) for a non-zero padding mode
+    (a kernel of its own, so the zeros kernel's registers are untouched)."""
+    return expr("conv_direct_pm" if pm else "conv_direct", ctype(dtype), act)
 
 
-INSTANTIATIONS = tuple(kernel_name(dt, a) for dt in REAL for a in ACT_CODES)
+INSTANTIATIONS = tuple(kernel_name(dt, a, pm) for dt in REAL for a in ACT_CODES for pm in (0, 1))
 SOURCES = {MODULE: INSTANTIATIONS}
 
 
@@ -27,7 +29,8 @@ def supports(spec: ConvSpec):
 
 def launch(backend, x, w, b, y, spec, act, config):
     geo = geometry_args(spec)
-    fn = backend.get_function(MODULE, INSTANTIATIONS, kernel_name(spec.dtype, act))
+    fn = backend.get_function(MODULE, INSTANTIATIONS,
+                              kernel_name(spec.dtype, act, int(spec.padding_mode != "zeros")))
     bias, has_bias = bias_args(b, w)
     fn((blocks(math.prod(spec.output_shape), THREADS),), (THREADS,), (x, w, bias, y, *geo, has_bias))
 

@@ -18,11 +18,14 @@ TILES = {
 CT_MAX = 16
 
 
-def kernel_name(tile, dtype, act: int) -> str:
-    return expr("conv2d_tiled_smem", ctype(dtype), act, *tile)
+def kernel_name(tile, dtype, act: int, pm: int = 0) -> str:
+    """pm = 1: conv2d_tiled_smem_pm, which resolves a non-zero padding mode while staging (a
+    kernel of its own: the zeros kernel keeps its registers)."""
+    return expr("conv2d_tiled_smem_pm" if pm else "conv2d_tiled_smem", ctype(dtype), act, *tile)
 
 
-INSTANTIATIONS = tuple(kernel_name(t, dt, a) for t in TILES.values() for dt in REAL for a in ACT_CODES)
+INSTANTIATIONS = tuple(kernel_name(t, dt, a, pm) for t in TILES.values() for dt in REAL for a in ACT_CODES
+                       for pm in (0, 1))
 SOURCES = {MODULE: INSTANTIATIONS}
 
 
@@ -83,7 +86,8 @@ def launch(tile, backend, x, w, b, y, spec, act, config):
     if smem > SMEM_LIMIT:
         raise ValueError(f"tiled conv with ct={ct} needs {smem} B of shared memory (> {SMEM_LIMIT})")
     grid_, block = grid(tile, spec)
-    fn = backend.get_function(MODULE, INSTANTIATIONS, kernel_name(tile, spec.dtype, act))
+    fn = backend.get_function(MODULE, INSTANTIATIONS,
+                              kernel_name(tile, spec.dtype, act, int(spec.padding_mode != "zeros")))
     bias, has_bias = bias_args(b, w)
     fn(grid_, block, (x, w, bias, y, *geo, has_bias, I32(ct)), shared_mem=smem)
 

@@ -27,9 +27,12 @@ def index_type(spec: ConvSpec) -> str:
     return "int" if math.prod(spec.in_size) <= INT32_MAX else "long long"
 
 
-def im2col_name(dtype, index: str = "int") -> str:
-    """im2col<T> (32-bit in-plane offsets) or im2col_i64<T>."""
-    return expr("im2col" if index == "int" else "im2col_i64", ctype(dtype))
+def im2col_name(dtype, index: str = "int", pm: int = 0) -> str:
+    """im2col<T> (32-bit in-plane offsets) or im2col_i64<T>; pm = 1: im2col_pm /
+    im2col_i64_pm, which resolve a non-zero padding mode (kernels of their own: the zeros
+    kernels keep their registers)."""
+    name = ("im2col" if index == "int" else "im2col_i64") + ("_pm" if pm else "")
+    return expr(name, ctype(dtype))
 
 
 def im2col_grid(spec: ConvSpec, cur: int):
@@ -55,7 +58,7 @@ def bias_act_name(dtype, act: int) -> str:
 
 
 INSTANTIATIONS = (
-    tuple(im2col_name(dt, i) for dt in REAL + COMPLEX for i in ("int", "long long"))
+    tuple(im2col_name(dt, i, pm) for dt in REAL + COMPLEX for i in ("int", "long long") for pm in (0, 1))
     + tuple(col2out_name(dt, a) for dt in REAL for a in ACT_CODES)
     + tuple(col2out_name(dt, 0) for dt in COMPLEX)
     + tuple(bias_act_name(dt, a) for dt in REAL for a in ACT_CODES)
@@ -143,7 +146,8 @@ def launch(backend, x, w, b, y, spec, act, config):
     # columns (and the kernel's int column index, rounded up to whole blocks) below 2^31
     nb = min(int(config.get("chunk") or 1), max(1, (INT32_MAX - THREADS) // max(1, L)))
     cols_buf, gout_buf, nb = _alloc_workspace(xp, spec, min(nb, N))
-    f_im2col = backend.get_function(MODULE, INSTANTIATIONS, im2col_name(spec.dtype, index_type(spec)))
+    f_im2col = backend.get_function(MODULE, INSTANTIATIONS, im2col_name(spec.dtype, index_type(spec),
+                                                                       int(spec.padding_mode != "zeros")))
     f_out = backend.get_function(MODULE, INSTANTIATIONS, col2out_name(spec.dtype, act))
     for n0 in range(0, N, nb):
         cur = min(nb, N - n0)
