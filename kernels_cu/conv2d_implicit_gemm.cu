@@ -178,17 +178,19 @@ __device__ __forceinline__ T igemm_epilogue(float v, const T* __restrict__ bias,
 // mode takes a uniform branch around the decode.
 template <typename T>
 __global__ void __launch_bounds__(256)
-igemm_stage_input(const T* __restrict__ x, T* __restrict__ xs, int N, int C, int H, int W, int Hs, int Ws,
-                  int ph, int pw, int pmode, int G, int Cgp) {
+igemm_stage_input(const T* __restrict__ x, T* __restrict__ xs, CONV_GEOMETRY_PARAMS, int Cgp) {
     __shared__ T tile[32][33];
-    const int Cg = C / G, Ctot = G * Cgp;
+    const int G = groups, Cg = C / G, Ctot = G * Cgp;
+    const bool moded = pmode != PAD_ZEROS;          // the launcher's staged_extent, likewise
+    const int Hs = moded ? (P - 1) * sh + (R - 1) * dh + 1 : H;
+    const int Ws = moded ? (Q - 1) * sw + (S - 1) * dw + 1 : W;
     const int HW = H * W, HWs = Hs * Ws;
     const int tiles = (HWs + 31) / 32;
     const int n = blockIdx.x / tiles, hw0 = (blockIdx.x % tiles) * 32, cc0 = blockIdx.y * 32;
     const int tx = threadIdx.x, ty = threadIdx.y;
     int src = hw0 + tx;                              // this thread's input pixel (read phase)
     bool pok = src < HWs;
-    if (pmode != PAD_ZEROS && pok) {
+    if (moded && pok) {
         const int yy = src / Ws, xx = src - yy * Ws;
         const int ih = pad_index(yy - ph, H, pmode), iw = pad_index(xx - pw, W, pmode);
         pok = (unsigned)ih < (unsigned)H && (unsigned)iw < (unsigned)W;

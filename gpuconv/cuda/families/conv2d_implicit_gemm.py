@@ -406,8 +406,7 @@ def launch(backend, x, w, b, y, spec, act, config):
         hs, ws_ = staged_extent(spec)
         xs = xp.empty(spec.n * hs * ws_ * G * cgp, dtype=spec.dtype)
         get(expr("igemm_stage_input", ct))((-(-(hs * ws_) // 32) * spec.n, -(-(G * cgp) // 32), 1), (32, 8, 1),
-                                           (x, xs, I32(spec.n), I32(spec.c), I32(g.H), I32(g.W), I32(hs),
-                                            I32(ws_), I32(g.ph), I32(g.pw), I32(g.pmode), I32(G), I32(cgp)))
+                                           (x, xs, *geometry_args(spec), I32(cgp)))
     ws = xp.empty(spec.k * g.R * g.S * cgp, dtype=spec.dtype)
     get(expr("igemm_stage_weight", ct))((blocks(ws.size, STAGE_THREADS),), (STAGE_THREADS,),
                                         (w, ws, I32(spec.k), I32(spec.c_per_group), I32(g.R * g.S), I32(cgp)))
