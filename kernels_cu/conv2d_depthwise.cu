@@ -169,7 +169,11 @@ conv2d_depthwise(const T* __restrict__ x, const T* __restrict__ w, const T* __re
     // without a map, and keep the 16-byte path (an edge tile in a mode stages scalar, ~4 more
     // instructions per element for the map; estimate from the source).  The bounds tests
     // stay after the map: rows / columns past the last output may map outside the image in
-    // reflect mode, and stage zeros that no output reads.
+    // reflect mode, and stage zeros that no output reads.  One kernel for every mode (unlike
+    // direct / tiled / im2col): ptxas -v, forward, zeros path included: __half 56 -> 64
+    // registers, float KS = 0 72 -> 79-80, no spills (sm_80, sm_90); at 256 threads that is 4
+    // (__half) and 3 (float KS = 0) resident blocks before and after, so the same occupancy,
+    // and the data gradient's registers are unchanged.
     const int pm = DG ? PAD_ZEROS : pmode;
     const bool remap_cols = pm != PAD_ZEROS && (iw0 < 0 || iw0 + IW > Wi);
     // upsampling phase of the first staged row/column: u = f*uh + r, 0 <= r < uh (floor)
