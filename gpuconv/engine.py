@@ -172,16 +172,6 @@ def with_padding_mode(spec: ConvSpec, padding_mode: str) -> ConvSpec:
     return spec if spec.padding_mode == padding_mode else replace(spec, padding_mode=padding_mode)
 
 
-def materialize_padding(xp, x, spec: ConvSpec):
-    """(x padded by spec.padding_mode, the spec of a valid convolution of it).  The
-    copy every path avoids; kept for a path that does not yet resolve the mode."""
-    if spec.padding_mode == "zeros":
-        return x, spec
-    np_mode = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}[spec.padding_mode]
-    x = xp.pad(x, ((0, 0), (0, 0)) + tuple(spec.pad), mode=np_mode)
-    return x, replace(spec, in_size=tuple(x.shape[2:]), pad=((0, 0),) * spec.nd, padding_mode="zeros")
-
-
 OP_ALGORITHMS = ("auto", "fft", "implicit_gemm")     # conv_transpose*, conv*_input, conv*_weight
 
 
@@ -249,12 +239,6 @@ def _fprop_device(path, spec, x, w, bias=None, activation=None, algorithm="auto"
     if use_fft("fprop", spec, path, algorithm):
         return _finish_device_fft(path, _fft("fprop", path, spec, x, w), spec, bias, activation)
     from .cuda import conv as cuda_conv
-    if spec.padding_mode != "zeros":
-        from .cuda.backend import device_facts
-        from .cuda.dispatch import supported_variants
-        if not any(ok for ok, _ in supported_variants(spec, device_facts(path.backend),
-                                                      precision).values()):
-            x, spec = materialize_padding(path.xp, x, spec)
     return cuda_conv.forward(x, w, bias, spec, activation=activation, algorithm=algorithm,
                              backend=path.backend, precision=precision)
 

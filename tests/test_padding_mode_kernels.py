@@ -203,3 +203,58 @@ def test_every_forward_family_takes_every_mode(mode):
         assert any(ok for ok, _ in moded.values())
     for name in FAMILIES:
         assert variants.get(name).padding_modes, name
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_public_device_path_makes_no_padded_copy(mode, monkeypatch):
+    """conv1d / conv2d / conv3d with a padding mode on the device path (the simulator, the
+    dispatcher's own picks: direct, tiled, im2col, depthwise): np.pad is made to raise, and every
+    launched kernel receives the input at its own size, with the mode in its spec; results
+    against np.pad + a valid convolution, asymmetric padding through the device entry
+    point, symmetric through the public functions."""
+    import gpuconv
+    launched = []
+    get = variants.get
+
+    def recording_get(name):
+        v = get(name)
+
+        def launch(backend, x, w, b, y, spec, act, config):
+            launched.append((name, tuple(x.shape), spec.padding_mode))
+            return v.launch(backend, x, w, b, y, spec, act, config)
+        return replace(v, launch=launch)
+    monkeypatch.setattr(conv.variants, "get", recording_get)
+    rng = np.random.default_rng(zlib.crc32(f"no-copy-{mode}".encode()))
+    cases = [  # (x, w, padding (lo, hi) per dim, groups, dtype, the dispatcher's pick)
+        ((2, 3, 9, 10), (4, 3, 3, 3), ((2, 1), (1, 2)), 1, np.float64, "direct"),
+        ((2, 32, 20, 21), (64, 32, 3, 3), ((1, 2), (2, 1)), 1, np.float32, "tiled_smem_small"),
+        ((4, 32, 24, 23), (64, 32, 3, 3), ((1, 2), (2, 1)), 1, np.float64, "im2col"),
+        ((2, 8, 12, 11), (8, 1, 5, 3), ((2, 2), (1, 1)), 8, np.float64, "depthwise"),
+        ((2, 4, 13), (5, 4, 3), ((2, 1),), 1, np.float64, "direct"),
+        ((1, 2, 5, 6, 7), (3, 2, 3, 3, 3), ((1, 1), (2, 1), (1, 2)), 1, np.float64, "direct")]
+
+    def want_of(x, w, pad, g):
+        xpad = np.pad(x, ((0, 0), (0, 0)) + pad, mode=NP_MODE[mode])
+        return reference.conv(xpad, w, None, make_spec(xpad.shape, w.shape, None, 1, 0, 1, g,
+                                                       np.dtype(np.float64), x.ndim - 2)[0])
+    runs = []
+    for xs, ws, pad, g, dt, pick in cases:
+        x, w = rng.standard_normal(xs).astype(dt), rng.standard_normal(ws).astype(dt)
+        sym = tuple((lo, lo) for lo, _ in pad)
+        runs.append((x, w, pad, g, pick, want_of(x, w, pad, g), want_of(x, w, sym, g)))
+    monkeypatch.setattr(np, "pad", lambda *a, **k: (_ for _ in ()).throw(
+        AssertionError("np.pad: a padded copy of the whole input")))
+    be = sim.SimBackend()
+    for x, w, pad, g, pick, want, want_sym in runs:
+        dt = x.dtype
+        spec = make_spec(x.shape, w.shape, None, 1, pad, 1, g, dt, x.ndim - 2)[0]
+        launched.clear()
+        got = conv.forward(x, w, None, replace(spec, padding_mode=mode), backend=be)
+        assert_close(got, want, TOL[dt], f"{mode} {x.shape}")
+        assert launched == [(pick, x.shape, mode)], launched
+        launched.clear()
+        fn = (gpuconv.conv1d, gpuconv.conv2d, gpuconv.conv3d)[x.ndim - 3]
+        with gpuconv.use_backend(be):
+            got = fn(x, w, None, 1, tuple(lo for lo, _ in pad), 1, g, padding_mode=mode)
+        assert_close(got, want_sym, TOL[dt], f"public {mode} {x.shape}")
+        assert [s for _, s, _ in launched] == [x.shape] and launched[0][2] == mode, launched

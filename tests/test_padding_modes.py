@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import gpuconv
-from gpuconv import _native, cpu, engine, reference
+from gpuconv import _native, cpu, reference
 from gpuconv import fft as gfft
 from gpuconv.reference import fill_extended, pad_indices, source_index
 from gpuconv.spec import make_spec
@@ -390,7 +390,7 @@ def test_fill_extended_generic_namespace(rng, mode):
 # ----------------------------------------------------------------------------
 
 def _no_pad(*args, **kwargs):
-    raise AssertionError("a padded copy of the whole input was made (np.pad / materialize_padding)")
+    raise AssertionError("a padded copy of the whole input was made (np.pad / pad_input)")
 
 
 CPU_FORMS = [
@@ -408,8 +408,8 @@ CPU_FORMS = [
 @pytest.mark.parametrize("numpy_depthwise", [False, True])
 @pytest.mark.parametrize("mode", MODES)
 def test_no_whole_input_padding(rng, mode, numpy_depthwise, monkeypatch):
-    """Every CPU form and the FFT path with np.pad, reference.pad_input and the
-    engine's materialize_padding made to raise, against torch."""
+    """Every CPU form and the FFT path with np.pad and reference.pad_input made to
+    raise, against torch."""
     cases = []
     for case in CPU_FORMS:
         x, w = randn(rng, case[0]), randn(rng, case[1])
@@ -419,7 +419,6 @@ def test_no_whole_input_padding(rng, mode, numpy_depthwise, monkeypatch):
         monkeypatch.setattr(cpu, "native_depthwise_ok", lambda *a, **k: False)
     monkeypatch.setattr(np, "pad", _no_pad)
     monkeypatch.setattr(reference, "pad_input", _no_pad)
-    monkeypatch.setattr(engine, "materialize_padding", _no_pad)
     for case, x, w, want in cases:
         got = _run_public(x, w, None, case[:6], mode, case[6])
         tol = 1e-12 if case[6] == "auto" else 1e-11

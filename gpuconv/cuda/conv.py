@@ -5,9 +5,9 @@ variant choice (dispatcher or an explicit name), the output, the launch.
             precision="highest")
 
 x (N, C, *in), w (K, C/groups, *kernel), b (K,) or None: arrays of backend.xp
-(CuPy by default), any strides (copied to C order when needed).  x is already
-padded for non-zero padding modes; spec.pad is the zero padding the kernels
-apply.  Returns a new array (or `out`) of spec.output_shape and spec.dtype.
+(CuPy by default), any strides (copied to C order when needed).  spec.pad and
+spec.padding_mode are resolved by the kernels while they load x (every forward
+variant has Variant.padding_modes): no padded copy of x is made.  Returns a new array (or `out`) of spec.output_shape and spec.dtype.
 
 `out`: a C-contiguous array of that shape and dtype to write into.  Without `out`, a
 channels-last x (dense NHWC strides: torch's channels_last, a transposed NHWC CuPy array)

@@ -3,7 +3,7 @@ g++ against a CUDA shim (include/gpuconv_sim.h), one fiber per CUDA thread.
 
     from gpuconv.sim import SimBackend, sim_available
     b = SimBackend()                      # SimBackend(asan=True): AddressSanitizer build
-    fn = b.get_function("conv2d_direct.cu", NAME_EXPRESSIONS, "conv2d_direct<float, 0>")
+    fn = b.get_function("conv2d_direct.cu", NAME_EXPRESSIONS, "conv_direct<float, 0>")
     fn(grid, block, (x, w, b, y, np.int32(N), ...), shared_mem=0)   # as a cupy.RawKernel
 
 Checks (README "Running the kernels without a GPU" lists what each costs):
