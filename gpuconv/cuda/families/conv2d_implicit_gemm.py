@@ -92,7 +92,12 @@ TILES: dict[str, Tile] = {
     "64x128": Tile(64, 128, 32, 32, 3, (2, 2, 2)),
     "64x64": Tile(64, 64, 32, 32, 3, (4, 4, 4)),
 }
-SPLITS = (1, 2, 3, 4, 6, 8)         # split-K candidates
+# split-K candidates.  Up to 64: a weight gradient on the implicit GEMM (gpuconv.derived)
+# reduces over N*P*Q into a small K x Cg*R*S output -- ResNet-50's 56x56 64->64 layer at
+# batch 32 is 9 x 1 tiles of 64x64 reducing over 100352: split 8 leaves 72 CTAs on 132
+# SMs (est. 96 us), split 24 gives 216 (est. 46 us); a 1x1 wgrad (M = 64) wants 32.
+# The partials (split x the output's floats) are small for such outputs.
+SPLITS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 MIN_KTILES_PER_SPLIT = 4            # fewer k-tiles than this per split: the pipeline never fills
 
 MODULES = {                         # precision code per module: 0 native 16-bit, 1 TF32, 2 3xTF32
