@@ -17,6 +17,7 @@ differentiable (no double backward).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -24,6 +25,7 @@ from torch.autograd.function import once_differentiable
 from . import engine
 from ._array import convert, device_scope, wrap
 from .api import parse_conv
+from .reference import pad_indices
 from .spec import expand_param, resolve_padding
 from .transpose import parse_transpose
 
@@ -53,17 +55,38 @@ def _run(op, spec, batched, a, b, **options):
         return wrap(out, ai)
 
 
+def _mode_maps(spec, x):
+    """Per spatial dim, the input index each position of the mode-extended input reads
+    (reference.pad_indices), as index tensors on x's device."""
+    return [torch.as_tensor(pad_indices(n, lo, hi, spec.padding_mode), device=x.device)
+            for n, (lo, hi) in zip(spec.in_size, spec.pad)]
+
+
+def _valid_spec(spec):
+    """The valid (unpadded) convolution of the mode-extended input."""
+    size = tuple(n + lo + hi for n, (lo, hi) in zip(spec.in_size, spec.pad))
+    return replace(spec, in_size=size, pad=((0, 0),) * spec.nd, padding_mode="zeros")
+
+
 class ConvNdFunction(torch.autograd.Function):
-    """y = conv(x, w) + b; `pad` is resolved ((lo, hi), ...) zero padding."""
+    """y = conv(x, w) + b; `pad` is resolved ((lo, hi), ...) padding filled by
+    `padding_mode` (nn.Conv{n}d's; the kernels resolve it while loading x).
+
+    Backward of a non-zero mode: the extension is a gather, its adjoint a scatter-add,
+    so dL/dx is the data gradient of the valid convolution of the extended input
+    (padded size) folded back onto x with index_add_ per dim; dL/dw is the weight
+    gradient of that valid convolution, on the extended input built here (a transient
+    copy: the weight gradient reads every padded position; the forward pass and what
+    autograd saves stay unpadded, where nn.Conv{n}d keeps F.pad's copy alive)."""
 
     @staticmethod
-    def forward(ctx, x, w, b, nd, stride, pad, dilation, groups):
+    def forward(ctx, x, w, b, nd, stride, pad, dilation, groups, padding_mode="zeros"):
         path, spec, batched, xi, xa, wa, ba = parse_conv(nd, f"conv{nd}d", x, w, b, stride, pad,
-                                                         dilation, groups)
+                                                         dilation, groups, padding_mode)
         ctx.save_for_backward(x, w)
-        ctx.spec, ctx.batched = spec, batched
+        ctx.spec, ctx.batched = engine.with_padding_mode(spec, padding_mode), batched
         with device_scope(x):
-            out = engine.run("fprop", spec, xa, wa, path=path, bias=ba)
+            out = engine.run("fprop", spec, xa, wa, path=path, bias=ba, padding_mode=padding_mode)
         return wrap(out if batched else out[0], xi)
 
     @staticmethod
@@ -73,13 +96,29 @@ class ConvNdFunction(torch.autograd.Function):
         spec, batched = ctx.spec, ctx.batched
         go = go.contiguous()
         gx = gw = gb = None
+        lead = 2 if batched else 1
+        if spec.padding_mode != "zeros":
+            maps, vspec = _mode_maps(spec, x), _valid_spec(spec)
         if ctx.needs_input_grad[0]:
-            gx = _run("dgrad", spec, batched, go, w)
+            if spec.padding_mode == "zeros":
+                gx = _run("dgrad", spec, batched, go, w)
+            else:
+                gx = _run("dgrad", vspec, batched, go, w)             # dL/d(extended input)
+                for d, idx in enumerate(maps):
+                    shape = list(gx.shape)
+                    shape[lead + d] = spec.in_size[d]
+                    gx = gx.new_zeros(shape).index_add_(lead + d, idx, gx)
         if ctx.needs_input_grad[1]:
-            gw = _run("wgrad", spec, batched, x, go)
+            if spec.padding_mode == "zeros":
+                gw = _run("wgrad", spec, batched, x, go)
+            else:
+                xe = x
+                for d, idx in enumerate(maps):
+                    xe = xe.index_select(lead + d, idx)
+                gw = _run("wgrad", vspec, batched, xe.contiguous(), go)
         if ctx.needs_input_grad[2]:
             gb = _bias_grad(go, spec.nd)
-        return gx, gw, gb, None, None, None, None, None
+        return gx, gw, gb, None, None, None, None, None, None
 
 
 class ConvTransposeNdFunction(torch.autograd.Function):
@@ -202,15 +241,8 @@ class _ConvNd(torch.nn.Module):
                 torch.nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, input):
-        pad = self._pad
-        if self.padding_mode != "zeros" and any(lo or hi for lo, hi in pad):
-            flat = []
-            for lo, hi in reversed(pad):
-                flat += [lo, hi]
-            input = torch.nn.functional.pad(input, flat, mode=self.padding_mode)
-            pad = ((0, 0),) * self.nd
-        return ConvNdFunction.apply(input, self.weight, self.bias, self.nd, self.stride, pad,
-                                    self.dilation, self.groups)
+        return ConvNdFunction.apply(input, self.weight, self.bias, self.nd, self.stride, self._pad,
+                                    self.dilation, self.groups, self.padding_mode)
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

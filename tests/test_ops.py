@@ -659,7 +659,9 @@ def test_autograd_gradcheck_float64(rng):
 def test_autograd_module_matches_nn_conv2d(rng):
     import gpuconv.torch as gt
     for kw in [dict(padding=1, groups=2, padding_mode="reflect"), dict(stride=2, dilation=2),
-               dict(padding="same", padding_mode="circular"), dict(padding=(1, 2), bias=False)]:
+               dict(padding="same", padding_mode="circular"), dict(padding=(1, 2), bias=False),
+               dict(padding=(2, 3), stride=2, padding_mode="replicate"),
+               dict(padding=(3, 1), dilation=(1, 2), padding_mode="circular")]:
         ours = gt.Conv2d(4, 6, (3, 2), dtype=torch.float64, **kw)
         ref = torch.nn.Conv2d(4, 6, (3, 2), dtype=torch.float64, **kw)
         ref.load_state_dict(ours.state_dict())
@@ -674,6 +676,44 @@ def test_autograd_module_matches_nn_conv2d(rng):
         assert_close(ours.weight.grad.numpy(), ref.weight.grad.numpy(), np.float64, what=f"weight grad {kw}")
         if ref.bias is not None:
             assert_close(ours.bias.grad.numpy(), ref.bias.grad.numpy(), np.float64, what=f"bias grad {kw}")
+
+
+def test_autograd_padding_modes_without_f_pad(rng, monkeypatch):
+    """nn.Conv{1,3}d modules and the autograd function with padding modes: F.pad is never
+    called (the mode is resolved while loading; backward folds the extended gradient with
+    index_add_), results and both gradients match nn.Conv{n}d; gradcheck through a
+    circular padding that wraps twice (torch's F.pad refuses it)."""
+    import gpuconv.torch as gt
+    refs = []
+    for nd, mode in ((1, "reflect"), (3, "replicate"), (2, "circular")):
+        cls, tcls = getattr(gt, f"Conv{nd}d"), getattr(torch.nn, f"Conv{nd}d")
+        ours = cls(3, 4, 3, padding=2, stride=2, padding_mode=mode, dtype=torch.float64)
+        ref = tcls(3, 4, 3, padding=2, stride=2, padding_mode=mode, dtype=torch.float64)
+        ref.load_state_dict(ours.state_dict())
+        x = T(randn(rng, (2, 3) + (7, 6, 5)[:nd]))
+        x2 = x.clone().requires_grad_()
+        y2 = ref(x2)
+        go = T(randn(rng, tuple(y2.shape)))
+        y2.backward(go)
+        refs.append((ours, ref, x, go, y2.detach(), x2.grad))
+    monkeypatch.setattr(torch.nn.functional, "pad", lambda *a, **k: (_ for _ in ()).throw(
+        AssertionError("F.pad: a padded copy of the input")))
+    for ours, ref, x, go, want_y, want_gx in refs:
+        x1 = x.clone().requires_grad_()
+        y1 = ours(x1)
+        assert_close(y1.detach().numpy(), want_y.numpy(), np.float64, what=str(ours))
+        y1.backward(go)
+        assert_close(x1.grad.numpy(), want_gx.numpy(), np.float64, what=f"input grad {ours}")
+        assert_close(ours.weight.grad.numpy(), ref.weight.grad.numpy(), np.float64,
+                     what=f"weight grad {ours}")
+    x = T(randn(rng, (1, 2, 4, 3))).requires_grad_()
+    w, b = T(randn(rng, (3, 2, 3, 2))).requires_grad_(), T(randn(rng, (3,))).requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda x, w, b: gt.ConvNdFunction.apply(x, w, b, 2, (1, 2), ((5, 1), (2, 4)), (1, 1), 1,
+                                                "circular"), (x, w, b))
+    assert torch.autograd.gradcheck(
+        lambda x, w, b: gt.ConvNdFunction.apply(x[0], w, b, 2, (1, 1), ((3, 1), (1, 2)), (1, 2), 1,
+                                                "reflect"), (x, w, b))
 
 
 # ============================================================ FFT route ====
