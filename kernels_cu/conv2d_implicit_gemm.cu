@@ -30,6 +30,20 @@
 //   Output: y NCHW, or NHWC (y_nhwc, the layout of a channels_last input) -- same kernel,
 //   the element offset of (m, k) is m*K + k instead of (n*K + k)*PQ + pq.
 //
+// The gradients run here too, as forward problems (gpuconv/derived.py; the rule is
+// gpuconv/cuda/dispatch.py grad_route):
+//   dgrad (and conv_transpose*): one launch per stride phase a (prod(stride) of them),
+//     A = dy (K channels), B = w with channel roles swapped and only the taps that reach
+//     phase a, reversed; stride 1, dilation d/gcd(s, d).  3x3 stride 2: phases of 1, 2,
+//     2 and 4 taps, 9 tap-GEMMs in all where a zero-upsampled dy would cost 36.
+//   wgrad: one launch, GEMM M = Cg*R*S (the "pixels" are kernel taps), N = K/g, and the
+//     reduction kk = (p, q, n) over N*P*Q (the "kernel" is the P x Q output; x staged as
+//     [c][h][w][g][n]), split-K up to 64 ways in the fixed-order reduce.  Napkin math
+//     (ResNet-50 3x3 64->64, 56x56, N=32, fp16; estimates): 7.4 GFLOP, ~12 us at ~600
+//     TFLOP/s; 9 x 1 tiles of 64x64 need split 24 for 216 CTAs on 132 SMs (plan(): est.
+//     46 us, 16% of the dense peak -- split 8 would leave 72 CTAs, est. 96 us); the x
+//     transpose and the staging copy move ~4 x 12.8 MB, ~11 us at 4.8 TB/s.
+//
 // GEMM view per group g:  D[m][k] = sum_kk A[m][kk] * B[kk][k],
 //   m = (n, p, q) in 0..N*P*Q-1  (GEMM M),   k = output channel in 0..Kg-1  (GEMM N),
 //   kk = (r, s, c) in 0..R*S*Cgp-1          (GEMM K, c fastest),
