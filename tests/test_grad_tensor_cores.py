@@ -122,6 +122,17 @@ def test_route_of_exact_gradients():
     assert dispatch.grad_route("dgrad", tiny, FACTS)[0] == "dedicated"
 
 
+def test_explain_a_gradient():
+    text = gpuconv.explain((32, 64, 56, 56), (128, 64, 3, 3), stride=2, padding=1, dtype="float16",
+                           op="dgrad")
+    assert "-> forward: dgrad as 4 stride-phase" in text
+    assert text.count("derived forward problem") == 4 and "implicit_gemm" in text
+    text = gpuconv.explain((32, 64, 56, 56), (64, 64, 3, 3), padding=1, op="wgrad")
+    assert "-> dedicated" in text and "derived forward problem 0" not in text
+    with pytest.raises(ValueError, match="op must be"):
+        gpuconv.explain((1, 4, 8, 8), (4, 4, 3, 3), op="forward")
+
+
 def test_implicit_gemm_algorithm_refused_on_the_cpu(rng):
     w, dy = randn(rng, (4, 4, 3, 3), np.float32), randn(rng, (1, 4, 5, 5), np.float32)
     with pytest.raises(ValueError, match="implicit_gemm.*CPU path"):

@@ -20,7 +20,8 @@ from .variants import conv_variant_names, get
 
 
 def explain(input, weight=None, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-            dtype=None, facts: DeviceFacts | None = None, precision: str = "highest") -> str:
+            dtype=None, facts: DeviceFacts | None = None, precision: str = "highest",
+            op: str = "fprop") -> str:
     """Which variant the dispatcher picks for a convolution, and why, as text.
 
     `input` is a ConvSpec, or the input's shape or array (N, C, *spatial) with
@@ -28,13 +29,15 @@ def explain(input, weight=None, bias=None, stride=1, padding=0, dilation=1, grou
     arguments as gpuconv.conv2d (the dimensionality follows the weight).  `precision` is
     the float32 policy ("highest" | "high" | "medium"); `facts` the device (default: an
     H100).  The text gives the variant, its tile / split-K, the grid in waves and the
-    napkin-math estimate of % of peak, labelled as estimates.
+    napkin-math estimate of % of peak, labelled as estimates.  `op` "dgrad" / "wgrad":
+    the route of that gradient (tensor cores, the forward kernels, or the dedicated
+    gradient kernels) and the choice for each forward problem it runs as.
     """
     from ..spec import ConvSpec, make_spec
     from .dispatch import explain as _explain
 
     if isinstance(input, ConvSpec):
-        return _explain(input, facts, precision)
+        return _explain(input, facts, precision, op)
     if weight is None:
         raise TypeError("explain needs a ConvSpec, or the input and weight (shapes or arrays)")
     xs = tuple(getattr(input, "shape", input))
@@ -43,7 +46,7 @@ def explain(input, weight=None, bias=None, stride=1, padding=0, dilation=1, grou
     dt = dtype if dtype is not None else getattr(input, "dtype", "float32")
     nd = len(ws) - 2
     spec, _ = make_spec(xs, ws, bs, stride, padding, dilation, groups, dt, nd, f"conv{nd}d")
-    return _explain(spec, facts, precision)
+    return _explain(spec, facts, precision, op)
 
 
 __all__ = ["DeviceFacts", "conv_variant_names", "get", "explain"]

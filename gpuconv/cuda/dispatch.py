@@ -456,11 +456,24 @@ def occupancy_reasons(name: str, spec: ConvSpec, facts: DeviceFacts, config: dic
     return out
 
 
-def explain(spec: ConvSpec, facts: DeviceFacts | None = None, precision: str = "highest") -> str:
+def explain(spec: ConvSpec, facts: DeviceFacts | None = None, precision: str = "highest",
+            op: str = "fprop") -> str:
     """The dispatcher's choice for `spec` (at float32 `precision`) and why, as text: the
     variant, its configuration, the grid in waves on the device, the implicit GEMM's tile,
-    split-K and napkin-math estimate of % of peak (estimates until a GPU measures them)."""
+    split-K and napkin-math estimate of % of peak (estimates until a GPU measures them).
+    op "dgrad" / "wgrad": the gradient's route (grad_route) and, on the "forward" route,
+    the same text for each derived forward problem."""
     facts = facts or DeviceFacts()
+    if op in ("dgrad", "wgrad"):
+        route, why = grad_route(op, spec, facts, precision)
+        lines = [f"{op} of the forward problem {spec}", f"-> {route}: {why}"]
+        if route == "forward":
+            for i, f in enumerate(grad_forward_problems(op, spec)):
+                lines.append(f"derived forward problem {i}:")
+                lines += ["   " + ln for ln in explain(f, facts, precision).splitlines()]
+        return "\n".join(lines)
+    if op != "fprop":
+        raise ValueError(f"op must be one of 'fprop', 'dgrad', 'wgrad', got {op!r}")
     name, config, reasons = choose(spec, facts, precision)
     lines = [f"{spec.nd}-D conv N={spec.n} C={spec.c} K={spec.k} in={spec.in_size} kernel={spec.kernel} "
              f"stride={spec.stride} pad={spec.pad} dilation={spec.dilation} groups={spec.groups} "
