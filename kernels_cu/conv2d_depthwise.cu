@@ -7,6 +7,7 @@
 //   1. conv2d_depthwise<T, ACT, TP=16, TQ=32, QPT=8, KS, DG>: a 16x32 output tile per plane,
 //      8 consecutive outputs per thread along a row, 4 planes per block (blockDim (4, 16, 4)):
 //      maps that 16x32 tiles fit better than 8x8 ones (MobileNetV2: 28x28, 56->28 stride 2).
+//      fp16: QPT=16, 16 outputs per thread, 8 planes per block (blockDim (2, 16, 8)).
 //   2. conv2d_depthwise<T, ACT, TP=8, TQ=8, QPT=8, KS, DG>: an 8x8 tile per plane, one row of
 //      8 outputs per thread, 32 planes per block (blockDim (1, 8, 32)): maps that are multiples of 8 and the small
 //      late-network maps (MobileNetV2: 112, 56, 14, 7 and their stride-2 layers).
@@ -21,7 +22,11 @@
 //   from memory): padding (R-1)*dh - ph, dilation dh.  For stride 2 three quarters of the
 //   FMAs multiply zeros -- 9 FMAs of the ~55 instructions an output may spend at copy
 //   bandwidth (napkin math below); the uniform inner loop keeps the stride-1 window path.
-//   T in {__half (float accumulate), float, double}; bias + activation fused (epilogue.cuh).
+//   T in {__half, float, double}; bias + activation fused (epilogue.cuh).  fp16 accumulates
+//   in float (as torch and cuDNN do: a 5x5 sum in half would add ~25 roundings of 2^-11) and
+//   is staged into shared memory as float, converted once per staged element (~1.2 per
+//   output) instead of once per tap use (30 per 8 outputs for 3x3): its inner loop is the
+//   fp32 loop, with 16-byte shared loads of the window (float rows 16-byte aligned).
 //   The forward resolves the padding modes while staging (pmode: reflect, replicate,
 //   circular; common.cuh pad_index).
 //
@@ -29,9 +34,10 @@
 // row, .z = tile column); one 32-bit division per thread splits the plane into (n, k) and one
 // more (m > 1 only) gives c.  Staging is a two-dimensional loop (row, then columns in warp-wide
 // steps of SC) with running pointers -- no division per staged element; the data gradient's
-// upsampling phase advances by carries.  Shared rows have an odd pitch in 32-bit words (fp16:
-// pitch = 2 mod 4 elements) so the QPT-apart row starts of a warp's threads fall in distinct
-// banks; the small tile's planes sit 8 words apart mod 32 (conflict-free for 32-bit words).
+// upsampling phase advances by carries.  Shared rows have an odd pitch in 32-bit words so
+// the QPT-apart row starts of a warp's threads fall in distinct banks (fp16's float rows: 4
+// mod 8 words, conflict-free for the 16-byte window loads, dw_pitch); the small tile's
+// planes sit 8 words apart mod 32 (conflict-free for 32-bit words).
 // Full runs of 8 outputs store as 16-byte vectors when the row start is 16-byte aligned; the
 // forward stages fp32/fp16 rows with 16-byte loads when W is a multiple of 4 (fp32) / 8 (fp16)
 // elements (a vector is then wholly inside the row or wholly in the padding).
@@ -55,6 +61,29 @@
 //     1/4 (fp32) and 1/8 (fp16) of the scalar path's load instructions; ~52 / ~59 per output.
 //     The data gradient (DG = 1): staging loop 79 instructions per 4 elements = 19.8 (the
 //     upsampling phase carries), 6 div32 in the setup.
+//   fp16, KS 3, stride-1 window path only (on a copy), sm_90 SASS, two paths: "longest" (the
+//   straight-line path counted above; with the padding modes' setup and 8 scalar stores) and
+//   "MobileNet" (zeros padding, 16-byte staging loads and stores, the copy specialised so):
+//   before (half rows, 8 outputs per thread, 64 registers): longest 486 instructions per 8
+//   outputs (72 FFMA, 30 LDS.U16, 57 converts), MobileNet 406; staging 36 per 8 elements
+//   (16-byte loads; scalar 35 per 4).  Per output, large tile (x 1.20 staged): longest
+//   486/8 + 4.5 x 1.20 = 66.2, MobileNet 406/8 + 5.4 = 56.2; small (x 1.56): 67.8 / 57.8.
+//   after (float rows; large tile 16 outputs per thread; 64 registers, __launch_bounds__):
+//   large: longest 515 per 16 outputs (144 FFMA, 15 LDS (4 LDS.128 + 1 LDS.64 a row), 35
+//   converts), MobileNet 441; staging 60 / 55 per 8 elements (8 converts; the 64-register
+//   bound costs ~11 of them) = 7.5 / 6.9 per element.  Per output: longest 515/16 + 7.5 x
+//   1.20 = 41.2 (-38%), MobileNet 441/16 + 6.9 x 1.20 = 35.8 (-36%); scalar staging (39 per
+//   4 elements) 43.9 (-38%).  small (8 outputs per thread, 64 registers unbounded): longest
+//   420 per 8 (72 FFMA, 9 LDS, 27 converts), MobileNet 344; staging 44 per 8 elements = 5.5;
+//   per output 52.5 + 5.5 x 1.56 = 61.1 (-10%), MobileNet 43.0 + 8.6 = 51.6 (-11%).  The
+//   setup (~200 instructions a thread: 3 div32, pointers, bounds) is the rest of the small
+//   tile's figure; fp32 and fp64 code is unchanged (ptxas -v identical, sm_80 and sm_90).
+//   Registers (ptxas -v, sm_80/sm_90): fp16 forward 63-64 -> 64 (4 resident blocks of 256,
+//   as before; unbounded, 72-96 and 2-3 blocks), data gradient 66-80 -> 79-80 (3 blocks, as
+//   before).  Shared memory per block for fp16 (float rows): 16x32 3x3, 8 planes 20.7 KB
+//   (was 5.2 KB for 4 half planes), 5x5 23.8 KB (6.3); 8x8 3x3 17.4 KB (9.2), 5x5 21.5 KB
+//   (13.3): 4 blocks use <= 96 KB of the H200's 228 KB per SM; one plane's tile reaches the
+//   48 KB limit at fp32's extent (very large dilations go to the other families sooner).
 //
 // Napkin math (estimates; no GPU has run this kernel). MobileNetV2 block 3 depthwise:
 //   N=32, C=K=144, 56x56, 3x3 s1 p1.  fp32 bytes = 4 * (14.45M in + 14.45M out) = 115.6 MB:
@@ -64,9 +93,11 @@
 //   warp-instr/s = 3.3e13 thread-instr/s -> 56 thread-instructions per output before issue,
 //   not DRAM, is the bound (fp16: 4 B per output, 28 instructions).  The old kernel's
 //   ~170-265 is 3-9x over (11-33% of bandwidth); the new ~55 meets fp32's budget (~100% by
-//   issue alone, ~75-85% of the copy bandwidth expected after latency and tails) and is
-//   2.2x over fp16's (~45%: half2 arithmetic, no per-element converts, is the next step
-//   for fp16: 72 FFMA + 57 converts -> 36 HFMA2).  Halo: a 16x32 tile stages 18x34 =
+//   issue alone, ~75-85% of the copy bandwidth expected after latency and tails).  fp16:
+//   was ~56-66 per output, 2.0-2.4x over its 28 (~42-50% of 4.8 TB/s by issue); now ~36-41
+//   on the large tile, 1.3-1.5x over (~68-78% by issue, estimate) and ~52-61 on the small
+//   tile (~46-54%).  HFMA2 would halve the FMAs but accumulate in half (not done: accuracy);
+//   the rest of fp16's gap is the per-thread setup and the staging.  Halo: a 16x32 tile stages 18x34 =
 //   1.20 inputs per output; the re-read halos hit the 50 MB L2.  Shared loads per output:
 //   3 x 10 / 8 = 3.75 (window), 132 SMs x 32 words/clk x 1.98 GHz = 8.4e12 words/s against
 //   6.0e11 x 3.75 = 2.2e12: 27% of shared bandwidth.  MEASURE: GB/s vs the copy ceiling and
@@ -74,19 +105,23 @@
 #include "common.cuh"
 #include "epilogue.cuh"
 
-// Row pitch (elements) of a staged tile of width n: odd in 32-bit words for 4- and 8-byte
-// types, 2 mod 4 elements for 2-byte types (an odd number of words).
+// Shared memory holds the accumulation type num<T>::acc (fp16 is converted to float once
+// while staging, not once per tap).  Row pitch (staged elements) of a tile of width n: odd
+// in 32-bit words for float and double; fp16's float rows 4 mod 8 words, 16-byte aligned for
+// the window's 16-byte loads and conflict-free for them: a quarter warp's 8 threads read
+// 4 words each at 4*row + 16*tx mod 32 (large tile: 4 rows x 2 windows) or 4*row (mod 8
+// rows, the small tile), 8 disjoint 4-word groups; the 8-byte tail load of a 3x3 window (18
+// or 10 floats) meets 2-way conflicts (a half warp's 16 threads, 4 words apart).
 template <typename T> __device__ __forceinline__ int dw_pitch(int n) {
-    return sizeof(T) == 2 ? n + ((2 - n) & 3) : (n | 1);
+    return sizeof(T) == 2 ? n + ((4 - n) & 7) : (n | 1);
 }
-// Plane stride (elements) of the staged tiles: at least rows*pitch, 8 words apart mod 32
-// (8-byte types: 8 elements mod 16, the banks of a half-warp's 64-bit accesses).
+// Plane stride (staged elements): at least rows*pitch, 8 words apart mod 32 (8-byte types:
+// 8 elements mod 16, the banks of a half-warp's 64-bit accesses); fp16 (float rows, a
+// multiple of 4 words) keeps the 16-byte alignment.
 template <typename T> __device__ __forceinline__ int dw_plane_stride(int rows, int pitch) {
     const int e = rows * pitch;
     if (sizeof(T) == 8) return e + ((8 - e) & 15);
-    if (sizeof(T) == 4) return e + ((8 - e) & 31);
-    const int words = (e + 1) >> 1;
-    return 2 * (words + ((8 - words) & 31));
+    return e + ((8 - e) & 31);
 }
 
 // 16 bytes of outputs as one vector store (dst 16-byte aligned).
@@ -125,8 +160,14 @@ __device__ __forceinline__ void unpack16(const uint4& u, __half* v) {
 // DG: at least 3 blocks of 256 per SM (<= 85 registers; fp64: 2, <= 128): without the bound
 // ptxas settles on 64 registers and spills 4-24 B on sm_80/sm_90 for the gradient's extra
 // phase state; with it 64-80 registers (fp64 5x5: ~126) and no spill (ptxas -v).
+// fp16 forward: at least 4 (<= 64 registers, no spill), the occupancy the fp16 kernels had
+// with half rows in shared memory and 8 outputs per thread; unbounded, float rows and 16
+// outputs per thread take 72 (16x32, 3x3), 96 (5x5) and 72-80 (KS = 0) registers, 2-3
+// blocks.  Not for the 8x8 3x3 kernel: at 64 unbounded, and the bound lengthens its staging
+// loop from 44 to 55-60 instructions per 8 elements (sm_90 SASS).
 template <typename T, int ACT, int TP, int TQ, int QPT, int KS, int DG>
-__global__ void __launch_bounds__(256, DG ? (sizeof(T) == 8 ? 2 : 3) : 1)
+__global__ void __launch_bounds__(256, DG ? (sizeof(T) == 8 ? 2 : 3)
+                                          : (sizeof(T) == 2 && !(QPT == 8 && KS == 3) ? 4 : 1))
 conv2d_depthwise(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
                  T* __restrict__ y, CONV_GEOMETRY_PARAMS, int has_bias) {
     typedef typename num<T>::acc A;
@@ -148,8 +189,8 @@ conv2d_depthwise(const T* __restrict__ x, const T* __restrict__ w, const T* __re
     const int PS = dw_plane_stride<T>(IH, IWP);
 
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    T* s_in = reinterpret_cast<T*>(smem_raw) + threadIdx.z * PS;
-    T* s_w = reinterpret_cast<T*>(smem_raw) + blockDim.z * PS + threadIdx.z * R * S;   // KS == 0
+    A* s_in = reinterpret_cast<A*>(smem_raw) + threadIdx.z * PS;
+    A* s_w = reinterpret_cast<A*>(smem_raw) + blockDim.z * PS + threadIdx.z * R * S;   // KS == 0
 
     const int plane = blockIdx.x * blockDim.z + threadIdx.z;     // n * KO + ko  (< 2^31: launcher)
     const bool active = plane < N * KO;
@@ -212,7 +253,7 @@ conv2d_depthwise(const T* __restrict__ x, const T* __restrict__ w, const T* __re
                     const int ih = pad_index(ih0 + yy, Hi, pm);
                     const bool rok = (unsigned)ih < (unsigned)Hi;
                     const T* __restrict__ src = xc + (rok ? (i64)ih * Wi : 0);
-                    T* dst = s_in + yy * IWP;
+                    A* dst = s_in + yy * IWP;
                     for (int v = vl; v < NV; v += 1 << lg) {
                         const int col = a0 + v * VEC;
                         uint4 raw = make_uint4(0u, 0u, 0u, 0u);
@@ -222,11 +263,11 @@ conv2d_depthwise(const T* __restrict__ x, const T* __restrict__ w, const T* __re
                         const int xb = v * VEC - off;                   // staged column of e[0]
                         if (xb >= 0 && xb + VEC <= IW) {
 #pragma unroll
-                            for (int i = 0; i < VEC; ++i) dst[xb + i] = e[i];
+                            for (int i = 0; i < VEC; ++i) dst[xb + i] = num<T>::load(e[i]);
                         } else {
 #pragma unroll
                             for (int i = 0; i < VEC; ++i)
-                                if (xb + i >= 0 && xb + i < IW) dst[xb + i] = e[i];
+                                if (xb + i >= 0 && xb + i < IW) dst[xb + i] = num<T>::load(e[i]);
                         }
                     }
                 }
@@ -236,19 +277,19 @@ conv2d_depthwise(const T* __restrict__ x, const T* __restrict__ w, const T* __re
                     const int frm = pad_index(fr, Hi, pm);            // DG: fr itself
                     const bool rok = rr == 0 && frm >= 0 && frm < Hi;
                     const T* __restrict__ src = xc + (rok ? (i64)frm * Wi : 0);
-                    T* dst = s_in + yy * IWP;
+                    A* dst = s_in + yy * IWP;
                     if (remap_cols) {                                 // forward: uw = 1, fc = iw0 + xx
                         for (int xx = scol; xx < IW; xx += SC) {
                             const int col = pad_index(iw0 + xx, Wi, pm);
-                            T v = num<T>::zero();
-                            if (rok && (unsigned)col < (unsigned)Wi) v = src[col];
+                            A v = num<A>::zero();
+                            if (rok && (unsigned)col < (unsigned)Wi) v = num<T>::load(src[col]);
                             dst[xx] = v;
                         }
                     } else {
                         int fc = fc0, rc = rc0;
                         for (int xx = scol; xx < IW; xx += SC) {
-                            T v = num<T>::zero();
-                            if (rok && rc == 0 && fc >= 0 && fc < Wi) v = src[fc];
+                            A v = num<A>::zero();
+                            if (rok && rc == 0 && fc >= 0 && fc < Wi) v = num<T>::load(src[fc]);
                             dst[xx] = v;
                             fc += scq; rc += scr;
                             if (rc >= uw) { rc -= uw; ++fc; }
@@ -260,7 +301,7 @@ conv2d_depthwise(const T* __restrict__ x, const T* __restrict__ w, const T* __re
             }
             if (KS == 0)
                 for (int i = tid; i < R * S; i += NTP)
-                    s_w[i] = w[(i64)cw * R * S + (DG ? R * S - 1 - i : i)];
+                    s_w[i] = num<T>::load(w[(i64)cw * R * S + (DG ? R * S - 1 - i : i)]);
         }
         A wr[KR][KR];                                               // taps in registers (KS > 0)
         if (KS > 0) {
@@ -273,15 +314,32 @@ conv2d_depthwise(const T* __restrict__ x, const T* __restrict__ w, const T* __re
         }
         __syncthreads();
         if (active && p < Ho) {
-            const T* s0 = s_in + threadIdx.y * st_h * IWP + threadIdx.x * QPT * st_w;
+            const A* s0 = s_in + threadIdx.y * st_h * IWP + threadIdx.x * QPT * st_w;
             if (KS > 0 && st_w == 1 && dw == 1) {                   // register window, stride 1
                 constexpr int WIN = QPT + KR - 1;
 #pragma unroll
                 for (int r = 0; r < KR; ++r) {
-                    const T* srow_ = s0 + r * dh * IWP;
+                    const A* srow_ = s0 + r * dh * IWP;
                     A v[WIN];
+                    if (sizeof(T) == 2 && QPT % 4 == 0) {
+                        // fp16 (float rows, pitch and window start multiples of 4 words):
+                        // 16-byte loads, then 8 bytes and 4 -- KS = 3: 3 loads per row, not 10
+                        const float* fr_ = reinterpret_cast<const float*>(srow_);
 #pragma unroll
-                    for (int i = 0; i < WIN; ++i) v[i] = num<T>::load(srow_[i]);
+                        for (int i = 0; i + 4 <= WIN; i += 4) {
+                            const float4 t = *reinterpret_cast<const float4*>(fr_ + i);
+                            v[i] = t.x; v[i + 1] = t.y; v[i + 2] = t.z; v[i + 3] = t.w;
+                        }
+                        constexpr int I2 = WIN & ~3;
+                        if (WIN - I2 >= 2) {
+                            const float2 t = *reinterpret_cast<const float2*>(fr_ + I2);
+                            v[I2] = t.x; v[I2 + 1] = t.y;
+                        }
+                        if ((WIN - I2) & 1) v[WIN - 1] = fr_[WIN - 1];
+                    } else {
+#pragma unroll
+                        for (int i = 0; i < WIN; ++i) v[i] = srow_[i];
+                    }
 #pragma unroll
                     for (int s = 0; s < KR; ++s)
 #pragma unroll
@@ -291,10 +349,10 @@ conv2d_depthwise(const T* __restrict__ x, const T* __restrict__ w, const T* __re
                 constexpr int WIN = 2 * QPT + KR - 2;
 #pragma unroll
                 for (int r = 0; r < KR; ++r) {
-                    const T* srow_ = s0 + r * dh * IWP;
+                    const A* srow_ = s0 + r * dh * IWP;
                     A v[WIN];
 #pragma unroll
-                    for (int i = 0; i < WIN; ++i) v[i] = num<T>::load(srow_[i]);
+                    for (int i = 0; i < WIN; ++i) v[i] = srow_[i];
 #pragma unroll
                     for (int s = 0; s < KR; ++s)
 #pragma unroll
@@ -303,21 +361,21 @@ conv2d_depthwise(const T* __restrict__ x, const T* __restrict__ w, const T* __re
             } else if (KS > 0) {                                    // any stride / dilation
 #pragma unroll
                 for (int r = 0; r < KR; ++r) {
-                    const T* srow_ = s0 + r * dh * IWP;
+                    const A* srow_ = s0 + r * dh * IWP;
 #pragma unroll
                     for (int s = 0; s < KR; ++s)
 #pragma unroll
                         for (int j = 0; j < QPT; ++j)
-                            acc[j] = acc[j] + wr[r][s] * num<T>::load(srow_[j * st_w + s * dw]);
+                            acc[j] = acc[j] + wr[r][s] * srow_[j * st_w + s * dw];
                 }
             } else {                                                // any R, S: taps from shared
                 for (int r = 0; r < R; ++r) {
-                    const T* srow_ = s0 + r * dh * IWP;
+                    const A* srow_ = s0 + r * dh * IWP;
                     for (int s = 0; s < S; ++s) {
-                        const A wv = num<T>::load(s_w[r * S + s]);
+                        const A wv = s_w[r * S + s];
 #pragma unroll
                         for (int j = 0; j < QPT; ++j)
-                            acc[j] = acc[j] + wv * num<T>::load(srow_[j * st_w + s * dw]);
+                            acc[j] = acc[j] + wv * srow_[j * st_w + s * dw];
                     }
                 }
             }

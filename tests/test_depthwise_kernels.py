@@ -188,3 +188,39 @@ def test_depthwise_public_api_on_the_simulator(dtype, rng):
     for got, want, what in ((y, want_y, "conv2d"), (dx, want_dx, "conv2d_input"), (dw, want_dw, "conv2d_weight")):
         assert got.dtype == dt, what
         assert_close(np.asarray(got, dtype=np.float64), want, tol, f"{what} {dtype} depthwise")
+
+
+# float16 forward: (id, input, multiplier, kernel, stride, padding).  The 16x32 tile's 16
+# outputs per thread with a partial right tile (W = 45), the 5x5 stride-1 register window
+# (20 staged floats a row: five 16-byte shared loads), the 16-byte staging loads (W = 48),
+# stride 2 and the small tile.
+F16_CASES = [
+    ("5x5_s1_w45", (2, 3, 19, 45), 1, (5, 5), 1, 2),
+    ("3x3_s1_w48_m2", (1, 2, 13, 48), 2, (3, 3), 1, 1),
+    ("3x3_s2_w37", (2, 2, 17, 37), 1, (3, 3), 2, 1),
+]
+
+
+@pytest.mark.parametrize("case", F16_CASES, ids=[c[0] for c in F16_CASES])
+def test_depthwise_float16_accumulates_in_float32(case, rng):
+    """float16 forward against float64 on the same float16 values, with a bias, under the race
+    detector and the alignment sanitizer (the float rows' 16-byte shared loads): every output
+    within half an ulp of float16 of the exact result plus the float32 accumulation error, a
+    bound that accumulating the 9-25 products in float16 (an ulp per addition) breaks."""
+    be = sim.SimBackend(racecheck=True, alignment=True)
+    dt = np.dtype(np.float16)
+    cid, xs, m, k, stride, pad = case
+    spec, ws = _case_spec((cid, xs, m, k, stride, pad, 1), dt)
+    x, w, b = _rand(rng, spec.input_shape, dt), _rand(rng, ws, dt), _rand(rng, (spec.k,), dt)
+    want = _fwd_ref(x, w, spec).numpy() + b.astype(np.float64)[None, :, None, None]
+    mag = F.conv2d(F.pad(_t(np.abs(x)), _torch_pad(spec)), _t(np.abs(w)), stride=spec.stride,
+                   groups=spec.groups).numpy() + np.abs(b.astype(np.float64))[None, :, None, None]
+    bound = 2.0 ** -11 * np.abs(want) + 2.0 ** -25 + 2.0 ** -18 * mag
+    for tile in DW.TILES:
+        y = be.xp.full(spec.output_shape, np.nan, dtype=dt)
+        DW.launch(be, x, w, b, y, spec, 0, {"tile": tile, "planes": DW.planes_per_block(tile, spec)})
+        err = np.abs(to_host(y).astype(np.float64) - want)
+        assert not np.isnan(err).any(), f"{cid} {tile}: unwritten outputs"
+        worst = np.unravel_index(np.argmax(err - bound), err.shape)
+        assert (err <= bound).all(), (f"{cid} {tile}: |y - exact| = {err[worst]:.3g} > {bound[worst]:.3g} "
+                                      f"at {worst} (exact {want[worst]:.6g})")

@@ -5,6 +5,8 @@ from gpuconv/cuda/transpose.py) and kernels_cu/conv2d_depthwise_wgrad.cu the wei
 gradient (gpuconv/cuda/families/conv2d_depthwise_wgrad.py)."""
 from __future__ import annotations
 
+import numpy as np
+
 from .._types import ACT_CODES, REAL, ctype, expr
 from ..launch import GRID_YZ_MAX, INT32_MAX, SMEM_LIMIT, Variant, bias_args, geometry, geometry_args
 from ...spec import ConvSpec
@@ -17,6 +19,24 @@ TILES = {
     "large": (16, 32, 8, 4),
     "small": (8, 8, 8, 32),
 }
+# float16: the large tile's 16x32 outputs as 16 per thread (blockDim (2, 16, 8)): the ~200
+# setup instructions per thread are shared by 16 outputs, not 8 (3x3 stride 1: est. ~36-41
+# instructions per output instead of ~56-66, SASS figures in the kernel header), at 64
+# registers (a launch bound) and 4 resident blocks as before.  The small tile keeps 8 outputs
+# per thread (an 8x16 tile would waste more of the 7x7 and 14x14 maps it is picked for).
+# The cost model below keeps fp32's per-slot figure for both: it overstates the fp16 large
+# tile's slot cost (~28-32 instead of ~44), so it leans to the small tile for fp16.
+TILES_F16 = {
+    "large": (16, 32, 16, 8),
+    "small": (8, 8, 8, 32),
+}
+
+
+def tiles(dtype) -> dict:
+    """(TP, TQ, QPT, planes per block) per tile name for `dtype`."""
+    return TILES_F16 if np.dtype(dtype).itemsize == 2 else TILES
+
+
 KS = (3, 5, 0)        # 3x3 and 5x5 with taps in registers; 0: any R, S
 
 # Tile cost model (thread-instructions per useful output; from the SASS in the kernel
@@ -32,7 +52,7 @@ INSTR_PER_STAGED = 9
 
 
 def kernel_name(tile: str, ks: int, dtype, act: int, dgrad: bool = False) -> str:
-    TP, TQ, QPT, _ = TILES[tile]
+    TP, TQ, QPT, _ = tiles(dtype)[tile]
     return expr("conv2d_depthwise", ctype(dtype), act, TP, TQ, QPT, ks, int(bool(dgrad)))
 
 
@@ -51,25 +71,23 @@ def filter_size(spec: ConvSpec) -> int:
 
 
 def _pitch(n: int, itemsize: int) -> int:
-    """dw_pitch<T> of the kernel: odd words (2 mod 4 elements for 2-byte types)."""
-    return n + ((2 - n) & 3) if itemsize == 2 else (n | 1)
+    """dw_pitch<T> of the kernel (staged elements of num<T>::acc: fp16 stages float rows of
+    4 mod 8 words, float and double odd words)."""
+    return n + ((4 - n) & 7) if itemsize == 2 else (n | 1)
 
 
 def _plane_stride(rows: int, pitch: int, itemsize: int) -> int:
-    """dw_plane_stride<T> of the kernel."""
+    """dw_plane_stride<T> of the kernel (staged elements)."""
     e = rows * pitch
     if itemsize == 8:
         return e + ((8 - e) & 15)
-    if itemsize == 4:
-        return e + ((8 - e) & 31)
-    words = (e + 1) >> 1
-    return 2 * (words + ((8 - words) & 31))
+    return e + ((8 - e) & 31)
 
 
 def staged_tile(tile: str, spec: ConvSpec, dgrad: bool = False) -> tuple[int, int]:
     """(IH, IW): the input rows and columns one plane tile stages (the data gradient runs
     at stride 1 over dy upsampled by the stride)."""
-    TP, TQ, _, _ = TILES[tile]
+    TP, TQ, _, _ = tiles(spec.dtype)[tile]
     g = geometry(spec)
     sh, sw = (1, 1) if dgrad else (g.sh, g.sw)
     return (TP - 1) * sh + (g.R - 1) * g.dh + 1, (TQ - 1) * sw + (g.S - 1) * g.dw + 1
@@ -80,7 +98,8 @@ def smem_bytes(tile: str, spec: ConvSpec, planes: int, dgrad: bool = False) -> i
     it = spec.dtype.itemsize
     ps = _plane_stride(ih, _pitch(iw, it), it)
     g = geometry(spec)
-    return it * planes * (ps + (g.R * g.S if filter_size(spec) == 0 else 0))
+    staged = max(it, 4)                 # fp16 is staged as float (num<T>::acc)
+    return staged * planes * (ps + (g.R * g.S if filter_size(spec) == 0 else 0))
 
 
 def _out_hw(spec: ConvSpec, dgrad: bool) -> tuple[int, int]:
@@ -90,15 +109,15 @@ def _out_hw(spec: ConvSpec, dgrad: bool) -> tuple[int, int]:
 
 def tile_cost(tile: str, spec: ConvSpec, dgrad: bool = False) -> float:
     """Estimated thread-instructions per useful output (INSTR_PER_* above)."""
-    TP, TQ, _, _ = TILES[tile]
+    TP, TQ, _, _ = tiles(spec.dtype)[tile]
     P, Q = _out_hw(spec, dgrad)
-    tiles = -(-P // TP) * -(-Q // TQ)
+    nt = -(-P // TP) * -(-Q // TQ)
     ih, iw = staged_tile(tile, spec, dgrad)
-    return (INSTR_PER_SLOT * tiles * TP * TQ + INSTR_PER_STAGED * tiles * ih * iw) / max(1, P * Q)
+    return (INSTR_PER_SLOT * nt * TP * TQ + INSTR_PER_STAGED * nt * ih * iw) / max(1, P * Q)
 
 
 def planes_per_block(tile: str, spec: ConvSpec, dgrad: bool = False) -> int:
-    planes = TILES[tile][3]
+    planes = tiles(spec.dtype)[tile][3]
     while planes > 1 and smem_bytes(tile, spec, planes, dgrad) > SMEM_LIMIT:
         planes //= 2
     return planes
@@ -113,7 +132,7 @@ def config(spec: ConvSpec, dgrad: bool = False) -> dict:
 
 
 def grid(tile: str, spec: ConvSpec, planes: int, dgrad: bool = False):
-    TP, TQ, QPT, _ = TILES[tile]
+    TP, TQ, QPT, _ = tiles(spec.dtype)[tile]
     P, Q = _out_hw(spec, dgrad)
     nplanes = spec.n * (spec.c if dgrad else spec.k)
     return ((-(-nplanes // planes), -(-P // TP), -(-Q // TQ)), (TQ // QPT, TP, planes))
@@ -130,7 +149,7 @@ def _supports(spec: ConvSpec, dgrad: bool):
         smem = min(smem_bytes(t, spec, 1, dgrad) for t in TILES)
         return False, (f"one plane's input tile with its halo needs {smem} B of shared memory "
                        f"(> {SMEM_LIMIT}): kernel/dilation/stride too large")
-    if spec.n * spec.k + max(t[3] for t in TILES.values()) > INT32_MAX:
+    if spec.n * spec.k + max(t[3] for d in (TILES, TILES_F16) for t in d.values()) > INT32_MAX:
         return False, f"N*K = {spec.n * spec.k} planes exceed the kernel's 32-bit plane index"
     (_, gy, gz), _ = grid("small", spec, 1, dgrad)
     if gy > GRID_YZ_MAX or gz > GRID_YZ_MAX:
