@@ -24,8 +24,8 @@ TILES = {
 # instructions per output instead of ~56-66, SASS figures in the kernel header), at 64
 # registers (a launch bound) and 4 resident blocks as before.  The small tile keeps 8 outputs
 # per thread (an 8x16 tile would waste more of the 7x7 and 14x14 maps it is picked for).
-# The cost model below keeps fp32's per-slot figure for both: it overstates the fp16 large
-# tile's slot cost (~28-32 instead of ~44), so it leans to the small tile for fp16.
+# The cost model below prices the fp16 large tile's output slot at ~30 instructions
+# (INSTR_PER_SLOT_F16_LARGE), the small tile's at fp32's ~44.
 TILES_F16 = {
     "large": (16, 32, 16, 8),
     "small": (8, 8, 8, 32),
@@ -48,6 +48,9 @@ KS = (3, 5, 0)        # 3x3 and 5x5 with taps in registers; 0: any R, S
 # the tile with fewer instructions per output is closer to the copy bandwidth (the kernel
 # is issue-bound above ~55 instructions per fp32 stride-1 output at 4.8 TB/s, header).
 INSTR_PER_SLOT = 44
+# float16 on the large tile (16 outputs per thread; header SASS: 35.8 instructions per output
+# on the MobileNet path including ~1.2 staged elements of ~4.5): ~30 per slot.  MEASURE.
+INSTR_PER_SLOT_F16_LARGE = 30
 INSTR_PER_STAGED = 9
 
 
@@ -113,7 +116,8 @@ def tile_cost(tile: str, spec: ConvSpec, dgrad: bool = False) -> float:
     P, Q = _out_hw(spec, dgrad)
     nt = -(-P // TP) * -(-Q // TQ)
     ih, iw = staged_tile(tile, spec, dgrad)
-    return (INSTR_PER_SLOT * nt * TP * TQ + INSTR_PER_STAGED * nt * ih * iw) / max(1, P * Q)
+    slot = INSTR_PER_SLOT_F16_LARGE if (tile == "large" and spec.dtype.itemsize == 2) else INSTR_PER_SLOT
+    return (slot * nt * TP * TQ + INSTR_PER_STAGED * nt * ih * iw) / max(1, P * Q)
 
 
 def planes_per_block(tile: str, spec: ConvSpec, dgrad: bool = False) -> int:
