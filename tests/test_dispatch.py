@@ -441,3 +441,16 @@ def test_choose_covers_dtype_x_precision_x_shape():
         tc += name == "implicit_gemm" and np.dtype(dt) == np.float32
         n += 1
     assert n == 7 * 2 * 3 * 3 * 2 * 2 * 2 and tc > 0
+
+
+def test_depthwise_occupancy_counts_registers():
+    """The depthwise kernel's registers (ptxas table in its family module) bound its blocks
+    per SM: 64 per thread at 256 threads is 4 blocks, 96 is 2, 153 (float64 5x5) is 1 --
+    not the 8 that threads and shared memory alone would allow."""
+    from gpuconv.cuda.families import conv2d_depthwise as DW
+    facts = DeviceFacts()
+    for dt, r, want in ((np.float16, 3, 4), (np.float32, 3, 4), (np.float32, 5, 2), (np.float64, 5, 1)):
+        sp = make_spec((32, 144, 56, 56), (144, 1, r, r), None, 1, r // 2, 1, 144, np.dtype(dt), 2)[0]
+        occ = dispatch.occupancy("depthwise", sp, facts)
+        assert occ["ctas_per_sm"] == want, (dt, r, occ)
+        assert DW.registers(sp) * 256 * want <= 65536 < DW.registers(sp) * 256 * (want + 1)

@@ -348,10 +348,13 @@ def default_config(name: str, spec: ConvSpec, facts: DeviceFacts, precision: str
 
 # Per-SM limits of sm_80/sm_90 for the residency estimate: 2048 threads, 32 blocks, shared
 # memory 228 KiB (sm_90) / 164 KiB (sm_80) with 1 KiB reserved per block.  Registers are
-# modelled for the implicit GEMM (its __launch_bounds__ cap); the FMA kernels are below
-# 64 registers per thread at 256 threads (ptxas, `gpuconv kernels`), where threads bind first.
+# modelled for the implicit GEMM (its __launch_bounds__ cap) and the depthwise kernel (its
+# ptxas table, 64-153 per thread at 256 threads: 4 down to 1 blocks per SM); the other FMA
+# kernels are below 64 registers per thread at 256 threads (ptxas, `gpuconv kernels`),
+# where threads bind first.
 SM_THREADS = 2048
 SM_BLOCKS = 32
+SM_REGISTERS = 65536               # 32-bit registers per SM, sm_80 and sm_90
 # MEASURE. cuBLAS picks its own tile and split-K (heuristics); the wave count of im2col's GEMM
 # is estimated at a 128x128 tile, 2 resident per SM -- an estimate of what cuBLAS launches.
 CUBLAS_TILE = (128, 128)
@@ -362,8 +365,11 @@ def _smem_per_sm(facts: DeviceFacts) -> int:
     return (228 if tuple(facts.cc) >= (9, 0) else 164) * 1024
 
 
-def _resident(threads: int, smem: int, facts: DeviceFacts) -> int:
-    return max(1, min(SM_THREADS // threads, _smem_per_sm(facts) // (smem + 1024), SM_BLOCKS))
+def _resident(threads: int, smem: int, facts: DeviceFacts, regs: int | None = None) -> int:
+    """Blocks per SM by threads, shared memory (+1 KiB reserved per block) and, when known,
+    registers per thread (allocated in units of 8 per thread from the 64K-register file)."""
+    by_regs = SM_REGISTERS // (-(-regs // 8) * 8 * threads) if regs else SM_BLOCKS
+    return max(1, min(SM_THREADS // threads, _smem_per_sm(facts) // (smem + 1024), SM_BLOCKS, by_regs))
 
 
 def occupancy(name: str, spec: ConvSpec, facts: DeviceFacts | None = None, config: dict | None = None,
@@ -394,7 +400,8 @@ def occupancy(name: str, spec: ConvSpec, facts: DeviceFacts | None = None, confi
         cfg = config if "tile" in config else _depthwise.config(spec)
         (gx, gy, gz), block = _depthwise.grid(cfg["tile"], spec, cfg["planes"])
         ctas = gx * gy * gz
-        per_sm = _resident(math.prod(block), _depthwise.smem_bytes(cfg["tile"], spec, cfg["planes"]), facts)
+        per_sm = _resident(math.prod(block), _depthwise.smem_bytes(cfg["tile"], spec, cfg["planes"]), facts,
+                           _depthwise.registers(spec))
         what = f"{cfg['tile']} plane tiles x {cfg['planes']} planes per block"
     elif name == "im2col":
         # pointwise: one batched GEMM over all images; else one per chunk of `chunk` images

@@ -135,6 +135,20 @@ def config(spec: ConvSpec, dgrad: bool = False) -> dict:
     return {"tile": tile, "planes": planes_per_block(tile, spec, dgrad)}
 
 
+# Registers per thread, forward / data gradient, by element size and filter specialisation
+# KS (ptxas -v, sm_90, nvcc 13, ACT 0: `gpuconv kernels --arch sm_90 --module
+# conv2d_depthwise.cu`; sm_80 within a few).  The occupancy estimate's register limit: at
+# 256 threads per block, 64 registers allow 4 blocks per SM, 80 3, 96-128 2, 153 1.
+REGISTERS = {(2, 3): (64, 80), (2, 5): (64, 80), (2, 0): (64, 80),
+             (4, 3): (64, 80), (4, 5): (96, 80), (4, 0): (80, 80),
+             (8, 3): (112, 125), (8, 5): (153, 128), (8, 0): (120, 123)}
+
+
+def registers(spec: ConvSpec, dgrad: bool = False) -> int:
+    """ptxas's registers per thread of the kernel that runs spec (REGISTERS)."""
+    return REGISTERS[(spec.dtype.itemsize, filter_size(spec))][int(bool(dgrad))]
+
+
 def grid(tile: str, spec: ConvSpec, planes: int, dgrad: bool = False):
     TP, TQ, QPT, _ = tiles(spec.dtype)[tile]
     P, Q = _out_hw(spec, dgrad)
