@@ -11,15 +11,9 @@ import numpy as np
 
 from . import activations, engine, precision as _precision
 from ._array import convert, wrap
-from .spec import PADDING_MODES, check_dtypes, check_padding_mode_limits, make_spec
+from .spec import check_dtypes, check_padding_mode, check_padding_mode_limits, make_spec
 
 ALGORITHMS_CPU = ("auto", "reference", "fft")
-
-
-def check_padding_mode(padding_mode) -> str:
-    if not isinstance(padding_mode, str) or padding_mode not in PADDING_MODES:
-        raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
-    return padding_mode
 
 
 def check_algorithm(algorithm, path) -> str:

@@ -194,7 +194,7 @@ def dgrad_by_phases(xp, dy, w, spec: ConvSpec, fprop, finish):
             part = dx[dx_sl]
             part[...] = finish(xp.zeros(part.shape, dtype=spec.dtype))
             continue
-        wt = ws[(slice(None), slice(None)) + xp.ix_(*(xp.asarray(t) for t in taps))] if spec.nd else ws
+        wt = ws[(slice(None), slice(None)) + xp.ix_(*(xp.asarray(t) for t in taps))]
         r = fprop(fspec, xp.ascontiguousarray(dy[dy_sl]), xp.ascontiguousarray(wt))
         if dx is None and all(s == 1 for s in spec.stride):
             return r                                   # stride 1: the one phase is dx

@@ -40,7 +40,7 @@ import numpy as np
 from . import _memory, activations
 from ._array import Converted, common_kind, device_scope
 from .derived import crop_unread, dgrad_by_phases, wgrad_as_fprop
-from .spec import PADDING_MODES, ConvSpec, check_op, is_bfloat16
+from .spec import ConvSpec, check_op, check_padding_mode, is_bfloat16
 
 
 # ----------------------------------------------------------------------------
@@ -163,11 +163,9 @@ def _finish_cpu(out, spec: ConvSpec, bias, activation):
 
 
 def with_padding_mode(spec: ConvSpec, padding_mode: str) -> ConvSpec:
-    """spec with nn.Conv{n}d's padding mode (checked against PADDING_MODES); "zeros"
-    where the spec has no padding to fill."""
-    if padding_mode not in PADDING_MODES:
-        raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
-    if padding_mode == "zeros" or not any(lo or hi for lo, hi in spec.pad):
+    """spec with nn.Conv{n}d's padding mode (check_padding_mode); "zeros" where the spec
+    has no padding to fill."""
+    if check_padding_mode(padding_mode) == "zeros" or not any(lo or hi for lo, hi in spec.pad):
         padding_mode = "zeros"
     return spec if spec.padding_mode == padding_mode else replace(spec, padding_mode=padding_mode)
 
@@ -254,9 +252,8 @@ def _dgrad_device(path, spec, dy, w, bias=None, activation=None, algorithm="auto
                   precision="highest", **_):
     if use_fft("dgrad", spec, path, algorithm):
         return _finish_device_fft(path, _fft("dgrad", path, spec, dy, w), spec, bias, activation)
-    forced = _forced_implicit_gemm("dgrad", spec, path, algorithm, precision)
-    derived_route = forced or _grad_route("dgrad", spec, path, precision) == "forward"
-    if not derived_route:
+    variants = _grad_variants("dgrad", spec, path, algorithm, precision)
+    if variants is None:
         from .cuda import transpose as cuda_transpose
         if cuda_transpose.transpose_supports(spec)[0]:
             return cuda_transpose.forward(dy, w, bias, spec, activation=activation,
@@ -266,9 +263,8 @@ def _dgrad_device(path, spec, dy, w, bias=None, activation=None, algorithm="auto
     # saw choose() pick (the dispatcher's own choice when refused)
 
     def fprop(fspec, a, b):
-        alg = algorithm if forced else _chosen(fspec, path, precision) if derived_route else "auto"
         return run("fprop", fspec, a, b, path=path, bias=bias, activation=activation,
-                   algorithm=alg, precision=precision)
+                   algorithm=(variants or {}).get(fspec, "auto"), precision=precision)
     return dgrad_by_phases(path.xp, dy, w, spec, fprop,
                            lambda zeros: _finish_device_fft(path, zeros, spec, bias, activation))
 
@@ -287,9 +283,8 @@ def _wgrad_device(path, spec, x, dy, deterministic=True, algorithm="auto", preci
     x, spec = crop_unread(x, spec)
     if use_fft("wgrad", spec, path, algorithm):
         return _fft("wgrad", path, spec, x, dy).astype(spec.dtype, copy=False)
-    forced = _forced_implicit_gemm("wgrad", spec, path, algorithm, precision)
-    derived_route = forced or _grad_route("wgrad", spec, path, precision) == "forward"
-    if not derived_route and cuda_wgrad.wgrad_supports(spec)[0]:
+    variants = _grad_variants("wgrad", spec, path, algorithm, precision)
+    if variants is None and cuda_wgrad.wgrad_supports(spec)[0]:
         return cuda_wgrad.forward(x, dy, spec, deterministic=deterministic, backend=path.backend)
     # tensor cores, or refused (3-D): one forward convolution with batch and channel
     # roles swapped (gpuconv.derived); its split-K sums in a fixed order, so it is
@@ -298,8 +293,7 @@ def _wgrad_device(path, spec, x, dy, deterministic=True, algorithm="auto", preci
     xp = path.xp
     fspec, x2, w2, crop = wgrad_as_fprop(xp, x, dy, spec)
     res = run("fprop", fspec, x2, w2, path=path, precision=precision,   # (C/g, K, >= kernel)
-              algorithm=algorithm if forced else
-              _chosen(fspec, path, precision) if derived_route else "auto")
+              algorithm=(variants or {}).get(fspec, "auto"))
     return xp.ascontiguousarray(res[crop].swapaxes(0, 1))
 
 
@@ -346,12 +340,16 @@ def run(op: str, spec: ConvSpec, a, b, *, path: Path, bias=None, activation=None
                                  precision=precision)
 
 
-def _grad_route(op: str, spec: ConvSpec, path: Path, precision: str) -> str:
-    """gpuconv.cuda.dispatch.grad_route on this device: "forward" (the derived forms) or
-    "dedicated" (the gradient kernels)."""
+def _grad_variants(op: str, spec: ConvSpec, path: Path, algorithm: str, precision: str):
+    """{derived forward spec: variant} when gradient `op` runs as forward problems
+    (gpuconv.cuda.dispatch.grad_plan's "forward" route on this device, or every one on
+    implicit_gemm for algorithm='implicit_gemm'); None for the dedicated kernels."""
     from .cuda.backend import device_facts
-    from .cuda.dispatch import grad_route
-    return grad_route(op, spec, device_facts(path.backend), precision)[0]
+    from .cuda.dispatch import grad_forward_problems, grad_plan
+    if _forced_implicit_gemm(op, spec, path, algorithm, precision):
+        return {f: "implicit_gemm" for f in grad_forward_problems(op, spec)}
+    plan = grad_plan(op, spec, device_facts(path.backend), precision)
+    return plan.variants if plan.route == "forward" else None
 
 
 def _grad_on_tensor_cores(op: str, spec: ConvSpec, path: Path, precision: str) -> bool:
@@ -372,14 +370,6 @@ def _forced_implicit_gemm(op: str, spec: ConvSpec, path: Path, algorithm: str, p
     if not ok:
         raise ValueError(f"algorithm='implicit_gemm': {why}")
     return True
-
-
-def _chosen(spec: ConvSpec, path: Path, precision: str) -> str:
-    """The dispatcher's variant for a derived problem (no FFT, no autotune: the
-    gradient's route was decided on these choices)."""
-    from .cuda.backend import device_facts
-    from .cuda.dispatch import choose
-    return choose(spec, device_facts(path.backend), precision)[0]
 
 
 def _device_takes_bfloat16(op: str, spec: ConvSpec, path: Path, precision: str,

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 from . import activations, engine, precision as _precision
 from ._array import convert, wrap
-from .api import check_padding_mode
 from .cuda.separable import ALGORITHMS
-from .spec import _fmt_shape, check_dtypes, check_padding_mode_limits, make_spec
+from .spec import _fmt_shape, check_dtypes, check_padding_mode, check_padding_mode_limits, make_spec
 
 
 def separable_forward(nd: int, fname: str, input, depthwise_weight, pointwise_weight, bias=None,

@@ -258,6 +258,13 @@ class ConvSpec:
                 self.dilation, self.groups, self.dtype.str, self.padding_mode)
 
 
+def check_padding_mode(padding_mode) -> str:
+    """nn.Conv{n}d's padding_mode: one of PADDING_MODES, else ValueError naming them."""
+    if not isinstance(padding_mode, str) or padding_mode not in PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+    return padding_mode
+
+
 def check_padding_mode_limits(spec: "ConvSpec", padding_mode: str) -> None:
     """The limits of nn.Conv{n}d's non-zero padding modes: reflect needs padding below
     the input size (torch's F.pad rule and error).  Circular padding may wrap any

@@ -40,6 +40,8 @@ Across the rules:
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import math
 
 import numpy as np
@@ -254,9 +256,28 @@ def grad_supported_by_implicit_gemm(op: str, spec: ConvSpec, facts: DeviceFacts 
 REUSE_VARIANTS = ("implicit_gemm", "im2col", "tiled_smem", "tiled_smem_small")
 
 
+class GradPlan(NamedTuple):
+    """grad_plan's answer: the route, why, and choose()'s variant for each derived forward
+    problem (empty unless route == "forward")."""
+    route: str
+    why: str
+    variants: dict
+
+    @property
+    def tensor_cores(self) -> bool:
+        return self.route == "forward" and "implicit_gemm" in self.variants.values()
+
+
 def grad_route(op: str, spec: ConvSpec, facts: DeviceFacts | None = None,
                precision: str = "highest") -> tuple[str, str]:
-    """(route, why) of gradient `op` ("dgrad" or "wgrad") of the forward problem `spec`:
+    """(route, why) of grad_plan."""
+    plan = grad_plan(op, spec, facts, precision)
+    return plan.route, plan.why
+
+
+def grad_plan(op: str, spec: ConvSpec, facts: DeviceFacts | None = None,
+              precision: str = "highest") -> GradPlan:
+    """The route of gradient `op` ("dgrad" or "wgrad") of the forward problem `spec`:
 
         "forward"    as forward problems (gpuconv.derived) on the variants choose() picks
                      for them: dgrad as one stride-1 problem per stride phase (no inserted
@@ -288,37 +309,39 @@ def grad_route(op: str, spec: ConvSpec, facts: DeviceFacts | None = None,
     facts = facts or DeviceFacts()
     subs = grad_forward_problems(op, spec)
     if not subs:
-        return "dedicated", "no kernel tap reaches the input (the gradient is 0 + bias)"
-    names = []
+        return GradPlan("dedicated", "no kernel tap reaches the input (the gradient is 0 + bias)", {})
+    names = {}
+    whys = {}
     for f in subs:
         try:
             name, _, reasons = choose(f, facts, precision)
         except ValueError as exc:
-            return "dedicated", str(exc)
-        names.append((name, reasons[1] if len(reasons) > 1 else ""))
-    picked = [n for n, _ in names]
+            return GradPlan("dedicated", str(exc), {})
+        names[f], whys[f] = name, (reasons[1] if len(reasons) > 1 else "")
     allowed = REUSE_VARIANTS if op == "dgrad" else ("implicit_gemm", "im2col")
-    if all(n in allowed for n in picked):
-        what = f"{len(subs)} stride-phase forward problem(s)" if op == "dgrad" else \
-            "one forward problem reducing over N*P*Q"
-        on = "tensor cores, " if "implicit_gemm" in picked else ""
-        return "forward", f"{op} as {what} on {on}{', '.join(sorted(set(picked)))}"
-    name, why = next((n, w) for n, w in names if n not in allowed)
-    return "dedicated", f"a derived forward problem goes to {name}: {why}"
+    bad = [f for f in subs if names[f] not in allowed]
+    if bad:
+        return GradPlan("dedicated", f"a derived forward problem goes to {names[bad[0]]}: "
+                                     f"{whys[bad[0]]}", {})
+    what = f"{len(subs)} stride-phase forward problem(s)" if op == "dgrad" else \
+        "one forward problem reducing over N*P*Q"
+    on = "tensor cores, " if "implicit_gemm" in names.values() else ""
+    return GradPlan("forward", f"{op} as {what} on {on}{', '.join(sorted(set(names.values())))}",
+                    names)
 
 
 def grad_on_tensor_cores(op: str, spec: ConvSpec, facts: DeviceFacts | None = None,
                          precision: str = "highest") -> tuple[bool, str]:
-    """(whether, why): grad_route's rule 1 -- gradient `op` runs on the tensor-core
-    implicit GEMM (see grad_route)."""
+    """(whether, why): gradient `op` runs on the tensor-core implicit GEMM (grad_plan's
+    "forward" route with implicit_gemm among its variants)."""
     facts = facts or DeviceFacts()
     ok, why = grad_supported_by_implicit_gemm(op, spec, facts, precision)
     if not ok:
         return False, why
-    route, why = grad_route(op, spec, facts, precision)
-    if route == "forward" and "tensor cores" not in why:
-        return False, f"no derived problem goes to implicit_gemm ({why})"
-    return route == "forward", why
+    plan = grad_plan(op, spec, facts, precision)
+    if plan.route == "forward" and not plan.tensor_cores:
+        return False, f"no derived problem goes to implicit_gemm ({plan.why})"
+    return plan.tensor_cores, plan.why
 
 
 def capture_safe(name: str) -> bool:
